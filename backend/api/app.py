@@ -1,0 +1,108 @@
+"""create_app: the FastAPI application, its lifespan (the service and its clock) and error mapping."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from backend.api.routes import learning, ops, portfolio, signals
+from backend.bootstrap import App, build_app
+from backend.brokers.sim import EndOfData
+from backend.config import Settings
+from backend.risk import SizingError
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, whether or not they declare a length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _too_large(self.limit, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(self.limit, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    response = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
+    await response({"type": "http"}, None, send)
+
+
+async def _run_clock(app: App) -> None:
+    """The simulated broker's clock: one bar every SIM_BAR_SECONDS of wall time."""
+    while True:
+        await asyncio.sleep(app.settings.sim_bar_seconds)
+        try:
+            await run_in_threadpool(app.advance_clock)
+        except EndOfData:
+            log.warning("the bundled data has no more bars: the simulated clock stops")
+            return
+        except Exception:
+            log.exception("advancing the simulated clock failed; trying again next bar")
+
+
+def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(api: FastAPI):
+        sizer = await run_in_threadpool(build_app, settings)
+        api.state.sizer = sizer
+        clock = asyncio.create_task(_run_clock(sizer)) if run_clock else None
+        try:
+            yield
+        finally:
+            if clock:
+                clock.cancel()
+            sizer.close()
+
+    api = FastAPI(
+        title="sizer",
+        version="0.1.0",
+        description="Reinforcement-learning position sizing: decisions, trades, outcomes and the Q-table.",
+        lifespan=lifespan,
+    )
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the offending input is not echoed: it may be NaN or megabytes long
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @api.exception_handler(SizingError)
+    async def _sizing_error(request: Request, exc: SizingError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]}, status_code=422
+        )
+
+    for module in (signals, learning, portfolio, ops):
+        api.include_router(module.router)
+    api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return api

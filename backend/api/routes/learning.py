@@ -1,0 +1,64 @@
+"""What the agent has learned: Q-table, agent state, outcomes."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from backend.api.deps import Limit, Offset, Sizer, row_dict
+from backend.api.schemas import AgentOut, Page
+from backend.domain.state import ACTIONS, ALL_STATE_KEYS, validate_state_key
+
+router = APIRouter(prefix="/v1", tags=["learning"])
+
+
+def _state(state: str | None) -> str | None:
+    if state is None:
+        return None
+    try:
+        return validate_state_key(state)
+    except ValueError as exc:
+        raise HTTPException(422, [{"loc": ["query", "state"], "msg": str(exc), "type": "value_error"}]) from None
+
+
+@router.get("/qtable", response_model=Page)
+def get_qtable(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
+    total, rows = sizer.store.q_values(_state(state), offset, limit)
+    return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])
+
+
+@router.get("/qtable/top", response_model=list[dict])
+def get_qtable_top(sizer: Sizer, limit: Limit = 10,
+                   min_visits: Annotated[int, Query(ge=0)] = 1) -> list[dict]:
+    return [row_dict(r) for r in sizer.store.top_q_values(limit, min_visits)]
+
+
+@router.get("/agent", response_model=AgentOut)
+def get_agent(sizer: Sizer) -> AgentOut:
+    s = sizer.settings
+    agent = sizer.store.agent()
+    cells, states = sizer.store.q_coverage()
+    return AgentOut(
+        policy=sizer.risk.policy_name,
+        reward_fn=s.rl_sizing_reward,
+        alpha=agent.alpha,
+        epsilon=agent.epsilon,
+        epsilon_initial=agent.epsilon_initial,
+        epsilon_min=s.rl_sizing_epsilon_min,
+        epsilon_decay=s.rl_sizing_epsilon_decay,
+        discount=s.rl_sizing_discount,
+        recent_win_rate=sizer.store.recent_win_rate(s.rl_sizing_win_rate_window),
+        win_rate_window=s.rl_sizing_win_rate_window,
+        total_updates=agent.total_updates,
+        last_updated=agent.last_updated_at,
+        states=len(ALL_STATE_KEYS),
+        actions=len(ACTIONS),
+        visited_cells=cells,
+        visited_states=states,
+    )
+
+
+@router.get("/outcomes", response_model=Page)
+def get_outcomes(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
+    total, rows = sizer.store.outcomes(offset, limit, _state(state))
+    return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])

@@ -1,0 +1,33 @@
+"""Trades and the broker's positions."""
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+
+from backend.api.deps import Limit, Offset, Sizer, row_dict
+from backend.api.schemas import Page
+
+router = APIRouter(prefix="/v1", tags=["portfolio"])
+
+
+@router.get("/trades", response_model=Page)
+def get_trades(
+    sizer: Sizer,
+    status: Literal["pending", "open", "closing", "closed", "rejected"] | None = None,
+    symbol: str | None = None,
+    offset: Offset = 0,
+    limit: Limit = 100,
+) -> Page:
+    total, rows = sizer.store.trades(status, symbol.upper() if symbol else None, offset, limit)
+    return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])
+
+
+@router.get("/positions")
+def get_positions(sizer: Sizer) -> dict:
+    account = sizer.broker.account()
+    return {
+        "as_of": sizer.broker.now(),
+        "account": {**account.__dict__, "exposure": account.exposure},
+        "positions": [p.__dict__ for p in sizer.broker.positions()],
+    }

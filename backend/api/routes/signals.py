@@ -1,0 +1,39 @@
+"""Signals (execute) and decisions (size only)."""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+
+from backend.api.deps import Sizer
+from backend.api.schemas import DecisionIn, DecisionOut, SignalIn, SignalOut
+from backend.store.repositories import decision_to_json
+
+router = APIRouter(prefix="/v1", tags=["trading"])
+
+
+@router.post("/signals", response_model=SignalOut, status_code=201,
+             responses={200: {"description": "A replay, a rejection or an exit: no new order"}})
+def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut:
+    result = sizer.executor.handle(body.to_signal())
+    sizer.metrics.signals.labels(result.status).inc()
+    if result.replayed or result.status != "placed":
+        response.status_code = 200
+    return SignalOut(
+        signal_id=result.signal_id,
+        status=result.status,
+        reason=result.reason,
+        replayed=result.replayed,
+        trade_id=result.trade_id,
+        closed_trade_id=result.closed_trade_id,
+        decision=result.decision,
+    )
+
+
+@router.post("/decisions", response_model=DecisionOut)
+def post_decision(body: DecisionIn, sizer: Sizer) -> DecisionOut:
+    started = time.perf_counter()
+    decision = sizer.risk.decide(body.to_signal())
+    sizer.metrics.decision_seconds.observe(time.perf_counter() - started)
+    sizer.metrics.decisions.labels(decision.policy, str(decision.approved).lower()).inc()
+    return DecisionOut(**decision_to_json(decision))

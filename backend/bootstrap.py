@@ -1,0 +1,99 @@
+"""The composition root: the only place that picks concrete adapters and wires them together."""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.brokers.sim import SimBroker
+from backend.config import Settings
+from backend.data.bundled import load_bundled
+from backend.domain.model import Fill
+from backend.execution.executor import Executor
+from backend.execution.monitor import PositionMonitor
+from backend.indicators import min_bars
+from backend.metrics import Metrics
+from backend.risk import RiskManager
+from backend.sizing.atr import AtrRule
+from backend.sizing.base import SizingPolicy
+from backend.sizing.qlearning import QLearningPolicy
+from backend.store.db import make_engine, run_migrations
+from backend.store.repositories import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: Store
+    broker: SimBroker
+    risk: RiskManager
+    monitor: PositionMonitor
+    executor: Executor
+    metrics: Metrics
+
+    def advance_clock(self) -> list[Fill]:
+        """One bar of simulated time: fills, then marks. Raises EndOfData after the last bar."""
+        fills = self.broker.advance()
+        for fill in fills:
+            self.monitor.on_fill(fill)
+        self.monitor.on_bar()
+        return fills
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+
+
+def make_sim_broker(settings: Settings) -> SimBroker:
+    series = {symbol: load_bundled(symbol) for symbol in settings.sim_symbols}
+    calendar = next(iter(series.values())).ts
+    start = int(np.searchsorted(calendar, np.datetime64(settings.sim_start, "s")))
+    warmup = 10 * settings.rm_atr_period
+    if start < max(warmup, min_bars(settings.rm_atr_period)) or start >= len(calendar) - 1:
+        raise ValueError(
+            f"SIM_START {settings.sim_start} leaves too few bars: the bundled data runs "
+            f"{calendar[0].astype('datetime64[D]')}..{calendar[-1].astype('datetime64[D]')} and the "
+            f"indicators need {warmup} bars before the start"
+        )
+    return SimBroker(
+        series,
+        start_index=start,
+        initial_cash=settings.sim_initial_cash,
+        multiplier=settings.sim_multiplier,
+        shorting_enabled=settings.sim_shorting_enabled,
+        slippage_bps=settings.sim_slippage_bps,
+        commission_bps=settings.sim_commission_bps,
+    )
+
+
+def make_policy(settings: Settings, store: Store, fallback: AtrRule) -> SizingPolicy:
+    if settings.sizing_policy == "qlearning" and settings.rl_position_sizing_enabled:
+        rng = random.Random(settings.rl_sizing_seed)
+        return QLearningPolicy(store, rng, settings.rl_sizing_min_state_visits, fallback)
+    return fallback
+
+
+def build_app(settings: Settings, *, broker: SimBroker | None = None) -> App:
+    if settings.auto_migrate:
+        run_migrations(settings.database_url)
+    store = Store(make_engine(settings.database_url))
+    store.ensure_agent(settings.rl_sizing_alpha, settings.rl_sizing_epsilon)
+    broker = broker or make_sim_broker(settings)
+    metrics = Metrics()
+    atr = AtrRule()
+    policy = make_policy(settings, store, atr)
+    window = settings.rl_sizing_win_rate_window
+    risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr)
+
+    def on_reward(trade, outcome, reward) -> None:
+        metrics.rewards.labels(trade.policy, reward.fn).inc()
+        metrics.reward_sum.labels(trade.policy).inc(reward.value)
+
+    monitor = PositionMonitor(settings, store, broker, on_reward=on_reward)
+    executor = Executor(settings, store, broker, risk, monitor)
+    log.info("sizer ready: policy %s, broker %s, database %s", policy.name, broker.name,
+             store.engine.url.render_as_string(hide_password=True))
+    return App(settings, store, broker, risk, monitor, executor, metrics)

@@ -1,0 +1,248 @@
+"""A simulated margin broker that replays daily bars.
+
+Market orders fill at the next bar's open with adverse slippage and a commission. Bracket legs (stop, target)
+are checked against each bar's range; a bar that gaps through a level fills at the open, and when one bar
+touches both levels the stop is assumed first (the conservative reading of a daily bar). Margin is
+account-level, as at a real broker: gross exposure may reach `multiplier` x equity; an account whose equity
+falls below the maintenance requirement is liquidated at the next open.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from backend.brokers.base import BrokerPosition, OrderAck, OrderRequest, OrderRejected
+from backend.data.bundled import Series
+from backend.domain.model import Account, Fill, Side
+
+
+@dataclass
+class _Position:
+    quantity: float  # signed
+    avg_entry: float
+    stop: float | None = None
+    target: float | None = None
+    bracket_id: str | None = None  # client id of the order that opened it
+
+
+class EndOfData(Exception):
+    """The replay has shown its last bar."""
+
+
+class SimBroker:
+    name = "sim"
+
+    def __init__(
+        self,
+        series: dict[str, Series],
+        *,
+        start_index: int,
+        initial_cash: float,
+        multiplier: float = 4.0,
+        shorting_enabled: bool = True,
+        slippage_bps: float = 2.0,
+        commission_bps: float = 1.0,
+        maintenance_margin: float = 0.25,
+    ) -> None:
+        calendars = [s.ts for s in series.values()]
+        if any(len(c) != len(calendars[0]) or (c != calendars[0]).any() for c in calendars):
+            raise ValueError("simulated symbols must share one calendar")
+        if not 0 <= start_index < len(calendars[0]):
+            raise ValueError(f"start index {start_index} outside the data (0..{len(calendars[0]) - 1})")
+        self._series = series
+        self._ts = calendars[0]
+        self._i = start_index
+        self._cash = initial_cash
+        self._multiplier = multiplier
+        self._shorting = shorting_enabled
+        self._slip = slippage_bps / 1e4
+        self._commission = commission_bps / 1e4
+        self._maintenance = maintenance_margin
+        self._positions: dict[str, _Position] = {}
+        self._pending: dict[str, OrderRequest] = {}  # client_order_id -> order, in arrival order
+        self._orders: dict[str, OrderAck] = {}
+        self._lock = threading.RLock()
+
+    # --- the clock -----------------------------------------------------------------------------
+    @property
+    def index(self) -> int:
+        return self._i
+
+    @property
+    def bars_left(self) -> int:
+        return len(self._ts) - 1 - self._i
+
+    def bars_until(self, ts: np.datetime64) -> int:
+        """How many bars the clock must advance to show the last bar at or before `ts`."""
+        return max(0, int(np.searchsorted(self._ts, ts, side="right")) - 1 - self._i)
+
+    def now(self) -> datetime:
+        return _as_datetime(self._ts[self._i])
+
+    def advance(self) -> list[Fill]:
+        """Show the next bar: fill pending orders at its open, then bracket legs within its range."""
+        with self._lock:
+            if self.bars_left <= 0:
+                raise EndOfData(f"no bars after {self.now():%Y-%m-%d}")
+            self._i += 1
+            ts = self.now()
+            fills: list[Fill] = []
+            # exits first, so an opposite signal's close frees buying power before the new entry
+            for cid, order in sorted(self._pending.items(), key=lambda kv: not kv[1].reduce_only):
+                fill = self._fill_market(order, ts)
+                self._orders[cid] = OrderAck(cid, cid, "filled" if fill else "canceled")
+                if fill:
+                    fills.append(fill)
+            self._pending.clear()
+            for symbol in list(self._positions):
+                fill = self._check_bracket(symbol, ts)
+                if fill:
+                    fills.append(fill)
+            self._margin_call()
+            return fills
+
+    # --- the Broker port -------------------------------------------------------------------------
+    def account(self) -> Account:
+        with self._lock:
+            gross = sum(abs(p.quantity) * self._mark(s) for s, p in self._positions.items())
+            equity = self._cash + sum(p.quantity * self._mark(s) for s, p in self._positions.items())
+            return Account(
+                equity=equity,
+                cash=self._cash,
+                buying_power=max(0.0, equity * self._multiplier - gross - self._pending_notional()),
+                multiplier=self._multiplier,
+                shorting_enabled=self._shorting,
+                gross_position_value=gross,
+            )
+
+    def positions(self) -> list[BrokerPosition]:
+        with self._lock:
+            return [
+                BrokerPosition(s, p.quantity, p.avg_entry, self._mark(s)) for s, p in self._positions.items()
+            ]
+
+    def history(self, symbol: str, count: int) -> Series:
+        s = self._get_series(symbol)
+        lo = max(0, self._i + 1 - count)
+        hi = self._i + 1
+        return Series(symbol, s.ts[lo:hi], s.open[lo:hi], s.high[lo:hi], s.low[lo:hi], s.close[lo:hi], s.volume[lo:hi])
+
+    def allows_fractional(self, symbol: str) -> bool:
+        return True
+
+    def find_order(self, client_order_id: str) -> OrderAck | None:
+        return self._orders.get(client_order_id)
+
+    def submit(self, order: OrderRequest) -> OrderAck:
+        with self._lock:
+            if order.client_order_id in self._orders:
+                return self._orders[order.client_order_id]
+            self._get_series(order.symbol)
+            if not (math.isfinite(order.quantity) and order.quantity > 0):
+                raise OrderRejected(f"quantity must be a positive number, got {order.quantity}")
+            held = self._positions.get(order.symbol)
+            if order.reduce_only:
+                if held is None or np.sign(held.quantity) != -order.side.sign:
+                    raise OrderRejected(f"no {order.side.opposite.value} position in {order.symbol} to reduce")
+            else:
+                if order.side is Side.SELL and not self._shorting and (held is None or held.quantity <= 0):
+                    raise OrderRejected("shorting is not enabled for this account")
+                notional = order.quantity * self._mark(order.symbol)
+                bp = self.account().buying_power
+                if notional > bp:
+                    raise OrderRejected(f"insufficient buying power: order ${notional:,.2f} > ${bp:,.2f}")
+            ack = OrderAck(order.client_order_id, order.client_order_id, "accepted")
+            self._orders[order.client_order_id] = ack
+            self._pending[order.client_order_id] = order
+            return ack
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _get_series(self, symbol: str) -> Series:
+        try:
+            return self._series[symbol]
+        except KeyError:
+            raise OrderRejected(f"unknown symbol {symbol!r}; tradable: {', '.join(self._series)}") from None
+
+    def _mark(self, symbol: str) -> float:
+        return float(self._series[symbol].close[self._i])
+
+    def _pending_notional(self) -> float:
+        return sum(o.quantity * self._mark(o.symbol) for o in self._pending.values() if not o.reduce_only)
+
+    def _execute(self, symbol: str, side: Side, qty: float, price: float, ts: datetime, cid: str, reason: str) -> Fill:
+        commission = qty * price * self._commission
+        self._cash -= side.sign * qty * price + commission
+        pos = self._positions.get(symbol)
+        signed = side.sign * qty
+        if pos is None:
+            self._positions[symbol] = _Position(signed, price)
+        elif np.sign(pos.quantity) == np.sign(signed):
+            total = pos.quantity + signed
+            pos.avg_entry = (pos.avg_entry * pos.quantity + price * signed) / total
+            pos.quantity = total
+        else:
+            remaining = pos.quantity + signed
+            if abs(remaining) < 1e-12:
+                del self._positions[symbol]
+            elif np.sign(remaining) == np.sign(pos.quantity):
+                pos.quantity = remaining
+            else:  # flipped through zero: the rest opens a new position at this price
+                self._positions[symbol] = _Position(remaining, price)
+        return Fill(cid, symbol, side, qty, price, ts, commission, reason)
+
+    def _fill_market(self, order: OrderRequest, ts: datetime) -> Fill | None:
+        held = self._positions.get(order.symbol)
+        qty = order.quantity
+        if order.reduce_only:
+            if held is None or np.sign(held.quantity) != -order.side.sign:
+                return None  # the position is already gone (a stop beat the close): nothing to do
+            qty = min(qty, abs(held.quantity))
+        s = self._series[order.symbol]
+        price = float(s.open[self._i]) * (1 + order.side.sign * self._slip)
+        fill = self._execute(order.symbol, order.side, qty, price, ts, order.client_order_id, "market")
+        pos = self._positions.get(order.symbol)
+        if pos is not None and not order.reduce_only and (order.stop_price or order.target_price):
+            pos.stop, pos.target, pos.bracket_id = order.stop_price, order.target_price, order.client_order_id
+        return fill
+
+    def _check_bracket(self, symbol: str, ts: datetime) -> Fill | None:
+        pos = self._positions[symbol]
+        if pos.stop is None and pos.target is None:
+            return None
+        s = self._series[symbol]
+        o, h, lo = float(s.open[self._i]), float(s.high[self._i]), float(s.low[self._i])
+        long = pos.quantity > 0
+        exit_side = Side.SELL if long else Side.BUY
+        level, reason = None, ""
+        if pos.stop is not None:
+            if long and lo <= pos.stop:
+                level, reason = min(o, pos.stop), "stop"
+            elif not long and h >= pos.stop:
+                level, reason = max(o, pos.stop), "stop"
+        if level is None and pos.target is not None:
+            if long and h >= pos.target:
+                level, reason = max(o, pos.target), "target"
+            elif not long and lo <= pos.target:
+                level, reason = min(o, pos.target), "target"
+        if level is None:
+            return None
+        price = level * (1 - (1 if long else -1) * self._slip) if reason == "stop" else level
+        leg = f"{pos.bracket_id}-{'sl' if reason == 'stop' else 'tp'}"
+        return self._execute(symbol, exit_side, abs(pos.quantity), price, ts, leg, reason)
+
+    def _margin_call(self) -> None:
+        acct = self.account()
+        if acct.gross_position_value and acct.equity < self._maintenance * acct.gross_position_value:
+            for symbol, pos in self._positions.items():
+                side = Side.SELL if pos.quantity > 0 else Side.BUY
+                cid = f"margin-call-{symbol}-{self._i}"
+                self._pending[cid] = OrderRequest(cid, symbol, side, abs(pos.quantity), reduce_only=True)
+                self._orders[cid] = OrderAck(cid, cid, "accepted")
+
+
+def _as_datetime(ts: np.datetime64) -> datetime:
+    return datetime.fromtimestamp(ts.astype("datetime64[s]").astype(int), tz=timezone.utc)

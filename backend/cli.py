@@ -1,0 +1,186 @@
+"""`sizer`: serve, migrate, replay, qtable export/import."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from backend.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="sizer: reinforcement-learning position sizing for live trading", no_args_is_help=True)
+qtable = typer.Typer(help="Export or import the Q-table in the seed's JSON format", no_args_is_help=True)
+app.add_typer(qtable, name="qtable")
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(host: Annotated[Optional[str], typer.Option(help="Overrides HOST")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Overrides PORT")] = None) -> None:
+    """Run the API and the trading loop (embedded defaults: SQLite, simulated broker on bundled bars)."""
+    import uvicorn
+
+    from backend.api.app import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = _settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database at DATABASE_URL to the newest schema."""
+    from backend.store.db import run_migrations
+
+    settings = _settings()
+    run_migrations(settings.database_url)
+    typer.echo("database is at the newest schema")
+
+
+@app.command()
+def replay(
+    start: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="First bar (SIM_START)")] = None,
+    end: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="Last bar (default: data end)")] = None,
+    seed: Annotated[int, typer.Option(help="Exploration seed")] = 7,
+    keep: Annotated[bool, typer.Option(help="Learn into DATABASE_URL instead of a scratch database")] = False,
+    compare: Annotated[bool, typer.Option(help="Also run the ATR rule on the same signals")] = True,
+) -> None:
+    """Drive the whole loop over the bundled bars with a built-in signal source, then summarise."""
+    from rich.progress import Progress
+
+    from backend.replay import run_replay
+
+    base = _settings(**({"sim_start": start.date()} if start else {}), rl_sizing_seed=seed)
+    if end and end.date() <= base.sim_start:
+        _fail("--end must come after --start")
+    runs = [("qlearning", {"sizing_policy": "qlearning"})] + ([("atr", {"sizing_policy": "atr"})] if compare else [])
+    summaries = []
+    with tempfile.TemporaryDirectory() as scratch, Progress(transient=False) as progress:
+        for name, overrides in runs:
+            url = base.database_url if keep and name == "qlearning" else f"sqlite:///{scratch}/{name}.db"
+            settings = base.model_copy(update={**overrides, "database_url": url})
+            task = progress.add_task(f"replay {name}", total=None)
+            try:
+                summary = run_replay(settings, end.date() if end else None,
+                                     on_bar=lambda i, n, t=task: progress.update(t, completed=i, total=n))
+            except ValueError as exc:
+                _fail(str(exc))
+            summaries.append(summary)
+    _print_summaries(summaries)
+
+
+def _print_summaries(summaries) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="replay summary")
+    for col in ("policy", "signals", "trades", "win rate", "return", "max drawdown", "Q coverage (cells / states)"):
+        table.add_column(col)
+    for s in summaries:
+        table.add_row(
+            s.policy,
+            str(s.signals),
+            str(s.trades),
+            "-" if s.win_rate is None else f"{s.win_rate:.1%}",
+            f"{s.total_return:+.2%}",
+            f"{s.max_drawdown:.2%}",
+            f"{s.visited_cells}/7500 ({s.coverage:.1%}) / {s.visited_states}/300",
+        )
+    Console().print(table)
+
+
+def _store():
+    from backend.store.db import make_engine, run_migrations
+    from backend.store.repositories import Store
+
+    settings = _settings()
+    run_migrations(settings.database_url)
+    store = Store(make_engine(settings.database_url))
+    store.ensure_agent(settings.rl_sizing_alpha, settings.rl_sizing_epsilon)
+    return settings, store
+
+
+@qtable.command("export")
+def qtable_export(path: Annotated[Path, typer.Argument(help="JSON file to write, - for stdout")]) -> None:
+    """Write q_table, outcomes and metadata as the predecessors' state file did."""
+    settings, store = _store()
+    _, rows = store.q_values(None, 0, 10**9)
+    agent = store.agent()
+    doc = {
+        "q_table": {f"{r.state_key}|{r.action_key}": r.q for r in rows},
+        "outcomes": [
+            {"state_key": o.state_key, "action_key": o.action_key, "reward": o.reward, "pnl_pct": o.pnl_pct,
+             "duration_hours": o.duration_hours, "max_drawdown_pct": o.max_drawdown_pct,
+             "timestamp": o.closed_at.isoformat()}
+            for o in store.iter_outcomes()
+        ],
+        "metadata": {
+            "learning_rate": agent.alpha,
+            "exploration_rate": agent.epsilon,
+            "recent_win_rate": store.recent_win_rate(settings.rl_sizing_win_rate_window),
+            "total_updates": agent.total_updates,
+            "last_updated": agent.last_updated_at.isoformat() if agent.last_updated_at else None,
+        },
+    }
+    text = json.dumps(doc, indent=2)
+    if str(path) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        path.write_text(text)
+        typer.echo(f"wrote {len(doc['q_table'])} Q-values and {len(doc['outcomes'])} outcomes to {path}")
+
+
+@qtable.command("import")
+def qtable_import(
+    path: Annotated[Path, typer.Argument(help="JSON file in the seed's format")],
+    replace: Annotated[bool, typer.Option(help="Drop the current Q-table first")] = False,
+) -> None:
+    """Load Q-values from a state file. Outcomes in the file are history and stay in the file."""
+    from backend.domain.state import Action, validate_state_key
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("q_table"), dict):
+        _fail(f"{path}: expected an object with a 'q_table' object")
+    cells = {}
+    for key, value in doc["q_table"].items():
+        parts = str(key).split("|")
+        try:
+            if len(parts) != 6:
+                raise ValueError("expected regime|confidence|exposure|performance|size|leverage")
+            state = validate_state_key("|".join(parts[:4]))
+            action = Action.parse("|".join(parts[4:])).key
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"value {value!r} is not a finite number")
+        except ValueError as exc:
+            _fail(f"{path}: q_table[{key!r}]: {exc}; nothing was imported")
+        cells[(state, action)] = float(value)
+    _, store = _store()
+    n = store.import_q_table(cells, replace=replace)
+    typer.echo(f"imported {n} Q-values" + (" (table replaced)" if replace else ""))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,136 @@
+"""Every setting sizer reads, typed, defaulted and documented. `.env.example` mirrors this file.
+
+Settings come from the environment (or a `.env` file) by their upper-case names. A bad value stops
+start-up with a message naming the variable (see `load_settings`).
+"""
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.domain.state import BucketEdges
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True)
+
+    # --- service -------------------------------------------------------------------------------
+    database_url: str = Field(
+        "sqlite:///./data/sizer.db",
+        description="SQLAlchemy URL. sqlite:///path (embedded default) or postgresql+psycopg://user@host/db",
+    )
+    auto_migrate: bool = Field(True, description="Run Alembic migrations to head when the service starts")
+    broker: Literal["sim"] = Field("sim", description="Where orders go: the built-in market simulator")
+    host: str = Field("127.0.0.1", description="Address the API listens on")
+    port: int = Field(8000, ge=1, le=65535, description="Port the API listens on")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+    max_body_bytes: int = Field(64_000, ge=1_000, description="Requests with a larger body are refused (413)")
+
+    # --- sizing policy -------------------------------------------------------------------------
+    sizing_policy: Literal["qlearning", "atr"] = Field(
+        "qlearning", description="Which policy sizes trades; the ATR rule is always the fallback"
+    )
+    rl_position_sizing_enabled: bool = Field(True, description="False: every trade is sized by the ATR rule")
+    rl_sizing_alpha: float = Field(0.15, gt=0, le=1, description="Q-learning rate: Q += alpha (reward - Q)")
+    rl_sizing_epsilon: float = Field(0.10, ge=0, le=1, description="Initial exploration rate (random action)")
+    rl_sizing_epsilon_min: float = Field(0.02, ge=0, le=1, description="Exploration never decays below this")
+    rl_sizing_epsilon_decay: float = Field(
+        1.0, gt=0, le=1, description="Epsilon is multiplied by this after every Q update (1.0: no decay)"
+    )
+    rl_sizing_discount: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Discount factor. Each trade is a one-step episode (its outcome is terminal), so the "
+        "update has no bootstrap term and gamma does not enter it; kept for compatibility and reported",
+    )
+    rl_sizing_reward: Literal["seed", "log_growth"] = Field(
+        "log_growth", description="Reward function: seed (linear pnl%, favours leverage) or log_growth (Kelly)"
+    )
+    rl_sizing_seed: int | None = Field(None, description="Seed of the exploration RNG (None: from the OS)")
+    rl_sizing_min_state_visits: int = Field(
+        1,
+        ge=0,
+        description="A state with fewer recorded outcomes is sized by the ATR rule (its action is still "
+        "recorded and learned from). 0: the Q-table always decides",
+    )
+    rl_sizing_win_rate_window: int = Field(20, ge=1, description="Performance bucket: win rate of the last N outcomes")
+    rl_state_high_vol_atr_pct: float = Field(0.02, gt=0, description="ATR/price above this is high volatility")
+    rl_state_trending_adx: float = Field(25.0, ge=0, le=100, description="ADX above this is a trend")
+    rl_state_ranging_adx: float = Field(20.0, ge=0, le=100, description="ADX below this is a range")
+    rl_state_confidence_edges: tuple[float, float, float, float] = Field(
+        (0.45, 0.55, 0.70, 0.85), description="Confidence bucket edges, JSON list of 4"
+    )
+    rl_state_exposure_edges: tuple[float, float, float] = Field(
+        (0.30, 0.60, 0.80), description="Gross exposure / equity bucket edges, JSON list of 3"
+    )
+    rl_state_performance_edges: tuple[float, float] = Field(
+        (0.45, 0.60), description="Win-rate bucket edges (bad | neutral | good), JSON list of 2"
+    )
+
+    # --- risk manager: hard caps no policy can exceed --------------------------------------------
+    rm_max_leverage: float = Field(5.0, ge=1, description="Most leverage a trade may use (also capped by the broker)")
+    rm_max_position_usd: float = Field(25_000.0, gt=0, description="Largest notional of one position")
+    rm_min_position_usd: float = Field(100.0, ge=0, description="Smaller positions are not placed")
+    rm_risk_per_trade_pct: float = Field(
+        0.005, gt=0, le=0.2, description="Base risk: fraction of equity lost if the stop is hit (ATR rule, RL base)"
+    )
+    rm_max_risk_pct: float = Field(0.015, gt=0, le=0.5, description="No trade may risk more than this fraction")
+    rm_max_exposure: float = Field(1.5, gt=0, description="Gross exposure after the trade, as a multiple of equity")
+    rm_atr_stop_multiple: float = Field(2.0, gt=0, description="Stop distance in ATRs when a signal has none")
+    rm_atr_period: int = Field(14, ge=2, le=200, description="ATR and ADX period (Wilder), in bars")
+    rm_default_time_limit_hours: float | None = Field(
+        240.0, gt=0, description="Close a trade after this long when the signal gives no limit (None: never)"
+    )
+
+    # --- simulated broker -------------------------------------------------------------------------
+    sim_symbols: tuple[str, ...] = Field(("SP500", "NASDAQ"), description="Bundled daily series to trade")
+    sim_start: date = Field(date(2015, 1, 2), description="First bar the simulated clock shows")
+    sim_initial_cash: float = Field(100_000.0, gt=0, description="Starting cash of the simulated account")
+    sim_multiplier: float = Field(4.0, ge=1, description="Margin multiplier of the simulated account")
+    sim_shorting_enabled: bool = Field(True, description="Whether the simulated account may sell short")
+    sim_slippage_bps: float = Field(2.0, ge=0, description="Adverse slippage on every fill, basis points")
+    sim_commission_bps: float = Field(1.0, ge=0, description="Commission on every fill, basis points of notional")
+    sim_bar_seconds: float = Field(
+        5.0, gt=0, description="Wall-clock seconds per simulated bar while serving (the replay runs flat out)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.rm_min_position_usd > self.rm_max_position_usd:
+            raise ValueError("RM_MIN_POSITION_USD must not exceed RM_MAX_POSITION_USD")
+        if self.rm_risk_per_trade_pct > self.rm_max_risk_pct:
+            raise ValueError("RM_RISK_PER_TRADE_PCT must not exceed RM_MAX_RISK_PCT")
+        if self.rl_sizing_epsilon_min > self.rl_sizing_epsilon:
+            raise ValueError("RL_SIZING_EPSILON_MIN must not exceed RL_SIZING_EPSILON")
+        self.bucket_edges()  # validates the edges
+        return self
+
+    def bucket_edges(self) -> BucketEdges:
+        return BucketEdges(
+            high_vol_atr_pct=self.rl_state_high_vol_atr_pct,
+            trending_adx=self.rl_state_trending_adx,
+            ranging_adx=self.rl_state_ranging_adx,
+            confidence=self.rl_state_confidence_edges,
+            exposure=self.rl_state_exposure_edges,
+            performance=self.rl_state_performance_edges,
+        )
+
+
+class ConfigError(Exception):
+    """Settings could not be loaded; the message names every bad variable."""
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"] if isinstance(p, str)).upper() or "settings"
+            shown = "" if "KEY" in name else f" (got {err.get('input')!r})"  # never echo a secret
+            lines.append(f"{name}: {err['msg']}{shown}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

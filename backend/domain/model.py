@@ -1,0 +1,147 @@
+"""Pure value types shared by every layer. No I/O here."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+
+class Side(str, Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> "Side":
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class TradeStatus(str, Enum):
+    PENDING = "pending"  # order submitted, not filled yet
+    OPEN = "open"
+    CLOSING = "closing"  # exit order submitted
+    CLOSED = "closed"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Bar:
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+
+
+@dataclass(frozen=True)
+class Signal:
+    signal_id: str
+    symbol: str
+    side: Side
+    confidence: float
+    price: float | None = None  # the sender's reference price; the broker's mark is used when absent
+    stop_price: float | None = None
+    target_price: float | None = None
+    time_limit_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class Account:
+    equity: float
+    cash: float
+    buying_power: float
+    multiplier: float  # the most leverage the account allows
+    shorting_enabled: bool
+    gross_position_value: float  # sum of |qty x mark| over open positions
+
+    @property
+    def exposure(self) -> float:
+        """Gross position value as a fraction of equity (the real portfolio, not a placeholder)."""
+        return self.gross_position_value / self.equity if self.equity > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class MarketContext:
+    """What the sizing policies know of the market for one symbol at decision time."""
+
+    price: float
+    atr: float  # Wilder ATR in price units
+    adx: float  # Wilder ADX, 0..100
+
+    @property
+    def atr_pct(self) -> float:
+        return self.atr / self.price
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A policy's raw answer, before the risk manager's caps."""
+
+    size_usd: float  # notional exposure
+    leverage: float
+    policy: str
+    why: str
+    state_key: str | None = None
+    action_key: str | None = None
+    q_value: float | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The risk manager's final answer. `approved` False means: place nothing."""
+
+    approved: bool
+    symbol: str
+    side: Side
+    size_usd: float
+    quantity: float
+    leverage: float
+    price: float
+    stop_price: float
+    target_price: float | None
+    policy: str
+    reasoning: str
+    state_key: str | None = None
+    action_key: str | None = None
+    q_value: float | None = None
+    model_version: str | None = None
+    capped_by: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def margin_usd(self) -> float:
+        return self.size_usd / self.leverage if self.leverage else 0.0
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A broker event: an order (or part of it) executed."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    ts: datetime
+    commission: float = 0.0
+    reason: str = "market"  # market | stop | target
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a closed trade taught us."""
+
+    pnl_usd: float
+    pnl_pct: float  # on the margin the trade committed, in percent
+    duration_hours: float
+    max_drawdown_pct: float  # worst adverse excursion on that margin, percent, >= 0
+    equity_at_entry: float
+
+    @property
+    def won(self) -> bool:
+        return self.pnl_usd > 0

@@ -1,0 +1,131 @@
+"""Signal -> decision -> order -> trade, exactly once per signal id."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from backend.brokers.base import Broker, OrderRequest, OrderRejected
+from backend.config import Settings
+from backend.domain.model import Decision, Side, Signal
+from backend.execution.monitor import PositionMonitor
+from backend.risk import RiskManager
+from backend.store.repositories import DuplicateSignal, Store, SymbolBusy, decision_to_json
+from backend.store.tables import SignalRow, TradeRow
+
+log = logging.getLogger(__name__)
+
+
+def client_order_id(signal_id: str) -> str:
+    """Deterministic, broker-safe (<= 128 chars, [a-z0-9-]) and the same on every replay of the signal."""
+    return "sz-" + hashlib.sha256(signal_id.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    signal_id: str
+    status: str  # placed | rejected | exit
+    reason: str
+    decision: dict[str, Any] | None
+    trade_id: int | None = None
+    replayed: bool = False
+    closed_trade_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Executor:
+    def __init__(
+        self, settings: Settings, store: Store, broker: Broker, risk: RiskManager, monitor: PositionMonitor
+    ) -> None:
+        self._s = settings
+        self._store = store
+        self._broker = broker
+        self._risk = risk
+        self._monitor = monitor
+
+    def handle(self, signal: Signal) -> ExecutionResult:
+        seen = self._store.signal(signal.signal_id)
+        if seen is not None:
+            return self._replay(seen)
+        active = self._store.active_trade(signal.symbol)
+        if active is not None:
+            return self._against_active(signal, active)
+        decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
+        if not decision.approved:
+            return self._reject(signal, decision, decision.reasoning)
+        limit = signal.time_limit_hours or self._s.rm_default_time_limit_hours
+        try:
+            trade = self._store.record_trade(
+                signal,
+                decision,
+                client_order_id=client_order_id(signal.signal_id),
+                equity=self._broker.account().equity,
+                deadline_at=self._broker.now() + timedelta(hours=limit) if limit else None,
+            )
+        except DuplicateSignal:  # a concurrent delivery of the same signal won the race
+            return self._replay(self._store.signal(signal.signal_id))
+        except SymbolBusy:
+            return self._reject(signal, decision, f"another trade in {signal.symbol} became active first")
+        return self._submit(trade, decision)
+
+    def _submit(self, trade: TradeRow, decision: Decision) -> ExecutionResult:
+        order = OrderRequest(
+            client_order_id=trade.client_order_id,
+            symbol=trade.symbol,
+            side=Side(trade.side),
+            quantity=trade.quantity,
+            stop_price=trade.stop_price,
+            target_price=trade.target_price,
+        )
+        try:
+            self._broker.submit(order)
+        except OrderRejected as exc:
+            self._store.reject_trade(trade.id, f"broker: {exc}")
+            return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision), trade.id)
+        log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
+                 trade.symbol, trade.size_usd, trade.leverage, trade.policy)
+        return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision_to_json(decision), trade.id)
+
+    def _reject(self, signal: Signal, decision: Decision, reason: str) -> ExecutionResult:
+        try:
+            self._store.record_signal(signal, decision, "rejected", reason)
+        except DuplicateSignal:
+            return self._replay(self._store.signal(signal.signal_id))
+        return ExecutionResult(signal.signal_id, "rejected", reason, decision_to_json(decision))
+
+    def _against_active(self, signal: Signal, active: TradeRow) -> ExecutionResult:
+        """One active trade per symbol: a same-side signal is refused, an opposite one closes the trade."""
+        blank = Decision(
+            approved=False, symbol=signal.symbol, side=signal.side, size_usd=0.0, quantity=0.0, leverage=1.0,
+            price=signal.price or 0.0, stop_price=signal.stop_price or 0.0, target_price=signal.target_price,
+            policy="none", reasoning="",
+        )
+        if active.side == signal.side.value or active.status != "open":
+            return self._reject(signal, blank, f"trade {active.id} in {signal.symbol} is {active.status} "
+                                               f"({active.side}); one active trade per symbol")
+        try:
+            self._store.record_signal(signal, blank, "exit", f"opposite signal: closing trade {active.id}")
+        except DuplicateSignal:
+            return self._replay(self._store.signal(signal.signal_id))
+        self._monitor.request_close(active, "opposite_signal")
+        return ExecutionResult(signal.signal_id, "exit", f"closing trade {active.id}", None,
+                               closed_trade_id=active.id)
+
+    def _replay(self, seen: SignalRow) -> ExecutionResult:
+        """A signal id seen before: answer as the first time, and finish a submit a crash interrupted."""
+        trade = self._store.trade_for_signal(seen.signal_id)
+        if trade is not None and trade.status == "pending" and self._broker.find_order(trade.client_order_id) is None:
+            log.warning("re-submitting %s: its trade was stored but the order never reached the broker",
+                        trade.client_order_id)
+            result = self._submit(trade, _decision_from_json(seen.decision))
+            return ExecutionResult(**{**result.__dict__, "replayed": True})
+        status = "placed" if trade is not None and trade.status != "rejected" else seen.status
+        reason = trade.reason if trade is not None and trade.status == "rejected" else seen.reason
+        return ExecutionResult(seen.signal_id, status, reason or seen.decision.get("reasoning", ""), seen.decision,
+                               trade.id if trade else None, replayed=True)
+
+
+def _decision_from_json(d: dict[str, Any]) -> Decision:
+    return Decision(**{**d, "side": Side(d["side"]), "capped_by": tuple(d["capped_by"])})

@@ -1,0 +1,373 @@
+"""Everything sizer reads and writes in the database. Money paths are single transactions whose
+exactly-once guarantees come from unique constraints, not from checks done beforehand."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterator
+
+from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.domain.model import Decision, Outcome, Signal
+from backend.store.tables import (
+    ACTIVE_TRADE_STATUSES,
+    AgentRow,
+    OutcomeRow,
+    QValueRow,
+    SignalRow,
+    TradeRow,
+    utcnow,
+)
+
+AGENT = "qlearning"
+
+
+class DuplicateSignal(Exception):
+    """This signal id has been handled before."""
+
+
+class SymbolBusy(Exception):
+    """Another trade in this symbol is still active."""
+
+
+@dataclass(frozen=True)
+class Reward:
+    value: float
+    fn: str
+    alpha: float
+    epsilon_decay: float
+    epsilon_min: float
+
+
+def decision_to_json(d: Decision) -> dict[str, Any]:
+    return {
+        "approved": d.approved,
+        "symbol": d.symbol,
+        "side": d.side.value,
+        "size_usd": d.size_usd,
+        "quantity": d.quantity,
+        "leverage": d.leverage,
+        "price": d.price,
+        "stop_price": d.stop_price,
+        "target_price": d.target_price,
+        "policy": d.policy,
+        "reasoning": d.reasoning,
+        "state_key": d.state_key,
+        "action_key": d.action_key,
+        "q_value": d.q_value,
+        "model_version": d.model_version,
+        "capped_by": list(d.capped_by),
+    }
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        dialect = engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # --- agent ----------------------------------------------------------------------------------
+    def ensure_agent(self, alpha: float, epsilon: float) -> None:
+        """Create the agent row; a changed configured epsilon restarts the exploration schedule."""
+        with self._sessions.begin() as s:
+            s.execute(
+                self._insert(AgentRow)
+                .values(name=AGENT, alpha=alpha, epsilon_initial=epsilon, epsilon=epsilon, total_updates=0)
+                .on_conflict_do_nothing()
+            )
+            row = s.get(AgentRow, AGENT)
+            row.alpha = alpha
+            if row.epsilon_initial != epsilon:
+                row.epsilon_initial = row.epsilon = epsilon
+
+    def agent(self) -> AgentRow:
+        with self._sessions() as s:
+            row = s.get(AgentRow, AGENT)
+            if row is None:
+                raise LookupError("the agent row is missing: run migrations and start the service once")
+            return row
+
+    def epsilon(self) -> float:
+        with self._sessions() as s:
+            return s.scalar(select(AgentRow.epsilon).where(AgentRow.name == AGENT))
+
+    # --- Q-table ------------------------------------------------------------------------------------
+    def q_row(self, state_key: str) -> dict[str, tuple[float, int]]:
+        with self._sessions() as s:
+            rows = s.execute(
+                select(QValueRow.action_key, QValueRow.q, QValueRow.visits).where(QValueRow.state_key == state_key)
+            )
+            return {a: (q, n) for a, q, n in rows}
+
+    def q_values(self, state_key: str | None, offset: int, limit: int) -> tuple[int, list[QValueRow]]:
+        with self._sessions() as s:
+            where = [QValueRow.state_key == state_key] if state_key else []
+            total = s.scalar(select(func.count()).select_from(QValueRow).where(*where))
+            rows = s.scalars(
+                select(QValueRow).where(*where).order_by(QValueRow.state_key, QValueRow.action_key)
+                .offset(offset).limit(limit)
+            ).all()
+            return total, list(rows)
+
+    def top_q_values(self, limit: int, min_visits: int) -> list[QValueRow]:
+        with self._sessions() as s:
+            return list(
+                s.scalars(
+                    select(QValueRow).where(QValueRow.visits >= min_visits).order_by(QValueRow.q.desc()).limit(limit)
+                )
+            )
+
+    def q_coverage(self) -> tuple[int, int]:
+        """(visited state-action cells, visited states)."""
+        with self._sessions() as s:
+            cells = s.scalar(select(func.count()).select_from(QValueRow).where(QValueRow.visits > 0))
+            states = s.scalar(select(func.count(func.distinct(QValueRow.state_key))).where(QValueRow.visits > 0))
+            return cells, states
+
+    def import_q_table(self, cells: dict[tuple[str, str], float], replace: bool) -> int:
+        """Write Q-values (visits unknown to the JSON format: counted as 1 when the value is non-zero)."""
+        with self._sessions.begin() as s:
+            if replace:
+                s.query(QValueRow).delete()
+            now = utcnow()
+            for (state, action), q in cells.items():
+                row = s.get(QValueRow, (state, action))
+                if row is None:
+                    s.add(QValueRow(state_key=state, action_key=action, q=q, visits=int(q != 0), updated_at=now))
+                else:
+                    row.q, row.updated_at = q, now
+            return len(cells)
+
+    # --- signals and trades ----------------------------------------------------------------------
+    def signal(self, signal_id: str) -> SignalRow | None:
+        with self._sessions() as s:
+            return s.get(SignalRow, signal_id)
+
+    def trade_for_signal(self, signal_id: str) -> TradeRow | None:
+        with self._sessions() as s:
+            return s.scalar(select(TradeRow).where(TradeRow.signal_id == signal_id))
+
+    def record_signal(self, signal: Signal, decision: Decision, status: str, reason: str) -> None:
+        """A signal that placed no order (rejected, or an exit of the active trade)."""
+        with self._sessions.begin() as s:
+            s.add(_signal_row(signal, decision, status, reason))
+            try:
+                s.flush()
+            except IntegrityError:
+                raise DuplicateSignal(signal.signal_id) from None
+
+    def record_trade(
+        self,
+        signal: Signal,
+        decision: Decision,
+        *,
+        client_order_id: str,
+        equity: float,
+        deadline_at: datetime | None,
+    ) -> TradeRow:
+        """Signal and its pending trade in one transaction, before the order is sent: a crash after this
+        leaves a trade that the executor re-submits under the same client order id on replay."""
+        trade = TradeRow(
+            signal_id=signal.signal_id,
+            client_order_id=client_order_id,
+            symbol=decision.symbol,
+            side=decision.side.value,
+            status="pending",
+            quantity=decision.quantity,
+            size_usd=decision.size_usd,
+            leverage=decision.leverage,
+            stop_price=decision.stop_price,
+            target_price=decision.target_price,
+            deadline_at=deadline_at,
+            policy=decision.policy,
+            rl_state_key=decision.state_key,
+            rl_action_key=decision.action_key,
+            q_value=decision.q_value,
+            model_version=decision.model_version,
+            equity_at_entry=equity,
+        )
+        try:
+            with self._sessions.begin() as s:
+                s.add(_signal_row(signal, decision, "placed", ""))
+                s.flush()
+                s.add(trade)
+        except IntegrityError as exc:
+            if self.signal(signal.signal_id) is not None:
+                raise DuplicateSignal(signal.signal_id) from None
+            raise SymbolBusy(decision.symbol) from exc
+        return trade
+
+    def reject_trade(self, trade_id: int, reason: str) -> None:
+        with self._sessions.begin() as s:
+            s.execute(update(TradeRow).where(TradeRow.id == trade_id).values(status="rejected", reason=reason))
+            trade = s.get(TradeRow, trade_id)
+            s.execute(
+                update(SignalRow).where(SignalRow.signal_id == trade.signal_id).values(status="rejected", reason=reason)
+            )
+
+    def active_trade(self, symbol: str) -> TradeRow | None:
+        with self._sessions() as s:
+            return s.scalar(
+                select(TradeRow).where(TradeRow.symbol == symbol, TradeRow.status.in_(ACTIVE_TRADE_STATUSES))
+            )
+
+    def active_trades(self) -> list[TradeRow]:
+        with self._sessions() as s:
+            return list(s.scalars(select(TradeRow).where(TradeRow.status.in_(ACTIVE_TRADE_STATUSES))))
+
+    def trade_by_order(self, client_order_id: str) -> TradeRow | None:
+        with self._sessions() as s:
+            return s.scalar(select(TradeRow).where(TradeRow.client_order_id == client_order_id))
+
+    def trades(self, status: str | None, symbol: str | None, offset: int, limit: int) -> tuple[int, list[TradeRow]]:
+        with self._sessions() as s:
+            where = []
+            if status:
+                where.append(TradeRow.status == status)
+            if symbol:
+                where.append(TradeRow.symbol == symbol)
+            total = s.scalar(select(func.count()).select_from(TradeRow).where(*where))
+            rows = s.scalars(select(TradeRow).where(*where).order_by(TradeRow.id.desc()).offset(offset).limit(limit))
+            return total, list(rows)
+
+    def mark_open(self, trade_id: int, *, quantity: float, entry_price: float, at: datetime, commission: float) -> None:
+        with self._sessions.begin() as s:
+            s.execute(
+                update(TradeRow)
+                .where(TradeRow.id == trade_id, TradeRow.status == "pending")
+                .values(status="open", quantity=quantity, entry_price=entry_price, opened_at=at,
+                        commission_usd=TradeRow.commission_usd + commission)
+            )
+
+    def mark_closing(self, trade_id: int, reason: str) -> None:
+        with self._sessions.begin() as s:
+            s.execute(
+                update(TradeRow)
+                .where(TradeRow.id == trade_id, TradeRow.status == "open")
+                .values(status="closing", exit_reason=reason)
+            )
+
+    def update_adverse_excursions(self, worst: dict[int, float]) -> None:
+        """Raise each trade's max adverse excursion to the given value (it never goes down)."""
+        if not worst:
+            return
+        with self._sessions.begin() as s:
+            for trade_id, pct in worst.items():
+                s.execute(
+                    update(TradeRow)
+                    .where(TradeRow.id == trade_id, TradeRow.max_adverse_pct < pct)
+                    .values(max_adverse_pct=pct)
+                )
+
+    # --- the learning transaction ------------------------------------------------------------------
+    def close_and_learn(
+        self,
+        trade: TradeRow,
+        *,
+        exit_price: float,
+        exit_reason: str,
+        closed_at: datetime,
+        commission: float,
+        outcome: Outcome,
+        reward: Reward,
+    ) -> bool:
+        """Close the trade, record its outcome and apply its reward to the Q-table, all or nothing.
+
+        The outcome's unique trade_id makes this exactly-once: a replayed close returns False and
+        changes nothing. The Q update is one UPDATE evaluated on the row's latest version, so
+        concurrent updates of one cell serialise on its row lock and none is lost.
+        """
+        try:
+            with self._sessions.begin() as s:
+                learns = trade.rl_state_key is not None and trade.rl_action_key is not None
+                outcome_row = OutcomeRow(
+                    trade_id=trade.id,
+                    symbol=trade.symbol,
+                    policy=trade.policy,
+                    state_key=trade.rl_state_key,
+                    action_key=trade.rl_action_key,
+                    reward_fn=reward.fn,
+                    reward=reward.value,
+                    pnl_usd=outcome.pnl_usd,
+                    pnl_pct=outcome.pnl_pct,
+                    duration_hours=outcome.duration_hours,
+                    max_drawdown_pct=outcome.max_drawdown_pct,
+                    won=outcome.won,
+                    closed_at=closed_at,
+                )
+                s.add(outcome_row)
+                s.flush()  # the unique trade_id decides here whether this close is the first
+                s.execute(
+                    update(TradeRow)
+                    .where(TradeRow.id == trade.id)
+                    .values(status="closed", exit_price=exit_price, exit_reason=exit_reason, closed_at=closed_at,
+                            pnl_usd=outcome.pnl_usd, commission_usd=TradeRow.commission_usd + commission,
+                            max_adverse_pct=outcome.max_drawdown_pct)
+                )
+                if learns:
+                    outcome_row.q_after = self._apply_q_update(s, trade.rl_state_key, trade.rl_action_key, reward)
+            return True
+        except IntegrityError:
+            return False
+
+    def _apply_q_update(self, s: Session, state_key: str, action_key: str, reward: Reward) -> float:
+        now = utcnow()
+        s.execute(
+            self._insert(QValueRow)
+            .values(state_key=state_key, action_key=action_key, q=0.0, visits=0, updated_at=now)
+            .on_conflict_do_nothing()
+        )
+        q_after = s.scalar(
+            update(QValueRow)
+            .where(QValueRow.state_key == state_key, QValueRow.action_key == action_key)
+            .values(q=QValueRow.q + reward.alpha * (reward.value - QValueRow.q), visits=QValueRow.visits + 1,
+                    updated_at=now)
+            .returning(QValueRow.q)
+        )
+        decayed = AgentRow.epsilon * reward.epsilon_decay
+        s.execute(
+            update(AgentRow)
+            .where(AgentRow.name == AGENT)
+            .values(total_updates=AgentRow.total_updates + 1, last_updated_at=now,
+                    epsilon=case((decayed < reward.epsilon_min, reward.epsilon_min), else_=decayed))
+        )
+        return q_after
+
+    # --- outcomes -----------------------------------------------------------------------------------
+    def recent_win_rate(self, n: int, policy: str | None = None) -> float | None:
+        with self._sessions() as s:
+            q = select(OutcomeRow.won).order_by(OutcomeRow.id.desc()).limit(n)
+            if policy:
+                q = q.where(OutcomeRow.policy == policy)
+            won = list(s.scalars(q))
+            return sum(won) / len(won) if won else None
+
+    def outcomes(self, offset: int, limit: int, state_key: str | None = None) -> tuple[int, list[OutcomeRow]]:
+        with self._sessions() as s:
+            where = [OutcomeRow.state_key == state_key] if state_key else []
+            total = s.scalar(select(func.count()).select_from(OutcomeRow).where(*where))
+            rows = s.scalars(select(OutcomeRow).where(*where).order_by(OutcomeRow.id.desc()).offset(offset).limit(limit))
+            return total, list(rows)
+
+    def iter_outcomes(self) -> Iterator[OutcomeRow]:
+        with self._sessions() as s:
+            yield from s.scalars(select(OutcomeRow).order_by(OutcomeRow.id)).all()
+
+
+def _signal_row(signal: Signal, decision: Decision, status: str, reason: str) -> SignalRow:
+    return SignalRow(
+        signal_id=signal.signal_id,
+        symbol=signal.symbol,
+        side=signal.side.value,
+        confidence=signal.confidence,
+        decision=decision_to_json(decision),
+        status=status,
+        reason=reason,
+    )

@@ -1,0 +1,146 @@
+"""The schema. Alembic migrations (migrations/) create exactly these tables on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+ACTIVE_TRADE_STATUSES = ("pending", "open", "closing")
+
+
+class UTCDateTime(TypeDecorator):
+    """Stored as naive UTC (SQLite has no time zones), always handed back as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SignalRow(Base):
+    """One row per signal id ever received: the idempotency record of the executor."""
+
+    __tablename__ = "signal"
+
+    signal_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    confidence: Mapped[float] = mapped_column(Float)
+    decision: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # placed | rejected
+    reason: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TradeRow(Base):
+    """A position sizer opened, with the decision's RL keys stored on the trade itself."""
+
+    __tablename__ = "trade"
+    __table_args__ = (
+        # at most one active trade per symbol: the database, not hope, stops a double open
+        Index(
+            "uq_trade_active_symbol",
+            "symbol",
+            unique=True,
+            sqlite_where=text("status IN ('pending', 'open', 'closing')"),
+            postgresql_where=text("status IN ('pending', 'open', 'closing')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    signal_id: Mapped[str] = mapped_column(ForeignKey("signal.signal_id"), unique=True)
+    client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
+    symbol: Mapped[str] = mapped_column(String(32), index=True)
+    side: Mapped[str] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    quantity: Mapped[float] = mapped_column(Float)
+    size_usd: Mapped[float] = mapped_column(Float)
+    leverage: Mapped[float] = mapped_column(Float)
+    stop_price: Mapped[float] = mapped_column(Float)
+    target_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    policy: Mapped[str] = mapped_column(String(16))
+    rl_state_key: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    rl_action_key: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    q_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    equity_at_entry: Mapped[float] = mapped_column(Float)
+    entry_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    exit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    commission_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    pnl_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_adverse_pct: Mapped[float] = mapped_column(Float, default=0.0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutcomeRow(Base):
+    """A closed trade's result and the reward it gave: unique per trade, so a reward is applied once."""
+
+    __tablename__ = "outcome"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trade_id: Mapped[int] = mapped_column(ForeignKey("trade.id"), unique=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    policy: Mapped[str] = mapped_column(String(16))
+    state_key: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
+    action_key: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reward_fn: Mapped[str] = mapped_column(String(16))
+    reward: Mapped[float] = mapped_column(Float)
+    pnl_usd: Mapped[float] = mapped_column(Float)
+    pnl_pct: Mapped[float] = mapped_column(Float)
+    duration_hours: Mapped[float] = mapped_column(Float)
+    max_drawdown_pct: Mapped[float] = mapped_column(Float)
+    won: Mapped[bool] = mapped_column(Boolean)
+    q_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class QValueRow(Base):
+    __tablename__ = "q_value"
+
+    state_key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    action_key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    q: Mapped[float] = mapped_column(Float, default=0.0)
+    visits: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgentRow(Base):
+    """The learning agent's own state; one row per agent name."""
+
+    __tablename__ = "agent"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    alpha: Mapped[float] = mapped_column(Float)
+    epsilon_initial: Mapped[float] = mapped_column(Float)
+    epsilon: Mapped[float] = mapped_column(Float)
+    total_updates: Mapped[int] = mapped_column(Integer, default=0)
+    last_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

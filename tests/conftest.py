@@ -1,0 +1,72 @@
+"""Shared fixtures: settings isolated from any .env, a real PostgreSQL database per test session."""
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from backend.config import Settings
+from backend.store.db import run_migrations
+from backend.store.tables import Base
+
+PG_ADMIN_URL = os.environ.get("SIZER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_SERVICES = os.environ.get("SIZER_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
+
+
+def make_settings(**overrides) -> Settings:
+    defaults = dict(
+        database_url="sqlite://",
+        sim_start=date(2008, 1, 2),
+        rl_sizing_seed=1,
+        sim_bar_seconds=3600.0,
+    )
+    return Settings(_env_file=None, **{**defaults, **overrides})
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/sizer.db"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> str:
+    """A fresh PostgreSQL database for this test session, migrated to head, dropped at the end."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"sizer_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        message = f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.orig}"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    run_migrations(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database) -> str:
+    """The session's PostgreSQL database, emptied before the test."""
+    engine = sa.create_engine(pg_database)
+    with engine.begin() as conn:
+        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> str:
+    """Both databases the service supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/sizer.db"
+    return request.getfixturevalue("pg_url")

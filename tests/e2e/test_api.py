@@ -1,0 +1,146 @@
+"""The HTTP API through httpx, with the service's real lifespan, store and simulated broker."""
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from backend.api.app import create_app
+from backend.store.tables import OutcomeRow, SignalRow, TradeRow
+from tests.conftest import make_settings
+
+SIGNAL = {"signal_id": "api-1", "symbol": "SP500", "side": "buy", "confidence": 0.8}
+
+
+@pytest.fixture
+async def api(sqlite_url):
+    app = create_app(make_settings(database_url=sqlite_url, rl_sizing_min_state_visits=0), run_clock=False)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
+            client.sizer = app.state.sizer
+            yield client
+
+
+def rows(client, table) -> int:
+    with client.sizer.store.session() as s:
+        return s.scalar(select(func.count()).select_from(table))
+
+
+def nothing_written(client) -> bool:
+    return rows(client, SignalRow) == 0 and rows(client, TradeRow) == 0 and client.sizer.broker.positions() == []
+
+
+async def test_decision_sizes_without_placing_anything(api):
+    r = await api.post("/v1/decisions", json={"symbol": "sp500", "side": "BUY", "confidence": 0.9})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["approved"] and d["policy"] == "qlearning" and d["symbol"] == "SP500"
+    assert d["size_usd"] > 0 and d["quantity"] == pytest.approx(d["size_usd"] / d["price"])
+    assert 1 <= d["leverage"] <= 4  # the simulated account's multiplier is 4
+    assert d["state_key"].count("|") == 3 and d["action_key"] and d["reasoning"]
+    assert d["stop_price"] < d["price"]
+    assert nothing_written(api)
+
+
+def _raw(body: dict) -> str:
+    return json.dumps(body, allow_nan=True)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"price": float("nan")}, "price"),
+        ({"price": float("inf")}, "price"),
+        ({"price": 0}, "price"),
+        ({"price": -5}, "price"),
+        ({"stop_price": float("-inf")}, "stop_price"),
+        ({"side": "hold"}, "side"),
+        ({"confidence": 1.5}, "confidence"),
+        ({"confidence": -0.01}, "confidence"),
+        ({"confidence": float("nan")}, "confidence"),
+        ({"confidence": None}, "confidence"),
+        ({"symbol": None}, "symbol"),
+        ({"symbol": "DROP TABLE"}, "symbol"),
+        ({"signal_id": "x" * 5000}, "signal_id"),
+        ({"signal_id": ""}, "signal_id"),
+        ({"stop": 95.0}, "stop"),  # a misspelt field is an error, not silently ignored
+        ({"time_limit_hours": 0}, "time_limit_hours"),
+        ({"symbol": "TSLA"}, "symbol"),  # well-formed but not tradable here
+        ({"stop_price": 1e6}, "stop_price"),  # a buy's stop above the price
+        ({"side": "sell", "target_price": 1e6}, "target_price"),
+    ],
+)
+async def test_bad_input_is_422_naming_the_field_and_writes_nothing(api, change, field):
+    body = {k: v for k, v in {**SIGNAL, **change}.items() if v is not None}
+    r = await api.post("/v1/signals", content=_raw(body), headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert any(field in err["loc"] for err in r.json()["detail"]), r.json()
+    assert nothing_written(api)
+
+
+async def test_missing_fields_and_huge_bodies(api):
+    r = await api.post("/v1/signals", json={"symbol": "SP500"})
+    assert r.status_code == 422
+    missing = {err["loc"][-1] for err in r.json()["detail"]}
+    assert missing == {"signal_id", "side", "confidence"}
+    r = await api.post("/v1/signals", content=b"{" + b" " * 200_000 + b"}", headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = await api.post("/v1/signals", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert nothing_written(api)
+
+
+async def test_signal_trade_outcome_and_learning_through_the_api(api):
+    r = await api.post("/v1/signals", json={**SIGNAL, "time_limit_hours": 48})
+    assert r.status_code == 201, r.text
+    placed = r.json()
+    assert placed["status"] == "placed" and not placed["replayed"]
+    replay = await api.post("/v1/signals", json={**SIGNAL, "time_limit_hours": 48})
+    assert replay.status_code == 200 and replay.json()["replayed"] and replay.json()["trade_id"] == placed["trade_id"]
+
+    trades = (await api.get("/v1/trades")).json()
+    assert trades["total"] == 1
+    trade = trades["items"][0]
+    assert trade["rl_state_key"] == placed["decision"]["state_key"]
+    assert trade["rl_action_key"] == placed["decision"]["action_key"]
+
+    api.sizer.advance_clock()
+    positions = (await api.get("/v1/positions")).json()
+    assert [p["symbol"] for p in positions["positions"]] == ["SP500"]
+    assert positions["account"]["exposure"] > 0
+    for _ in range(5):
+        api.sizer.advance_clock()
+    assert (await api.get("/v1/trades", params={"status": "closed"})).json()["total"] == 1
+
+    outcomes = (await api.get("/v1/outcomes")).json()
+    assert outcomes["total"] == 1 and outcomes["items"][0]["state_key"] == trade["rl_state_key"]
+    q = (await api.get("/v1/qtable", params={"state": trade["rl_state_key"]})).json()
+    assert q["total"] == 1 and q["items"][0]["visits"] == 1
+    assert q["items"][0]["q"] == pytest.approx(0.15 * outcomes["items"][0]["reward"])
+    top = (await api.get("/v1/qtable/top")).json()
+    assert top[0]["state_key"] == trade["rl_state_key"]
+    agent = (await api.get("/v1/agent")).json()
+    assert agent["total_updates"] == 1 and agent["visited_cells"] == 1 and agent["states"] == 300
+    assert agent["recent_win_rate"] in (0.0, 1.0)
+    assert rows(api, OutcomeRow) == 1
+
+
+async def test_queries_validate_their_parameters(api):
+    assert (await api.get("/v1/qtable", params={"state": "calm|x|y|z"})).status_code == 422
+    assert (await api.get("/v1/qtable", params={"limit": 0})).status_code == 422
+    assert (await api.get("/v1/outcomes", params={"offset": -1})).status_code == 422
+    assert (await api.get("/v1/trades", params={"status": "lost"})).status_code == 422
+
+
+async def test_health_metrics_and_openapi(api):
+    health = await api.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    await api.post("/v1/decisions", json={"symbol": "NASDAQ", "side": "sell", "confidence": 0.5})
+    metrics = (await api.get("/metrics")).text
+    assert 'sizer_decisions_total{approved="true",policy="qlearning"} 1.0' in metrics
+    assert "sizer_account_equity_usd 100000.0" in metrics
+    spec = (await api.get("/openapi.json")).json()
+    assert {"/v1/signals", "/v1/decisions", "/v1/qtable", "/v1/qtable/top", "/v1/agent", "/v1/outcomes",
+            "/v1/trades", "/v1/positions", "/healthz", "/metrics"} <= set(spec["paths"])

@@ -1,0 +1,67 @@
+"""Concurrent rewards on PostgreSQL: no lost update, and a close raced against itself counts once."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from backend.domain.model import Decision, Outcome, Side, Signal
+from backend.store.db import make_engine
+from backend.store.repositories import Reward, Store
+
+STATE, ACTION = "low_vol_trending|high|light|good", "1.0|3.0"
+T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
+
+
+def open_trades(store: Store, n: int):
+    trades = []
+    for i in range(n):
+        signal = Signal(f"s{i}", f"SYM{i}", Side.BUY, 0.8)
+        decision = Decision(True, f"SYM{i}", Side.BUY, 1_000.0, 10.0, 3.0, 100.0, 95.0, None, "qlearning", "test",
+                            STATE, ACTION, 0.0)
+        trade = store.record_trade(signal, decision, client_order_id=f"c{i}", equity=10_000.0, deadline_at=None)
+        store.mark_open(trade.id, quantity=10.0, entry_price=100.0, at=T0, commission=0.0)
+        trades.append(store.trade_for_signal(f"s{i}"))
+    return trades
+
+
+def close(store: Store, trade, reward_value: float) -> bool:
+    outcome = Outcome(pnl_usd=30.0, pnl_pct=9.0, duration_hours=24.0, max_drawdown_pct=1.0, equity_at_entry=10_000)
+    return store.close_and_learn(
+        trade, exit_price=101.0, exit_reason="target", closed_at=T0 + timedelta(days=1), commission=0.0,
+        outcome=outcome, reward=Reward(reward_value, "seed", 0.15, 0.99, 0.01),
+    )
+
+
+@pytest.fixture
+def store(pg_url):
+    store = Store(make_engine(pg_url))
+    store.ensure_agent(alpha=0.15, epsilon=0.5)
+    yield store
+    store.engine.dispose()
+
+
+def test_concurrent_q_updates_lose_nothing(store):
+    n = 40
+    trades = open_trades(store, n)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda t: close(store, t, 2.0), trades))
+    assert all(results)
+    (cell,) = store.q_values(STATE, 0, 100)[1]
+    assert cell.visits == n
+    # with the same reward every time, Q after n updates is r (1 - (1 - alpha)^n) whatever the order
+    assert cell.q == pytest.approx(2.0 * (1 - 0.85**n), rel=1e-12)
+    agent = store.agent()
+    assert agent.total_updates == n
+    assert agent.epsilon == pytest.approx(max(0.01, 0.5 * 0.99**n))
+
+
+def test_a_close_raced_against_itself_rewards_once(store):
+    (trade,) = open_trades(store, 1)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: close(store, trade, 1.0), range(8)))
+    assert results.count(True) == 1
+    (cell,) = store.q_values(STATE, 0, 100)[1]
+    assert cell.visits == 1 and cell.q == pytest.approx(0.15)
+    assert store.outcomes(0, 10)[0] == 1
