@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.brokers.sim import SimBroker
+from backend.bus.base import FILLS, EventBus
+from backend.bus.inprocess import InProcessBus
 from backend.config import Settings
 from backend.data.bundled import load_bundled
 from backend.domain.model import Fill
@@ -34,12 +36,14 @@ class App:
     monitor: PositionMonitor
     executor: Executor
     metrics: Metrics
+    bus: EventBus
 
     def advance_clock(self) -> list[Fill]:
-        """One bar of simulated time: fills, then marks. Raises EndOfData after the last bar."""
+        """One bar of simulated time: fills go out on the bus, then open trades are marked.
+        Raises EndOfData after the last bar."""
         fills = self.broker.advance()
         for fill in fills:
-            self.monitor.on_fill(fill)
+            self.bus.publish(FILLS, fill.to_event())
         self.monitor.on_bar()
         return fills
 
@@ -94,6 +98,8 @@ def build_app(settings: Settings, *, broker: SimBroker | None = None) -> App:
 
     monitor = PositionMonitor(settings, store, broker, on_reward=on_reward)
     executor = Executor(settings, store, broker, risk, monitor)
+    bus = InProcessBus()
+    bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
     log.info("sizer ready: policy %s, broker %s, database %s", policy.name, broker.name,
              store.engine.url.render_as_string(hide_password=True))
-    return App(settings, store, broker, risk, monitor, executor, metrics)
+    return App(settings, store, broker, risk, monitor, executor, metrics, bus)

@@ -70,7 +70,8 @@ class IncrementalWilder:
                 continue
             prev_high, prev_low, prev_close = prev
             prev = bar
-            tr = max(high - low, abs(high - prev_close), abs(low - prev_close))
+            # max(H-L, |H-C'|, |L-C'|) written as max(H, C') - min(L, C'): the same float, and fewer calls
+            tr = (high if high > prev_close else prev_close) - (low if low < prev_close else prev_close)
             up, down = high - prev_high, prev_low - low
             pdm = up if up > down and up > 0 else 0.0
             mdm = down if down > up and down > 0 else 0.0

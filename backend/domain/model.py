@@ -131,6 +131,13 @@ class Fill:
     commission: float = 0.0
     reason: str = "market"  # market | stop | target
 
+    def to_event(self) -> dict:
+        return {**self.__dict__, "side": self.side.value, "ts": self.ts.isoformat()}
+
+    @staticmethod
+    def from_event(event: dict) -> "Fill":
+        return Fill(**{**event, "side": Side(event["side"]), "ts": datetime.fromisoformat(event["ts"])})
+
 
 @dataclass(frozen=True)
 class Outcome:

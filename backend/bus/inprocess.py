@@ -1,0 +1,18 @@
+"""The embedded default: handlers run in the publisher's thread, in subscription order."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from backend.bus.base import Event, Handler
+
+
+class InProcessBus:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = defaultdict(list)
+
+    def publish(self, topic: str, event: Event) -> None:
+        for handler in self._handlers[topic]:
+            handler(event)
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        self._handlers[topic].append(handler)

@@ -1,0 +1,116 @@
+"""The `sizer` command as a user runs it: a subprocess with its own environment."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+
+def sizer(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RL_", "RM_", "SIM_", "DATABASE_URL"))}
+    return subprocess.run([sys.executable, "-m", "backend.cli", *args], env={**clean, "COLUMNS": "200", **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(sqlite_url):
+    return {"DATABASE_URL": sqlite_url}
+
+
+def test_replay_runs_the_loop_and_compares_with_the_atr_rule(env):
+    r = sizer("replay", "--start", "2011-01-03", "--end", "2011-12-30", "--keep", env=env)
+    assert r.returncode == 0, r.stderr
+    lines = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") > 5}
+    assert {"qlearning", "atr"} <= set(lines)
+    cells = [c.strip() for c in lines["qlearning"].split("│")]
+    trades = int(cells[3])
+    assert trades > 10
+    # --keep learned into DATABASE_URL: the export shows it
+    exported = sizer("qtable", "export", "-", env=env)
+    doc = json.loads(exported.stdout)
+    assert len(doc["outcomes"]) == trades
+    assert doc["metadata"]["total_updates"] == trades
+    assert doc["q_table"] and all(k.count("|") == 5 for k in doc["q_table"])
+
+
+def test_qtable_export_import_round_trip_and_bad_files(env, tmp_path, sqlite_url):
+    source = tmp_path / "state.json"
+    state = {
+        "q_table": {"low_vol_trending|high|light|good|1.0|3.0": 0.509, "high_vol_ranging|low|heavy|bad|0.3|1.0": -0.456},
+        "outcomes": [{"state_key": "low_vol_trending|high|light|good", "action_key": "1.0|3.0", "reward": 2.068}],
+        "metadata": {"learning_rate": 0.15, "exploration_rate": 0.1, "total_updates": 42},
+    }
+    source.write_text(json.dumps(state))
+    r = sizer("qtable", "import", str(source), env=env)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out.json"
+    assert sizer("qtable", "export", str(out), env=env).returncode == 0
+    doc = json.loads(out.read_text())
+    assert doc["q_table"] == state["q_table"]
+    assert set(doc) == {"q_table", "outcomes", "metadata"}
+    assert {"learning_rate", "exploration_rate", "recent_win_rate", "total_updates", "last_updated"} == set(doc["metadata"])
+
+    bad = tmp_path / "bad.json"
+    for content, message in [
+        ("{not json", "cannot read"),
+        (json.dumps({"q_table": {"calm|high|light|good|1.0|3.0": 1.0}}), "unknown state key"),
+        (json.dumps({"q_table": {"low_vol_trending|high|light|good|9.0|3.0": 1.0}}), "unknown action key"),
+        (json.dumps({"q_table": {"low_vol_trending|high|light|good|1.0|3.0": "NaN"}}), "not a finite number"),
+        (json.dumps([1, 2]), "expected an object"),
+    ]:
+        bad.write_text(content)
+        r = sizer("qtable", "import", str(bad), "--replace", env=env)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    # nothing already stored was lost by the refused imports
+    assert json.loads(sizer("qtable", "export", "-", env=env).stdout)["q_table"] == state["q_table"]
+
+
+def test_a_bad_setting_stops_start_up_naming_it(env):
+    r = sizer("serve", env={**env, "RL_SIZING_ALPHA": "2", "RM_MAX_LEVERAGE": "lots"})
+    assert r.returncode == 2
+    assert "RL_SIZING_ALPHA" in r.stderr and "RM_MAX_LEVERAGE" in r.stderr and "Traceback" not in r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_on_embedded_defaults_trades_and_learns(tmp_path):
+    """`sizer serve` with no configuration but a port and a fast clock: SQLite under ./data of its cwd."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RL_", "RM_", "SIM_", "DATABASE_URL"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "serve", "--port", str(port)],
+        cwd=tmp_path, env={**env, "SIM_BAR_SECONDS": "0.2", "RM_DEFAULT_TIME_LIMIT_HOURS": "48",
+                           "PYTHONPATH": os.getcwd()},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        r = httpx.post(f"{base}/v1/signals", json={"signal_id": "e2e", "symbol": "SP500", "side": "buy",
+                                                   "confidence": 0.7})
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/v1/outcomes").json()["total"] == 0:
+            assert time.monotonic() < deadline, "the trade never closed"
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/v1/agent").json()["total_updates"] == 1
+        assert (tmp_path / "data" / "sizer.db").exists()
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "Traceback" not in output, output
