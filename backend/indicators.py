@@ -1,4 +1,4 @@
-"""Wilder's ATR and ADX (J. Welles Wilder, "New Concepts in Technical Trading Systems", 1978), and realised volatility.
+"""Wilder's ATR and ADX (J. Welles Wilder, "New Concepts in Technical Trading Systems", 1978).
 
 There is one implementation of the Wilder math, `IncrementalWilder`; the batch function `wilder_atr_adx` feeds it,
 so a live stream of bars and a batch recomputation over the same bars give the same numbers bit for bit.
@@ -94,7 +94,8 @@ class IncrementalWilder:
                 pdi, mdi = 100.0 * s_pdm / s_tr, 100.0 * s_mdm / s_tr
             else:
                 pdi = mdi = 0.0  # no range at all: no direction
-            dx = 100.0 * abs(pdi - mdi) / (pdi + mdi) if pdi + mdi > 0 else 0.0
+            # the ratio first: |a-b|/(a+b) <= 1 holds in floating point, so DX (and ADX) never exceed 100
+            dx = 100.0 * (abs(pdi - mdi) / (pdi + mdi)) if pdi + mdi > 0 else 0.0
 
             k = m - p + 1  # DX values so far, this one included
             if k <= p:
@@ -146,14 +147,3 @@ def wilder_atr_adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period:
     w = IncrementalWilder(period)
     w._feed(zip(h.tolist(), lo.tolist(), c.tolist()))  # validated above, as arrays
     return w.atr, w.adx
-
-
-def realized_volatility(close: np.ndarray, window: int = 20) -> float:
-    """Annualised (sqrt(252)) sample stdev (ddof=1) of the last `window` daily log returns, as a fraction."""
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 2:
-        raise ValueError(f"window must be an integer >= 2, got {window!r}")
-    c = _as_prices("close", close)
-    if len(c) < window + 1:
-        raise InsufficientData(f"realized volatility over {window} returns needs {window + 1} closes, have {len(c)}")
-    returns = np.diff(np.log(c[-(window + 1):]))
-    return float(np.std(returns, ddof=1) * math.sqrt(252.0))

@@ -100,7 +100,7 @@ class RiskManager:
         self._policy = policy
         self._fallback = fallback
         self._edges = settings.bucket_edges()
-        self._market_cache: dict[tuple[str, object], tuple[float, float]] = {}
+        self._market_cache: dict[str, tuple[object, float, float]] = {}  # symbol -> (bar time, ATR, ADX)
 
     @property
     def policy_name(self) -> str:
@@ -114,13 +114,14 @@ class RiskManager:
             raise SizingError("symbol", str(exc)) from None
         if len(bars) == 0:
             raise SizingError("symbol", f"no bars for {symbol}")
-        key = (symbol, bars.ts[-1])
-        if key not in self._market_cache:
+        cached = self._market_cache.get(symbol)
+        if cached is None or cached[0] != bars.ts[-1]:  # new bar: recompute once, then serve from memory
             try:
-                self._market_cache = {key: wilder_atr_adx(bars.high, bars.low, bars.close, period)}
+                cached = (bars.ts[-1], *wilder_atr_adx(bars.high, bars.low, bars.close, period))
             except InsufficientData as exc:
                 raise SizingError("symbol", f"{symbol}: {exc}") from None
-        atr, adx = self._market_cache[key]
+            self._market_cache[symbol] = cached
+        _, atr, adx = cached
         return MarketContext(price=price if price is not None else float(bars.close[-1]), atr=atr, adx=adx)
 
     def decide(self, signal: Signal) -> Decision:
@@ -129,6 +130,9 @@ class RiskManager:
         price = market.price
         stop = signal.stop_price
         if stop is None:
+            if market.atr <= 0:
+                raise SizingError("stop_price", f"{signal.symbol} has not moved for {self._s.rm_atr_period} bars "
+                                                "(ATR 0): give a stop_price to size against")
             stop = price - signal.side.sign * self._s.rm_atr_stop_multiple * market.atr
         if (price - stop) * signal.side.sign <= 0:
             raise SizingError("stop_price", f"a {signal.side.value} stop must be on the losing side of {price:.4f}")

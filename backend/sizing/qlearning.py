@@ -17,9 +17,8 @@ from backend.sizing.base import SizingContext
 
 
 class QTableReader(Protocol):
-    def q_row(self, state_key: str) -> dict[str, tuple[float, int]]: ...
-
-    def epsilon(self) -> float: ...
+    def q_lookup(self, state_key: str) -> tuple[dict[str, tuple[float, int]], float]:
+        """({action_key: (q, visits)} for the state, current epsilon)"""
 
 
 class QLearningPolicy:
@@ -36,7 +35,7 @@ class QLearningPolicy:
         return ctx.base_size_usd * action.size_mult * action.leverage
 
     def propose(self, ctx: SizingContext) -> Proposal:
-        row = self._table.q_row(ctx.state_key)
+        row, epsilon = self._table.q_lookup(ctx.state_key)
         visits = sum(n for _, n in row.values())
         if visits < self._min_visits:
             # no experience here: the ATR rule sizes the trade, and its action (1.0 x 1) is learned from
@@ -53,7 +52,6 @@ class QLearningPolicy:
         masked = len(ACTIONS) - len(valid)
         if not valid:  # nothing fits: the smallest action, which the caps will cut or reject
             valid = [min(ACTIONS, key=lambda a: a.size_mult * a.leverage)]
-        epsilon = self._table.epsilon()
         if self._rng.random() < epsilon:
             action, how = self._rng.choice(valid), f"explored (epsilon {epsilon:.3f})"
         else:

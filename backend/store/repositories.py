@@ -2,6 +2,7 @@
 exactly-once guarantees come from unique constraints, not from checks done beforehand."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator
@@ -23,6 +24,7 @@ from backend.store.tables import (
 )
 
 AGENT = "qlearning"
+WIN_RATE_MAX_AGE_S = 1.0
 
 
 class DuplicateSignal(Exception):
@@ -69,6 +71,7 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._win_rate_cache: dict[int, tuple[float, float | None]] = {}
 
     def session(self) -> Session:
         return self._sessions()
@@ -95,16 +98,25 @@ class Store:
             return row
 
     def epsilon(self) -> float:
-        with self._sessions() as s:
-            return s.scalar(select(AgentRow.epsilon).where(AgentRow.name == AGENT))
+        with self.engine.connect() as c:
+            return c.scalar(select(AgentRow.epsilon).where(AgentRow.name == AGENT))
 
     # --- Q-table ------------------------------------------------------------------------------------
-    def q_row(self, state_key: str) -> dict[str, tuple[float, int]]:
-        with self._sessions() as s:
-            rows = s.execute(
-                select(QValueRow.action_key, QValueRow.q, QValueRow.visits).where(QValueRow.state_key == state_key)
-            )
-            return {a: (q, n) for a, q, n in rows}
+    def q_lookup(self, state_key: str) -> tuple[dict[str, tuple[float, int]], float]:
+        """The state's Q-values {action: (q, visits)} and the current epsilon, in one round trip
+        (this is on every decision's path, so it is plain Core, no ORM session)."""
+        q = QValueRow.__table__
+        agent = AgentRow.__table__
+        stmt = (
+            select(agent.c.epsilon, q.c.action_key, q.c.q, q.c.visits)
+            .select_from(agent.outerjoin(q, q.c.state_key == state_key))
+            .where(agent.c.name == AGENT)
+        )
+        with self.engine.connect() as c:
+            rows = c.execute(stmt).all()
+        if not rows:
+            raise LookupError("the agent row is missing: run migrations and start the service once")
+        return {a: (v, n) for _, a, v, n in rows if a is not None}, rows[0][0]
 
     def q_values(self, state_key: str | None, offset: int, limit: int) -> tuple[int, list[QValueRow]]:
         with self._sessions() as s:
@@ -313,6 +325,7 @@ class Store:
                 )
                 if learns:
                     outcome_row.q_after = self._apply_q_update(s, trade.rl_state_key, trade.rl_action_key, reward)
+            self._win_rate_cache.clear()
             return True
         except IntegrityError:
             return False
@@ -341,13 +354,20 @@ class Store:
         return q_after
 
     # --- outcomes -----------------------------------------------------------------------------------
-    def recent_win_rate(self, n: int, policy: str | None = None) -> float | None:
-        with self._sessions() as s:
-            q = select(OutcomeRow.won).order_by(OutcomeRow.id.desc()).limit(n)
-            if policy:
-                q = q.where(OutcomeRow.policy == policy)
-            won = list(s.scalars(q))
-            return sum(won) / len(won) if won else None
+    def recent_win_rate(self, n: int) -> float | None:
+        """Win rate of the last n outcomes (None before the first). It changes only when a trade closes,
+        so it is cached: dropped at once when this process records an outcome, and at most
+        WIN_RATE_MAX_AGE_S old when another process does."""
+        now = time.monotonic()
+        cached = self._win_rate_cache.get(n)
+        if cached is not None and now - cached[0] < WIN_RATE_MAX_AGE_S:
+            return cached[1]
+        outcome = OutcomeRow.__table__
+        with self.engine.connect() as c:
+            won = list(c.scalars(select(outcome.c.won).order_by(outcome.c.id.desc()).limit(n)))
+        rate = sum(won) / len(won) if won else None
+        self._win_rate_cache[n] = (now, rate)
+        return rate
 
     def outcomes(self, offset: int, limit: int, state_key: str | None = None) -> tuple[int, list[OutcomeRow]]:
         with self._sessions() as s:

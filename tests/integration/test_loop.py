@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from backend.bootstrap import build_app
 from backend.data.bundled import load_bundled
 from backend.domain.model import Side, Signal
-from backend.store.tables import OutcomeRow, QValueRow, SignalRow, TradeRow
+from backend.store.tables import OutcomeRow, SignalRow, TradeRow
 from tests.conftest import make_settings
 
 START = date(2008, 3, 3)

@@ -14,12 +14,9 @@ class Table:
     def __init__(self, row, epsilon=0.0):
         self.row, self.eps = row, epsilon
 
-    def q_row(self, state_key):
+    def q_lookup(self, state_key):
         assert state_key == STATE
-        return self.row
-
-    def epsilon(self):
-        return self.eps
+        return self.row, self.eps
 
 
 def ctx(fits=lambda size, lev: True) -> SizingContext:

@@ -33,11 +33,8 @@ class RandomQTable:
     def __init__(self, values: dict[str, tuple[float, int]], epsilon: float) -> None:
         self.values, self.eps = values, epsilon
 
-    def q_row(self, state_key):
-        return self.values
-
-    def epsilon(self):
-        return self.eps
+    def q_lookup(self, state_key):
+        return self.values, self.eps
 
 
 accounts = st.builds(
