@@ -100,6 +100,7 @@ def build_app(settings: Settings, *, broker: SimBroker | None = None) -> App:
     executor = Executor(settings, store, broker, risk, monitor)
     bus = InProcessBus()
     bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
+    monitor.reconcile()
     log.info("sizer ready: policy %s, broker %s, database %s", policy.name, broker.name,
              store.engine.url.render_as_string(hide_password=True))
     return App(settings, store, broker, risk, monitor, executor, metrics, bus)

@@ -20,14 +20,6 @@ class Side(str, Enum):
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
-class TradeStatus(str, Enum):
-    PENDING = "pending"  # order submitted, not filled yet
-    OPEN = "open"
-    CLOSING = "closing"  # exit order submitted
-    CLOSED = "closed"
-    REJECTED = "rejected"
-
-
 @dataclass(frozen=True)
 class Bar:
     ts: datetime

@@ -80,6 +80,20 @@ class PositionMonitor:
             self._on_reward(trade, outcome, reward)
         return first
 
+    def reconcile(self) -> list[str]:
+        """At start-up: an active trade whose order the broker does not know and whose symbol it holds no
+        position in cannot be settled (a simulated account starts afresh on every start); cancel it."""
+        held = {p.symbol for p in self._broker.positions()}
+        notes = []
+        for trade in self._store.active_trades():
+            if trade.symbol in held or self._broker.find_order(trade.client_order_id) is not None:
+                continue
+            reason = f"the {self._broker.name} broker has no order or position for it (restarted)"
+            self._store.cancel_trade(trade.id, reason)
+            notes.append(f"trade {trade.id} ({trade.symbol}, {trade.status}) canceled: {reason}")
+            log.warning(notes[-1])
+        return notes
+
     def on_bar(self) -> None:
         """Mark every open trade with the latest bar: adverse excursion, and time limits."""
         now = self._broker.now()

@@ -266,6 +266,15 @@ class Store:
                 .values(status="closing", exit_reason=reason)
             )
 
+    def cancel_trade(self, trade_id: int, reason: str) -> None:
+        """An active trade the broker knows nothing of: no outcome, no reward."""
+        with self._sessions.begin() as s:
+            s.execute(
+                update(TradeRow)
+                .where(TradeRow.id == trade_id, TradeRow.status.in_(ACTIVE_TRADE_STATUSES))
+                .values(status="canceled", reason=reason)
+            )
+
     def update_adverse_excursions(self, worst: dict[int, float]) -> None:
         """Raise each trade's max adverse excursion to the given value (it never goes down)."""
         if not worst:

@@ -152,3 +152,21 @@ def test_a_crash_between_store_and_submit_is_repaired_on_replay(app, monkeypatch
     assert again.status == "placed" and again.replayed
     assert len(app.advance_clock()) == 1
     assert app.store.trade_for_signal("crash").status == "open"
+
+
+def test_a_restart_cancels_trades_the_fresh_simulated_account_cannot_settle(db_url):
+    settings = make_settings(database_url=db_url, sim_start=START)
+    first = build_app(settings)
+    first.executor.handle(Signal("before", "SP500", Side.BUY, 0.7))
+    first.advance_clock()
+    assert first.store.trade_for_signal("before").status == "open"
+    first.close()
+
+    second = build_app(settings)  # the simulated account starts afresh: no position, no order
+    try:
+        trade = second.store.trade_for_signal("before")
+        assert trade.status == "canceled" and "restarted" in trade.reason
+        assert count(second, OutcomeRow) == 0 and second.store.agent().total_updates == 0
+        assert second.executor.handle(Signal("after", "SP500", Side.BUY, 0.7)).status == "placed"
+    finally:
+        second.close()
