@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,7 +24,7 @@ from backend.store.tables import (
 )
 
 AGENT = "qlearning"
-WIN_RATE_MAX_AGE_S = 1.0
+READ_CACHE_MAX_AGE_S = 1.0
 
 
 class DuplicateSignal(Exception):
@@ -71,7 +71,7 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self._win_rate_cache: dict[int, tuple[float, float | None]] = {}
+        self._read_cache: dict[tuple, tuple[float, Any]] = {}
 
     def session(self) -> Session:
         return self._sessions()
@@ -102,9 +102,23 @@ class Store:
             return c.scalar(select(AgentRow.epsilon).where(AgentRow.name == AGENT))
 
     # --- Q-table ------------------------------------------------------------------------------------
+    def _cached(self, key: tuple, load: Callable[[], Any]) -> Any:
+        """Reads on every decision's path change only when an outcome or an import is written. They are
+        cached: dropped at once when this process writes, at most READ_CACHE_MAX_AGE_S old when another
+        process does (several workers)."""
+        now = time.monotonic()
+        hit = self._read_cache.get(key)
+        if hit is not None and now - hit[0] < READ_CACHE_MAX_AGE_S:
+            return hit[1]
+        value = load()
+        self._read_cache[key] = (now, value)
+        return value
+
     def q_lookup(self, state_key: str) -> tuple[dict[str, tuple[float, int]], float]:
-        """The state's Q-values {action: (q, visits)} and the current epsilon, in one round trip
-        (this is on every decision's path, so it is plain Core, no ORM session)."""
+        """The state's Q-values {action: (q, visits)} and the current epsilon (cached, see _cached)."""
+        return self._cached(("q", state_key), lambda: self._load_q(state_key))
+
+    def _load_q(self, state_key: str) -> tuple[dict[str, tuple[float, int]], float]:
         q = QValueRow.__table__
         agent = AgentRow.__table__
         stmt = (
@@ -155,7 +169,8 @@ class Store:
                     s.add(QValueRow(state_key=state, action_key=action, q=q, visits=int(q != 0), updated_at=now))
                 else:
                     row.q, row.updated_at = q, now
-            return len(cells)
+        self._read_cache.clear()
+        return len(cells)
 
     # --- signals and trades ----------------------------------------------------------------------
     def signal(self, signal_id: str) -> SignalRow | None:
@@ -334,7 +349,7 @@ class Store:
                 )
                 if learns:
                     outcome_row.q_after = self._apply_q_update(s, trade.rl_state_key, trade.rl_action_key, reward)
-            self._win_rate_cache.clear()
+            self._read_cache.clear()
             return True
         except IntegrityError:
             return False
@@ -364,19 +379,14 @@ class Store:
 
     # --- outcomes -----------------------------------------------------------------------------------
     def recent_win_rate(self, n: int) -> float | None:
-        """Win rate of the last n outcomes (None before the first). It changes only when a trade closes,
-        so it is cached: dropped at once when this process records an outcome, and at most
-        WIN_RATE_MAX_AGE_S old when another process does."""
-        now = time.monotonic()
-        cached = self._win_rate_cache.get(n)
-        if cached is not None and now - cached[0] < WIN_RATE_MAX_AGE_S:
-            return cached[1]
+        """Win rate of the last n outcomes, None before the first (cached, see _cached)."""
+        return self._cached(("win_rate", n), lambda: self._load_win_rate(n))
+
+    def _load_win_rate(self, n: int) -> float | None:
         outcome = OutcomeRow.__table__
         with self.engine.connect() as c:
             won = list(c.scalars(select(outcome.c.won).order_by(outcome.c.id.desc()).limit(n)))
-        rate = sum(won) / len(won) if won else None
-        self._win_rate_cache[n] = (now, rate)
-        return rate
+        return sum(won) / len(won) if won else None
 
     def outcomes(self, offset: int, limit: int, state_key: str | None = None) -> tuple[int, list[OutcomeRow]]:
         with self._sessions() as s:

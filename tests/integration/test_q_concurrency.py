@@ -1,6 +1,7 @@
 """Concurrent rewards on PostgreSQL: no lost update, and a close raced against itself counts once."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -8,21 +9,22 @@ import pytest
 
 from backend.domain.model import Decision, Outcome, Side, Signal
 from backend.store.db import make_engine
-from backend.store.repositories import Reward, Store
+from backend.store.repositories import READ_CACHE_MAX_AGE_S, Reward, Store
 
 STATE, ACTION = "low_vol_trending|high|light|good", "1.0|3.0"
 T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
-def open_trades(store: Store, n: int):
+def open_trades(store: Store, n: int, prefix: str = "s"):
     trades = []
     for i in range(n):
-        signal = Signal(f"s{i}", f"SYM{i}", Side.BUY, 0.8)
-        decision = Decision(True, f"SYM{i}", Side.BUY, 1_000.0, 10.0, 3.0, 100.0, 95.0, None, "qlearning", "test",
+        signal = Signal(f"{prefix}{i}", f"{prefix.upper()}{i}", Side.BUY, 0.8)
+        decision = Decision(True, f"{prefix.upper()}{i}", Side.BUY, 1_000.0, 10.0, 3.0, 100.0, 95.0, None, "qlearning", "test",
                             STATE, ACTION, 0.0)
-        trade = store.record_trade(signal, decision, client_order_id=f"c{i}", equity=10_000.0, deadline_at=None)
+        trade = store.record_trade(signal, decision, client_order_id=f"c{prefix}{i}", equity=10_000.0,
+                                   deadline_at=None)
         store.mark_open(trade.id, quantity=10.0, entry_price=100.0, at=T0, commission=0.0)
-        trades.append(store.trade_for_signal(f"s{i}"))
+        trades.append(store.trade_for_signal(signal.signal_id))
     return trades
 
 
@@ -65,3 +67,17 @@ def test_a_close_raced_against_itself_rewards_once(store):
     (cell,) = store.q_values(STATE, 0, 100)[1]
     assert cell.visits == 1 and cell.q == pytest.approx(0.15)
     assert store.outcomes(0, 10)[0] == 1
+
+
+def test_decision_reads_see_local_writes_at_once_and_other_writers_within_the_cache_age(store, pg_url):
+    assert store.q_lookup(STATE) == ({}, 0.5)  # now cached
+    (mine,) = open_trades(store, 1)
+    close(store, mine, 1.0)
+    assert store.q_lookup(STATE)[0][ACTION] == (pytest.approx(0.15), 1)  # this process wrote: seen at once
+
+    other = Store(make_engine(pg_url))  # another worker process, as far as the database can tell
+    (trade,) = open_trades(other, 1, prefix="w")
+    close(other, trade, 1.0)
+    time.sleep(READ_CACHE_MAX_AGE_S + 0.05)
+    assert store.q_lookup(STATE)[0][ACTION][1] == 2
+    other.engine.dispose()
