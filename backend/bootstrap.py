@@ -73,11 +73,16 @@ def make_sim_broker(settings: Settings) -> SimBroker:
     )
 
 
-def make_policy(settings: Settings, store: Store, fallback: AtrRule) -> SizingPolicy:
-    if settings.sizing_policy == "qlearning" and settings.rl_position_sizing_enabled:
-        rng = random.Random(settings.rl_sizing_seed)
-        return QLearningPolicy(store, rng, settings.rl_sizing_min_state_visits, fallback)
-    return fallback
+def make_policy(settings: Settings, store: Store, broker: SimBroker, fallback: AtrRule) -> SizingPolicy:
+    if not settings.rl_position_sizing_enabled or settings.sizing_policy == "atr":
+        return fallback
+    if settings.sizing_policy == "ppo":
+        from backend.rl.checkpoint import load  # torch is imported only when a model is served
+        from backend.sizing.ppo import PPOPolicy
+
+        return PPOPolicy(load(settings.model_path), broker, reference_equity=broker.account().equity)
+    rng = random.Random(settings.rl_sizing_seed)
+    return QLearningPolicy(store, rng, settings.rl_sizing_min_state_visits, fallback)
 
 
 def build_app(settings: Settings, *, broker: SimBroker | None = None) -> App:
@@ -88,7 +93,7 @@ def build_app(settings: Settings, *, broker: SimBroker | None = None) -> App:
     broker = broker or make_sim_broker(settings)
     metrics = Metrics()
     atr = AtrRule()
-    policy = make_policy(settings, store, atr)
+    policy = make_policy(settings, store, broker, atr)
     window = settings.rl_sizing_win_rate_window
     risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr)
 

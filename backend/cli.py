@@ -42,6 +42,13 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Overrides HOST")] = 
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(**overrides)
+    if settings.sizing_policy == "ppo":  # fail before the server starts, with the reason
+        from backend.rl.checkpoint import load
+
+        try:
+            load(settings.model_path)
+        except ValueError as exc:
+            _fail(f"MODEL_PATH: {exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=False)
@@ -107,6 +114,43 @@ def _print_summaries(summaries) -> None:
             f"{s.visited_cells}/7500 ({s.coverage:.1%}) / {s.visited_states}/300",
         )
     Console().print(table)
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Optional[Path], typer.Option(help="YAML with sections ppo, env, data")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for model.pt, logs and evaluation.json")] = Path("runs/ppo"),
+    total_timesteps: Annotated[Optional[int], typer.Option(help="Overrides ppo.total_timesteps")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Overrides ppo.seed")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda")] = None,
+    gru: Annotated[Optional[bool], typer.Option(help="GRU window encoder")] = None,
+) -> None:
+    """Train a PPO sizing policy in the vectorised environment, then validate it on held-out bars."""
+    from rich.progress import Progress
+
+    from backend.rl.training import load_config, run
+
+    flags = {"total_timesteps": total_timesteps, "seed": seed, "device": device, "gru": gru}
+    try:
+        ppo, data = load_config(config, {k: v for k, v in flags.items() if v is not None})
+    except (OSError, ValueError, TypeError) as exc:
+        _fail(f"config: {exc}")
+    with Progress() as progress:
+        task = progress.add_task("training", total=None)
+
+        def on_update(i: int, n: int, row: dict) -> None:
+            ret = row["charts/episodic_return"]
+            progress.update(task, completed=i, total=n, description=(
+                f"training  SPS {row['charts/SPS']:,}  return {'-' if ret is None else f'{ret:+.4f}'}  "
+                f"dominance {row['collapse/dominance']:.2f}"))
+
+        path, validation = run(ppo, data, out, on_update)
+    typer.echo(f"checkpoint {path}; held-out: final account x{validation.mean_final_account:.4f} "
+               f"(buy and hold x{validation.buy_and_hold:.4f}), dominant {validation.dominant_action} "
+               f"{validation.dominance:.0%}, invalid {validation.invalid_share:.1%}")
+    if not validation.passed:
+        failed = [name for name, ok in validation.checks.items() if not ok]
+        _fail(f"held-out validation failed: {', '.join(failed)} (see {out / 'evaluation.json'})")
 
 
 def _store():

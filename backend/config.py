@@ -6,6 +6,7 @@ start-up with a message naming the variable (see `load_settings`).
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -30,8 +31,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64_000, ge=1_000, description="Requests with a larger body are refused (413)")
 
     # --- sizing policy -------------------------------------------------------------------------
-    sizing_policy: Literal["qlearning", "atr"] = Field(
+    sizing_policy: Literal["qlearning", "ppo", "atr"] = Field(
         "qlearning", description="Which policy sizes trades; the ATR rule is always the fallback"
+    )
+    model_path: Path = Field(
+        Path(__file__).resolve().parents[1] / "models" / "ppo-sizer" / "model.pt",
+        description="PPO checkpoint served when SIZING_POLICY=ppo (default: the model shipped in models/)",
     )
     rl_position_sizing_enabled: bool = Field(True, description="False: every trade is sized by the ATR rule")
     rl_sizing_alpha: float = Field(0.15, gt=0, le=1, description="Q-learning rate: Q += alpha (reward - Q)")

@@ -21,3 +21,8 @@ class Metrics:
         self.equity = Gauge("sizer_account_equity_usd", "Broker account equity", registry=self.registry)
         self.exposure = Gauge("sizer_account_gross_exposure", "Gross position value / equity", registry=self.registry)
         self.epsilon = Gauge("sizer_agent_epsilon", "Current exploration rate", registry=self.registry)
+        self.action_dominance = Gauge("sizer_policy_action_dominance",
+                                      "Share of the most frequent action of the served PPO policy (collapse monitor)",
+                                      registry=self.registry)
+        self.action_entropy = Gauge("sizer_policy_action_entropy",
+                                    "Entropy of the served PPO policy's action frequencies, nats", registry=self.registry)

@@ -103,6 +103,10 @@ class RiskManager:
         self._market_cache: dict[str, tuple[object, float, float]] = {}  # symbol -> (bar time, ATR, ADX)
 
     @property
+    def policy(self) -> SizingPolicy:
+        return self._policy
+
+    @property
     def policy_name(self) -> str:
         return self._policy.name
 

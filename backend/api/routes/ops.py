@@ -34,4 +34,9 @@ def metrics(sizer: Sizer) -> Response:
     sizer.metrics.equity.set(account.equity)
     sizer.metrics.exposure.set(account.exposure)
     sizer.metrics.epsilon.set(sizer.store.epsilon())
+    collapse = getattr(sizer.risk.policy, "collapse", None)
+    if collapse is not None:
+        dominance, entropy = collapse()
+        sizer.metrics.action_dominance.set(dominance)
+        sizer.metrics.action_entropy.set(entropy)
     return Response(generate_latest(sizer.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,85 @@
+"""Checkpoints: weights plus everything needed to use them correctly, loadable with weights_only=True."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from backend.rl.env import LEGACY_3_TO_7, N_ACTIONS, EnvConfig
+from backend.rl.observation import ObservationSpec
+from backend.rl.ppo import Agent, PPOConfig
+
+FORMAT = "sizer-ppo"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """The file is not a checkpoint this code can serve; the message says why."""
+
+
+@dataclass
+class LoadedPolicy:
+    agent: Agent
+    spec: ObservationSpec
+    env: EnvConfig
+    n_actions: int
+    meta: dict
+    version: str  # content hash: which weights made a decision
+
+    @torch.no_grad()
+    def probabilities(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(..., 7) action probabilities with invalid actions at exactly 0. A legacy 3-action model's
+        HOLD/BUY/SELL become HOLD/BUY_50/SELL_50 (seed 000)."""
+        logits = self.agent.actor(self.agent._encode(obs.reshape(-1, self.spec.size)))
+        if self.n_actions == 3:
+            full = torch.full((logits.shape[0], N_ACTIONS), -torch.inf)
+            full[:, list(LEGACY_3_TO_7)] = logits
+            logits = full
+        logits = logits.masked_fill(~mask.reshape(-1, N_ACTIONS), -torch.inf)
+        return torch.softmax(logits, dim=-1).reshape(mask.shape)
+
+
+def save(path: Path, agent: Agent, spec: ObservationSpec, config: PPOConfig, *, data_window: dict,
+         metrics: dict, n_actions: int = N_ACTIONS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "n_actions": n_actions,
+            "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
+            "observation_spec": spec.to_dict(),
+            "config": asdict(config),
+            "data_window": data_window,
+            "metrics": metrics,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        },
+        path,
+    )
+
+
+def load(path: Path, device: str | torch.device = "cpu") -> LoadedPolicy:
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except Exception as exc:  # pickle errors, truncated files, non-weights content
+        raise CheckpointError(f"{path} is not a loadable weights-only checkpoint: {exc}") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+    if blob.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {blob.get('format_version')}, this code reads {FORMAT_VERSION}")
+    n_actions = blob.get("n_actions", 3)
+    if n_actions not in (3, N_ACTIONS):
+        raise CheckpointError(f"{path} has {n_actions} actions; this code serves 7 (or legacy 3)")
+    spec = ObservationSpec.from_dict(blob["observation_spec"])  # SpecMismatch when the features differ
+    cfg = blob["config"]
+    agent = Agent(spec, hidden=cfg["hidden"], gru=cfg["gru"], n_actions=n_actions).to(device)
+    agent.load_state_dict(blob["state_dict"])
+    agent.eval()
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    meta = {k: blob[k] for k in ("data_window", "metrics", "created_at", "config")}
+    return LoadedPolicy(agent, spec, EnvConfig(**cfg["env"]), n_actions, meta, f"ppo-{digest}")

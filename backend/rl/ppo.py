@@ -1,0 +1,241 @@
+"""Masked PPO for the sizing environment, in the style of CleanRL's ppo.py: read it top to bottom.
+
+Config -> environment -> Agent (MLP, or a GRU over the feature window) -> preallocated rollout tensors
+(n_steps, n_envs, ...) -> GAE -> clipped surrogate with entropy bonus, value loss, gradient clipping and a
+linearly annealed learning rate. Invalid actions are masked out of the categorical distribution, in training
+and at inference. Logged names: losses/policy_loss, losses/value_loss, losses/entropy, losses/approx_kl,
+losses/clipfrac, charts/SPS, charts/episodic_return, collapse/dominance, collapse/action_entropy.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+from backend.rl.env import N_ACTIONS, EnvConfig, SizingEnv
+from backend.rl.observation import ACCOUNT_FEATURES, ObservationSpec
+
+
+@dataclass
+class PPOConfig:
+    seed: int = 1
+    """Seeds torch, the environment's start offsets and so the whole run."""
+    total_timesteps: int = 2_000_000
+    """Environment steps over all environments."""
+    n_envs: int = 256
+    """Parallel environments (one tensor batch)."""
+    n_steps: int = 64
+    """Steps per environment per rollout."""
+    learning_rate: float = 3e-4
+    """Adam step size at the start; annealed linearly to 0 when anneal_lr."""
+    anneal_lr: bool = True
+    """Linear learning-rate annealing."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    n_minibatches: int = 8
+    """Minibatches per epoch."""
+    update_epochs: int = 4
+    """Epochs over each rollout."""
+    clip_coef: float = 0.2
+    """Surrogate clipping coefficient."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping norm."""
+    reward_scale: float = 100.0
+    """Rewards are multiplied by this for learning (per-bar account changes are tiny)."""
+    hidden: int = 128
+    """Width of the MLP layers (and of the GRU state)."""
+    gru: bool = False
+    """Encode the feature window with a GRU instead of flattening it into the MLP."""
+    device: str = "auto"
+    """auto: CUDA when present, else the CPU."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The environment's account simulation (seed 000)."""
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, spec: ObservationSpec, hidden: int = 128, gru: bool = False, n_actions: int = N_ACTIONS):
+        super().__init__()
+        self.window, self.n_features = spec.window, len(spec.market_features)
+        self.n_account = len(ACCOUNT_FEATURES)
+        self.gru = nn.GRU(self.n_features, hidden, batch_first=True) if gru else None
+        encoded = (hidden if gru else self.window * self.n_features) + self.n_account
+        self.trunk = nn.Sequential(layer_init(nn.Linear(encoded, hidden)), nn.Tanh(),
+                                   layer_init(nn.Linear(hidden, hidden)), nn.Tanh())
+        self.actor = layer_init(nn.Linear(hidden, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(hidden, 1), std=1.0)
+
+    def _encode(self, obs: torch.Tensor) -> torch.Tensor:
+        market, account = obs[:, : -self.n_account], obs[:, -self.n_account:]
+        if self.gru is not None:
+            _, h = self.gru(market.view(-1, self.window, self.n_features))
+            market = h[-1]
+        return self.trunk(torch.cat([market, account], dim=1))
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self._encode(obs)).squeeze(-1)
+
+    def get_action_and_value(self, obs: torch.Tensor, mask: torch.Tensor, action: torch.Tensor | None = None):
+        hidden = self._encode(obs)
+        logits = self.actor(hidden).masked_fill(~mask, -1e8)
+        dist = Categorical(logits=logits)
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)
+
+
+def collapse_stats(action_counts: torch.Tensor) -> tuple[float, float]:
+    """(dominance: share of the most frequent action, entropy of the action frequencies in nats)."""
+    p = action_counts.float() / action_counts.sum().clamp_min(1)
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return float(p.max()), float(entropy)
+
+
+def train(
+    config: PPOConfig,
+    env: SizingEnv,
+    out_dir: Path | None = None,
+    on_update: Callable[[int, int, dict], None] | None = None,
+) -> tuple[Agent, list[dict]]:
+    torch.manual_seed(config.seed)
+    device = env.device
+    agent = Agent(env.spec, config.hidden, config.gru).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+
+    n, steps = env.n, config.n_steps
+    batch_size = n * steps
+    minibatch_size = batch_size // config.n_minibatches
+    n_updates = max(1, config.total_timesteps // batch_size)
+
+    obs_buf = torch.zeros((steps, n, env.spec.size), device=device)
+    mask_buf = torch.zeros((steps, n, N_ACTIONS), dtype=torch.bool, device=device)
+    actions = torch.zeros((steps, n), dtype=torch.long, device=device)
+    logprobs = torch.zeros((steps, n), device=device)
+    rewards = torch.zeros((steps, n), device=device)
+    dones = torch.zeros((steps, n), device=device)
+    values = torch.zeros((steps, n), device=device)
+
+    obs, mask = env.reset()
+    done = torch.zeros(n, device=device)
+    history: list[dict] = []
+    started = time.perf_counter()
+    global_step = 0
+    for update in range(1, n_updates + 1):
+        if config.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (update - 1.0) / n_updates) * config.learning_rate
+        episode_returns: list[torch.Tensor] = []
+        action_counts = torch.zeros(N_ACTIONS, device=device)
+        invalid = 0
+
+        # --- rollout -------------------------------------------------------------------------------
+        for step in range(steps):
+            global_step += n
+            obs_buf[step], mask_buf[step], dones[step] = obs, mask, done
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(obs, mask)
+            actions[step], logprobs[step], values[step] = action, logprob, value
+            obs, mask, reward, done_bool, info = env.step(action)
+            rewards[step] = reward * config.reward_scale
+            done = done_bool.float()
+            action_counts += torch.bincount(action, minlength=N_ACTIONS)
+            invalid += int(info["invalid"].sum())
+            if len(info["episode_return"]):
+                episode_returns.append(info["episode_return"])
+
+        # --- GAE -------------------------------------------------------------------------------------
+        with torch.no_grad():
+            next_value = agent.get_value(obs)
+            advantages = torch.zeros_like(rewards)
+            last = torch.zeros(n, device=device)
+            for t in reversed(range(steps)):
+                next_nonterminal = 1.0 - (done if t == steps - 1 else dones[t + 1])
+                next_values = next_value if t == steps - 1 else values[t + 1]
+                delta = rewards[t] + config.gamma * next_values * next_nonterminal - values[t]
+                last = delta + config.gamma * config.gae_lambda * next_nonterminal * last
+                advantages[t] = last
+            returns = advantages + values
+
+        # --- the clipped update ------------------------------------------------------------------------
+        b_obs, b_mask = obs_buf.reshape(batch_size, -1), mask_buf.reshape(batch_size, N_ACTIONS)
+        b_actions, b_logprobs = actions.reshape(-1), logprobs.reshape(-1)
+        b_adv, b_returns = advantages.reshape(-1), returns.reshape(-1)
+        clipfracs, approx_kl = [], torch.tensor(0.0)
+        for _ in range(config.update_epochs):
+            perm = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb = perm[start:start + minibatch_size]
+                _, new_logprob, entropy, new_value = agent.get_action_and_value(b_obs[mb], b_mask[mb], b_actions[mb])
+                log_ratio = new_logprob - b_logprobs[mb]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > config.clip_coef).float().mean().item())
+                adv = b_adv[mb]
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
+                v_loss = 0.5 * ((new_value - b_returns[mb]) ** 2).mean()
+                entropy_loss = entropy.mean()
+                loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                optimizer.step()
+
+        dominance, action_entropy = collapse_stats(action_counts)
+        finished = torch.cat(episode_returns) if episode_returns else torch.empty(0)
+        row = {
+            "update": update,
+            "global_step": global_step,
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "charts/SPS": int(global_step / (time.perf_counter() - started)),
+            "charts/episodic_return": float(finished.mean()) if len(finished) else None,
+            "charts/episodes": int(len(finished)),
+            "charts/invalid_actions": invalid,
+            "losses/policy_loss": pg_loss.item(),
+            "losses/value_loss": v_loss.item(),
+            "losses/entropy": entropy_loss.item(),
+            "losses/approx_kl": float(approx_kl),
+            "losses/clipfrac": float(np.mean(clipfracs)),
+            "collapse/dominance": dominance,
+            "collapse/action_entropy": action_entropy,
+            **{f"actions/{i}": int(c) for i, c in enumerate(action_counts.tolist())},
+        }
+        history.append(row)
+        if on_update:
+            on_update(update, n_updates, row)
+    if out_dir is not None:
+        _write_logs(out_dir, history, config)
+    return agent, history
+
+
+def _write_logs(out_dir: Path, rows: list[dict], config: PPOConfig) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "train_log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "train_log.json").write_text(json.dumps({"config": asdict(config), "updates": rows}, indent=1))

@@ -1,0 +1,66 @@
+"""A trained PPO checkpoint as a sizing policy.
+
+The observation is built by backend.rl.observation from the broker's bars and account, as in training, and
+the environment's own action mask applies. For a buy signal the policy may answer HOLD or BUY 25/50/75%
+(a sell signal: SELL 25/50/75%); HOLD declines the trade. The size is the environment's: the action's share
+of `base_alloc` of the equity left after the safety buffer, within the position cap.
+"""
+from __future__ import annotations
+
+import torch
+
+from backend.brokers.base import Broker
+from backend.domain.model import Proposal, Side
+from backend.rl.checkpoint import LoadedPolicy
+from backend.rl.env import ACTION_NAMES, BUY_25, BUY_75, HOLD, N_ACTIONS, SELL_25, SELL_75, SIZE, action_mask, base_dollars
+from backend.rl.observation import HISTORY_BARS, live_market_window, live_observation
+from backend.rl.ppo import collapse_stats
+from backend.sizing.base import SizingContext
+
+
+class PPOPolicy:
+    name = "ppo"
+
+    def __init__(self, policy: LoadedPolicy, broker: Broker, reference_equity: float) -> None:
+        self._p = policy
+        self._broker = broker
+        self._reference = reference_equity  # account_change is measured from the equity at start-up
+        self._windows: dict[str, tuple[object, torch.Tensor, bool]] = {}  # symbol -> (bar time, window, valid)
+        self._counts = torch.zeros(N_ACTIONS)
+
+    def _window(self, symbol: str) -> tuple[torch.Tensor, bool]:
+        bars = self._broker.history(symbol, self._p.spec.window + HISTORY_BARS)
+        cached = self._windows.get(symbol)
+        if cached is None or cached[0] != bars.ts[-1]:
+            cached = (bars.ts[-1], *live_market_window(self._p.spec, bars))
+            self._windows[symbol] = cached
+        return cached[1], cached[2]
+
+    def propose(self, ctx: SizingContext) -> Proposal:
+        cfg = self._p.env
+        account = ctx.account
+        held = sum(p.quantity * p.market_price for p in self._broker.positions() if p.symbol == ctx.signal.symbol)
+        cash = account.cash - cfg.safety_buffer_pct * account.equity
+        window, valid = self._window(ctx.signal.symbol)
+        obs = live_observation(window, valid, position_value=held, account_value=account.equity,
+                               cash_available=cash, reference_value=self._reference,
+                               max_position_pct=cfg.max_position_pct)
+        f = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+        mask = action_mask(f(held), f(account.equity), f(cash), cfg)
+        probs = self._p.probabilities(obs, mask)
+        side = range(BUY_25, BUY_75 + 1) if ctx.signal.side is Side.BUY else range(SELL_25, SELL_75 + 1)
+        best = max(side, key=lambda a: float(probs[a]))
+        action = best if probs[best] > probs[HOLD] else HOLD
+        self._counts[action] += 1
+        odds = ", ".join(f"{ACTION_NAMES[a]} {float(probs[a]):.2f}" for a in (HOLD, *side))
+        if action == HOLD:
+            return Proposal(0.0, 1.0, self.name, f"PPO holds ({odds})", action_key=ACTION_NAMES[HOLD],
+                            model_version=self._p.version)
+        room = max(0.0, cfg.max_position_pct * account.equity - abs(held))
+        size = min(float(base_dollars(f(account.equity), cfg)) * SIZE[action], room)
+        return Proposal(size, 1.0, self.name, f"PPO {ACTION_NAMES[action]} ({odds})",
+                        action_key=ACTION_NAMES[action], model_version=self._p.version)
+
+    def collapse(self) -> tuple[float, float]:
+        """(dominance, entropy) of the actions this policy has chosen while serving."""
+        return collapse_stats(self._counts)
