@@ -1,12 +1,16 @@
 """No policy output can pass a cap: property tests over states, Q-tables, prices and accounts."""
 from __future__ import annotations
 
+import functools
 import math
 import random
 
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from backend.config import Settings
 from backend.domain.model import Account, Proposal, Side, Signal
+from backend.rl import checkpoint
+from backend.sizing.ppo import PPOPolicy
 from backend.domain.state import ACTIONS
 from backend.risk import RiskManager, apply_caps, Limits
 from backend.sizing.atr import AtrRule
@@ -66,7 +70,13 @@ policies = st.one_of(
         st.floats(0, 1, **finite), st.integers(0, 2**32), st.integers(0, 3),
     ),
     st.just(AtrRule()),
+    st.just("ppo"),  # the shipped checkpoint, built per example around its broker
 )
+
+
+@functools.cache
+def shipped_model():
+    return checkpoint.load(Settings(_env_file=None).model_path)
 
 
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -76,8 +86,10 @@ policies = st.one_of(
 def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, confidence, side, fractional,
                                        stop_atrs, seed):
     settings = make_settings(**limits)
-    series = random_walk(160, start=price_scale, seed=seed)
+    series = random_walk(400, start=price_scale, seed=seed)
     broker = StaticBroker(account, series, fractional)
+    if policy == "ppo":
+        policy = PPOPolicy(shipped_model(), broker, reference_equity=max(account.equity, 1.0))
     risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule())
     price = float(series.close[-1])
     stop = None
