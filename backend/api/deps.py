@@ -8,7 +8,8 @@ from fastapi import Depends, Query, Request
 from backend.bootstrap import App
 
 
-def get_sizer(request: Request) -> App:
+async def get_sizer(request: Request) -> App:
+    """async: a plain attribute read must not cost a thread-pool hand-off on every request."""
     return request.app.state.sizer
 
 

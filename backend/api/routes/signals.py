@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import Sizer
 from backend.api.schemas import DecisionIn, DecisionOut, SignalIn, SignalOut
@@ -31,9 +32,11 @@ def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut:
 
 
 @router.post("/decisions", response_model=DecisionOut)
-def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
+async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
+    """The hot path: one thread-pool hop for the sizing itself (it may read the broker and the database),
+    validation and serialisation on the event loop."""
     started = time.perf_counter()
-    decision = sizer.risk.decide(body.to_signal())
+    decision = await run_in_threadpool(sizer.risk.decide, body.to_signal())
     sizer.metrics.decision_seconds.observe(time.perf_counter() - started)
     sizer.metrics.decisions.labels(decision.policy, str(decision.approved).lower()).inc()
     return decision_to_json(decision)
