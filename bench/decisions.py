@@ -6,7 +6,8 @@ Run on demand (not part of the test suite), from the project root:
 
 What it does: creates a scratch database sizer_bench_<random> on 127.0.0.1:5432, starts
 `python -m backend.cli serve` on a free port against it (SIM_BAR_SECONDS=3600 so the simulated
-clock does not tick, RL_SIZING_MIN_STATE_VISITS=0 so the Q-learning policy decides), waits for
+clock does not tick, RL_SIZING_MIN_STATE_VISITS=0 so the Q-learning policy decides; --policy ppo serves the shipped
+checkpoint instead), waits for
 GET /healthz, then drives it with a small raw asyncio HTTP/1.1 keep-alive client: N connections in
 one process, each sending requests back to back (closed loop), latency per request from
 perf_counter_ns. After a warmup, the measured phases alternate decisions / healthz --repeats times;
@@ -67,12 +68,12 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-def check(kind: str, status: int, body: bytes) -> str | None:
+def check(kind: str, status: int, body: bytes, policy: str) -> str | None:
     """None if the response is as expected, else a short description of what is wrong."""
     if status != 200:
         return f"status {status}: {body[:200]!r}"
     doc = json.loads(body)
-    if kind == "decisions" and (doc.get("policy") != "qlearning" or not isinstance(doc.get("approved"), bool)
+    if kind == "decisions" and (doc.get("policy") != policy or not isinstance(doc.get("approved"), bool)
                                 or not isinstance(doc.get("size_usd"), (int, float))):
         return f"unexpected decision: {body[:300]!r}"
     if kind == "healthz" and doc.get("status") != "ok":
@@ -80,7 +81,7 @@ def check(kind: str, status: int, body: bytes) -> str | None:
     return None
 
 
-async def phase(kind: str, port: int, connections: int, seconds: float, sample_every: int = 20) -> dict:
+async def phase(kind: str, port: int, connections: int, seconds: float, policy: str, sample_every: int = 20) -> dict:
     """Closed loop on `connections` keep-alive connections for `seconds`; returns the phase's figures."""
     reqs = requests_for(kind, port)
     latencies: list[int] = []
@@ -103,7 +104,7 @@ async def phase(kind: str, port: int, connections: int, seconds: float, sample_e
                 return
             latencies.append(time.perf_counter_ns() - t0)
             if status != 200 or n % sample_every == 0:
-                problem = check(kind, status, body)
+                problem = check(kind, status, body, policy)
                 if problem:
                     errors.append(problem)
             n += connections
@@ -151,10 +152,10 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> No
 async def measure(args, port: int) -> dict:
     runs: dict[str, list[dict]] = {"decisions": [], "healthz": []}
     for kind in runs:
-        await phase(kind, port, args.connections, args.warmup)
+        await phase(kind, port, args.connections, args.warmup, args.policy)
     for _ in range(args.repeats):
         for kind, results in runs.items():  # alternate, so drift hits both alike
-            results.append(await phase(kind, port, args.connections, args.seconds))
+            results.append(await phase(kind, port, args.connections, args.seconds, args.policy))
     return runs
 
 
@@ -164,6 +165,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     ap.add_argument("--warmup", type=float, default=2.0, help="warmup seconds per endpoint")
     ap.add_argument("--repeats", type=int, default=3, help="measured phases per endpoint (median reported)")
+    ap.add_argument("--policy", choices=("qlearning", "ppo"), default="qlearning",
+                    help="SIZING_POLICY of the served instance (ppo: the shipped checkpoint)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server/CPU0, client/CPU1")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on kill/timeout as on Ctrl-C
@@ -173,7 +176,7 @@ def main() -> int:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": f"postgresql+psycopg://{PG}/{db}", "PORT": str(port),
            "HOST": "127.0.0.1", "LOG_LEVEL": "warning", "SIM_BAR_SECONDS": "3600",
-           "RL_SIZING_MIN_STATE_VISITS": "0"}
+           "RL_SIZING_MIN_STATE_VISITS": "0", "SIZING_POLICY": args.policy}
     with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{db}"')
     proc = None

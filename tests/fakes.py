@@ -25,6 +25,7 @@ class StaticBroker:
     """A broker frozen at one moment: a given account and bar history; records what it is sent."""
 
     name = "static"
+    io_bound = False
 
     def __init__(self, account: Account, series: Series, fractional: bool = True) -> None:
         self._account = account

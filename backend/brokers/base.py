@@ -41,6 +41,7 @@ class OrderRejected(Exception):
 
 class Broker(Protocol):
     name: str
+    io_bound: bool  # True: calls go over the network, so async callers must run them in a thread pool
 
     def now(self) -> datetime: ...
 

@@ -35,6 +35,7 @@ class EndOfData(Exception):
 
 class SimBroker:
     name = "sim"
+    io_bound = False  # in memory: nothing to wait for
 
     def __init__(
         self,

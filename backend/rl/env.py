@@ -10,6 +10,7 @@ of their window. Action masks come from here and are used in training and at inf
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -188,6 +189,11 @@ class SizingEnv:
         return self.observe(), self.action_mask(), reward, done, info
 
 
+@functools.cache
+def _buy_sizes(device: torch.device) -> torch.Tensor:
+    return torch.tensor(SIZE[1:4], device=device)
+
+
 def base_dollars(account: torch.Tensor, cfg: EnvConfig) -> torch.Tensor:
     """What a 100% action would trade: base_alloc of the account left after the safety buffer."""
     return account * (1 - cfg.safety_buffer_pct) * cfg.base_alloc
@@ -197,8 +203,7 @@ def action_mask(position_value: torch.Tensor, account: torch.Tensor, cash_availa
                 cfg: EnvConfig) -> torch.Tensor:
     """(..., 7) bool: HOLD always; BUY needs room below the position cap and the cash for that size; SELL needs
     a long to reduce, or shorting allowed and room below the short cap. The same rule serves live decisions."""
-    sizes = torch.tensor(SIZE[1:4], device=account.device)
-    dollars = base_dollars(account, cfg)[..., None] * sizes
+    dollars = base_dollars(account, cfg)[..., None] * _buy_sizes(account.device)
     cap = (cfg.max_position_pct * account)[..., None]
     pos = position_value[..., None]
     eps = 1e-6 * account[..., None]

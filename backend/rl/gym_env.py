@@ -29,7 +29,7 @@ log10(float32 max / initial), widened by 1 on each side.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
@@ -72,7 +72,7 @@ def _observation_bounds(spec: ObservationSpec, config: EnvConfig) -> tuple[np.nd
 class SizingGymEnv(gymnasium.Env):
     """One sizing environment as a `gymnasium.Env` (see the module docstring)."""
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, market: MarketTensors, spec: ObservationSpec, config: EnvConfig, seed: int = 0) -> None:
         super().__init__()

@@ -22,6 +22,9 @@ class PPOPolicy:
     name = "ppo"
 
     def __init__(self, policy: LoadedPolicy, broker: Broker, reference_equity: float) -> None:
+        # one sample per decision: intra-op threads cost more than they give and would take the core the
+        # event loop and the database need
+        torch.set_num_threads(1)
         self._p = policy
         self._broker = broker
         self._reference = reference_equity  # account_change is measured from the equity at start-up
@@ -36,6 +39,7 @@ class PPOPolicy:
             self._windows[symbol] = cached
         return cached[1], cached[2]
 
+    @torch.inference_mode()
     def propose(self, ctx: SizingContext) -> Proposal:
         cfg = self._p.env
         account = ctx.account

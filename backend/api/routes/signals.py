@@ -33,10 +33,15 @@ def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut:
 
 @router.post("/decisions", response_model=DecisionOut)
 async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
-    """The hot path: one thread-pool hop for the sizing itself (it may read the broker and the database),
-    validation and serialisation on the event loop."""
+    """The hot path. Sizing reads the broker and the (cached) Q-table: with a broker that does network I/O it
+    runs in the thread pool; with the in-memory simulator it runs inline, since a thread hand-off would cost
+    more than the sizing (a cache miss blocks the loop for one short query, at most once a second per state)."""
     started = time.perf_counter()
-    decision = await run_in_threadpool(sizer.risk.decide, body.to_signal())
+    signal = body.to_signal()
+    if sizer.broker.io_bound:
+        decision = await run_in_threadpool(sizer.risk.decide, signal)
+    else:
+        decision = sizer.risk.decide(signal)
     sizer.metrics.decision_seconds.observe(time.perf_counter() - started)
     sizer.metrics.decisions.labels(decision.policy, str(decision.approved).lower()).inc()
     return decision_to_json(decision)
