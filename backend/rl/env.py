@@ -81,8 +81,11 @@ class MarketTensors:
 
 class SizingEnv:
     def __init__(self, market: MarketTensors, spec: ObservationSpec, config: EnvConfig, n_envs: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, auto_reset: bool = True) -> None:
+        """auto_reset: finished environments start a new episode inside step() (training); False leaves them
+        in their terminal state until reset() (a single-episode view such as gymnasium's)."""
         self.market, self.spec, self.cfg, self.n = market, spec, config, n_envs
+        self.auto_reset = auto_reset
         self.device = market.features.device
         s_count, t_count, _ = market.features.shape
         first_valid = int(torch.nonzero(market.valid.all(dim=0))[0]) if market.valid.any() else t_count
@@ -101,9 +104,18 @@ class SizingEnv:
         self.episode_return, self.episode_length = z(), z(torch.long)
 
     # --- episodes ------------------------------------------------------------------------------
-    def reset(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def reset(self, starts: torch.Tensor | None = None, series: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """New episodes everywhere: at random offsets, or at the given start bars (and series) for a
+        reproducible evaluation."""
         self._reset(torch.ones(self.n, dtype=torch.bool, device=self.device))
-        return self.observe(), self.action_mask()
+        if starts is not None:
+            self.t[:] = starts
+            self.end[:] = torch.clamp(starts + self.cfg.episode_bars, max=self._t_max + 1)
+        if series is not None:
+            self.series[:] = series
+        self._mask = self.action_mask()
+        return self.observe(), self._mask
 
     def _reset(self, which: torch.Tensor) -> None:
         k = int(which.sum())
@@ -111,7 +123,7 @@ class SizingEnv:
             return
         s_count = self.market.features.shape[0]
         span = self._t_max - self._t_min
-        start = self._t_min + torch.randint(0, max(1, span - 1), (k,), generator=self._gen, device=self.device)
+        start = self._t_min + torch.randint(0, span, (k,), generator=self._gen, device=self.device)
         self.series[which] = torch.randint(0, s_count, (k,), generator=self._gen, device=self.device)
         self.t[which] = start
         self.end[which] = torch.clamp(start + self.cfg.episode_bars, max=self._t_max + 1)
@@ -131,11 +143,14 @@ class SizingEnv:
     def cash_available(self) -> torch.Tensor:
         return self.cash - self.cfg.safety_buffer_pct * self.account
 
-    def observe(self) -> torch.Tensor:
-        idx = self.t[:, None] + self._offsets[None, :]  # (n, window)
-        window = self.market.features[self.series[:, None], idx]  # (n, window, F)
-        valid = self.market.valid[self.series[:, None], idx].all(dim=1)
-        acct = account_features(self.position_value(), self.account, self.cash_available(),
+    def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Observations of all environments, or of the `rows` (a bool mask) only."""
+        series, t = (self.series, self.t) if rows is None else (self.series[rows], self.t[rows])
+        idx = t[:, None] + self._offsets[None, :]  # (n, window)
+        window = self.market.features[series[:, None], idx]  # (n, window, F)
+        valid = self.market.valid[series[:, None], idx].all(dim=1)
+        pick = (lambda x: x) if rows is None else (lambda x: x[rows])  # noqa: E731
+        acct = account_features(pick(self.position_value()), pick(self.account), pick(self.cash_available()),
                                 self.cfg.initial_account_value, self.cfg.max_position_pct, valid)
         return torch.cat([window.flatten(1), acct], dim=1)
 
@@ -144,10 +159,13 @@ class SizingEnv:
 
     # --- one bar ------------------------------------------------------------------------------------------
     def step(self, action: torch.Tensor):
-        """Returns obs, mask, reward, done, info (finished episodes' returns and lengths)."""
+        """Returns obs, mask, reward, terminated (ruin), truncated (end of the episode's window), info.
+
+        info: "invalid" (the action was masked and played as HOLD) and, for the environments that finished,
+        "final_obs" (their terminal observations, for bootstrapping truncated episodes), "episode_return",
+        "episode_length", "final_account"."""
         cfg = self.cfg
-        mask = self.action_mask()
-        invalid = ~mask[self._env_ids, action]
+        invalid = ~self._mask[self._env_ids, action]
         action = torch.where(invalid, torch.zeros_like(action), action)  # an invalid action is a HOLD
         direction = self._dirs[action]
         dollars = base_dollars(self.account, cfg) * self._sizes[action]
@@ -178,15 +196,21 @@ class SizingEnv:
 
         self.episode_return += reward
         self.episode_length += 1
-        done = (self.t >= self.end) | (self.account < cfg.ruin_pct * cfg.initial_account_value)
-        info = {
-            "invalid": invalid,
-            "episode_return": self.episode_return[done].clone(),
-            "episode_length": self.episode_length[done].clone(),
-            "final_account": self.account[done].clone(),
-        }
-        self._reset(done)
-        return self.observe(), self.action_mask(), reward, done, info
+        terminated = self.account < cfg.ruin_pct * cfg.initial_account_value
+        truncated = (self.t >= self.end) & ~terminated
+        done = terminated | truncated
+        info = {"invalid": invalid}
+        if done.any():
+            info.update(
+                final_obs=self.observe(done),
+                episode_return=self.episode_return[done].clone(),
+                episode_length=self.episode_length[done].clone(),
+                final_account=self.account[done].clone(),
+            )
+            if self.auto_reset:
+                self._reset(done)
+        self._mask = self.action_mask()
+        return self.observe(), self._mask, reward, terminated, truncated, info
 
 
 @functools.cache

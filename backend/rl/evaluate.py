@@ -60,7 +60,8 @@ def validate(policy: LoadedPolicy, market: MarketTensors, n_envs: int = 64, seed
             holds[is_flat][0] += int((action[rows] == HOLD).sum())
             holds[is_flat][1] += int(rows.sum())
         price_before_reset = env._price(market.close, env.t + 1)
-        obs, mask, _, done, info = env.step(action)
+        obs, mask, _, terminated, truncated, info = env.step(action)
+        done = terminated | truncated
         if done.any():
             finals.append(info["final_account"] / policy.env.initial_account_value)
             drifts.append(price_before_reset[done] / start_price[done])

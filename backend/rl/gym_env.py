@@ -13,14 +13,10 @@ interface:
 - `action_masks() -> np.ndarray[bool] (7,)`: the actions allowed in the current state (the method name
   sb3-contrib's MaskablePPO looks for).
 
-Terminal observations. `SizingEnv.step` auto-resets finished environments (it ends with `self._reset(done)`),
-so the observation it returns for a finished episode is already the next episode's first one. The gymnasium
-contract wants the terminal observation from the final `step()` and a fresh one only from `reset()` (SB3
-stores it as `terminal_observation` and bootstraps truncated episodes from it). The inner environment here is
-therefore `_EpisodicSizingEnv`, a `SizingEnv` whose step-time `_reset(done)` call does nothing: a finished
-episode stays in its terminal state (its last bar, final cash/position/account), `SizingEnv.observe()` and
-`action_mask()` describe that state, and the next episode begins only when `reset()` is called. Nothing of the
-account or market logic is duplicated; a guard raises if a future `SizingEnv` auto-resets by another route.
+Terminal observations. The inner `SizingEnv` is built with `auto_reset=False`: a finished episode stays in
+its terminal state (its last bar, final cash/position/account), so the final `step()` returns the true terminal
+observation (SB3 stores it as `terminal_observation` and bootstraps truncated episodes from it), and the next
+episode begins only when `reset()` is called.
 
 Observation bounds hold by construction: market features are z-scores clipped to +-CLIP with undefined values
 set to 0 (`observation.normalise`); position_pct is in [-1, 1]; available_pct, has_position and window_valid
@@ -38,18 +34,6 @@ from gymnasium import spaces
 
 from backend.rl.env import HOLD, N_ACTIONS, EnvConfig, MarketTensors, SizingEnv
 from backend.rl.observation import ACCOUNT_FEATURES, CLIP, ObservationSpec
-
-
-class _EpisodicSizingEnv(SizingEnv):
-    """`SizingEnv` without the auto-reset at the end of `step()`: a finished episode keeps its terminal state
-    until `reset()`."""
-
-    def reset(self) -> tuple[torch.Tensor, torch.Tensor]:
-        SizingEnv._reset(self, torch.ones(self.n, dtype=torch.bool, device=self.device))
-        return self.observe(), self.action_mask()
-
-    def _reset(self, which: torch.Tensor) -> None:
-        """Called by `SizingEnv.step` with the finished environments: deferred to the next `reset()`."""
 
 
 def _observation_bounds(spec: ObservationSpec, config: EnvConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -81,13 +65,12 @@ class SizingGymEnv(gymnasium.Env):
         # not `self.spec`: gymnasium.Env.spec is the registration EnvSpec that gymnasium tools read
         self.market, self.obs_spec, self.config = market, spec, config
         self._seed = seed
-        self._env = _EpisodicSizingEnv(market, spec, config, n_envs=1, seed=seed)
+        self._env = SizingEnv(market, spec, config, n_envs=1, seed=seed, auto_reset=False)
         low, high = _observation_bounds(spec, config)
         self.observation_space = spaces.Box(low=low, high=high, shape=(spec.size,), dtype=np.float32)
         self.action_space = spaces.Discrete(N_ACTIONS)
         self._mask: torch.Tensor | None = None  # (1, 7) of the current state; None before the first reset
         self._finished = False
-        self._ruin_value = config.ruin_pct * config.initial_account_value
 
     @property
     def inner(self) -> SizingEnv:
@@ -99,7 +82,8 @@ class SizingGymEnv(gymnasium.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._seed = int(seed)
-            self._env = _EpisodicSizingEnv(self.market, self.obs_spec, self.config, n_envs=1, seed=self._seed)
+            self._env = SizingEnv(self.market, self.obs_spec, self.config, n_envs=1, seed=self._seed,
+                                  auto_reset=False)
         obs, mask = self._env.reset()
         self._mask, self._finished = mask, False
         return self._obs(obs), self._info()
@@ -110,18 +94,10 @@ class SizingGymEnv(gymnasium.Env):
         a = int(action)
         if not 0 <= a < N_ACTIONS:
             raise ValueError(f"action {action!r} outside 0..{N_ACTIONS - 1}")
-        env = self._env
-        t_before, series_before = int(env.t[0]), int(env.series[0])
-        obs, mask, reward, done, info = env.step(torch.tensor([a], dtype=torch.long))
+        obs, mask, reward, term, trunc, info = self._env.step(torch.tensor([a], dtype=torch.long))
         invalid = bool(info["invalid"][0])
-        # the state after the step, never auto-reset (see _EpisodicSizingEnv)
-        if int(env.t[0]) != t_before + 1 or int(env.series[0]) != series_before:
-            raise RuntimeError("SizingEnv reset a finished episode inside step(): the gym view's terminal "
-                               "observations would be wrong (see backend/rl/gym_env.py)")
-        terminated = bool(env.account[0] < self._ruin_value)
-        truncated = bool(env.t[0] >= env.end[0]) and not terminated
-        if bool(done[0]) != (terminated or truncated):
-            raise RuntimeError("SizingEnv's episode end differs from ruin / end of window: update gym_env.py")
+        terminated, truncated = bool(term[0]), bool(trunc[0])
+        done = term | trunc
         self._mask, self._finished = mask, bool(done[0])
         extra: dict[str, Any] = {"invalid": invalid, "action": HOLD if invalid else a}
         if self._finished:

@@ -158,12 +158,19 @@ def train(
             with torch.no_grad():
                 action, logprob, _, value = agent.get_action_and_value(obs, mask)
             actions[step], logprobs[step], values[step] = action, logprob, value
-            obs, mask, reward, done_bool, info = env.step(action)
-            rewards[step] = reward * config.reward_scale
-            done = done_bool.float()
+            obs, mask, reward, terminated, truncated, info = env.step(action)
+            reward = reward * config.reward_scale
+            if truncated.any():  # a window's end is not the end of the world: bootstrap from its last state
+                with torch.no_grad():
+                    final_values = agent.get_value(info["final_obs"])
+                finished = (terminated | truncated).nonzero().squeeze(1)
+                cut = truncated[finished]
+                reward[finished[cut]] += config.gamma * final_values[cut]
+            rewards[step] = reward
+            done = (terminated | truncated).float()
             action_counts += torch.bincount(action, minlength=N_ACTIONS)
             invalid += int(info["invalid"].sum())
-            if len(info["episode_return"]):
+            if "episode_return" in info:
                 episode_returns.append(info["episode_return"])
 
         # --- GAE -------------------------------------------------------------------------------------

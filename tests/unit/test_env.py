@@ -47,7 +47,7 @@ def test_buy_fills_at_the_next_open_with_costs_and_reward_is_the_account_change(
     env = make_env(close, opens, n=1, commission_bps=10, slippage_bps=20)
     env.reset()
     t, acct = int(env.t), float(env.account)
-    _, _, reward, _, _ = env.step(torch.tensor([BUY_50]))
+    _, _, reward, _, _, _ = env.step(torch.tensor([BUY_50]))
     dollars = 1000 * 0.7 * 0.15 * 0.5
     fill = opens[t + 1] * 1.002
     units = dollars / opens[t + 1]
@@ -61,7 +61,7 @@ def test_scale_in_stops_at_the_position_cap_and_then_buys_are_masked():
     env = make_env(np.full(400, 100.0), n=2)
     env.reset()
     for _ in range(6):
-        _, mask, _, _, info = env.step(torch.tensor([BUY_75, BUY_75]))
+        _, mask, _, _, _, info = env.step(torch.tensor([BUY_75, BUY_75]))
     pct = env.position_value() / env.account
     assert torch.all((pct - 0.2).abs() < 1e-3)  # at the cap (costs move the account a hair)
     assert not mask[:, 1:4].any() and mask[:, SELL_25].all()  # at the cap: no buy, but reducing is allowed
@@ -70,7 +70,7 @@ def test_scale_in_stops_at_the_position_cap_and_then_buys_are_masked():
 def test_invalid_actions_become_hold_and_are_reported():
     env = make_env(walk(), n=3)
     env.reset()
-    _, _, _, _, info = env.step(torch.tensor([SELL_25, HOLD, BUY_50]))  # nothing to sell while flat
+    _, _, _, _, _, info = env.step(torch.tensor([SELL_25, HOLD, BUY_50]))  # nothing to sell while flat
     assert info["invalid"].tolist() == [True, False, False]
     assert env.units[0] == 0 and env.units[2] > 0
 
@@ -79,12 +79,17 @@ def test_ruin_and_window_end_finish_episodes_and_they_restart():
     crash = np.concatenate([np.full(200, 100.0), np.full(200, 1.0)])
     env = make_env(crash, n=64, max_position_pct=1.0, base_alloc=1.0, safety_buffer_pct=0.0, episode_bars=500)
     env.reset()
-    finished = 0
+    ruined = cut = 0
     for _ in range(400):
-        _, _, _, done, info = env.step(torch.full((64,), BUY_75))
-        finished += int(done.sum())
-        assert (info["final_account"] >= 0).all()
-    assert finished >= 64  # every environment ended at least once (ruin or the data's end) and restarted
+        _, _, _, terminated, truncated, info = env.step(torch.full((64,), BUY_75))
+        assert not (terminated & truncated).any()
+        if (terminated | truncated).any():
+            assert (info["final_account"] >= 0).all()
+            assert info["final_obs"].shape == (int((terminated | truncated).sum()), env.spec.size)
+            assert (info["final_account"][terminated[terminated | truncated]] < 500).all()  # ruin is terminal
+        ruined += int(terminated.sum())
+        cut += int(truncated.sum())
+    assert ruined > 0 and cut > 0  # both ends happen, and every finished environment restarted
     assert torch.all(env.account == env.cash + env.units * env.market.close[0, env.t])
 
 
@@ -93,8 +98,8 @@ def test_log_growth_reward_is_the_log_of_the_account_ratio():
     env.reset()
     env.step(torch.tensor([BUY_75, BUY_75]))
     before = env.account.clone()
-    _, _, reward, done, _ = env.step(torch.tensor([HOLD, HOLD]))
-    ok = ~done
+    _, _, reward, terminated, truncated, _ = env.step(torch.tensor([HOLD, HOLD]))
+    ok = ~(terminated | truncated)
     assert torch.allclose(reward[ok], torch.log(env.account[ok] / before[ok]), atol=1e-6)
 
 
@@ -106,3 +111,13 @@ def test_action_mask_without_cash_and_with_shorting():
     short = action_mask(torch.tensor([0.0]), torch.tensor([1000.0]), torch.tensor([500.0]),
                         EnvConfig(allow_short=True))
     assert short[0, 4:].all()
+
+
+def test_without_auto_reset_a_finished_episode_keeps_its_terminal_state():
+    env = make_env(walk(), n=1, episode_bars=3)
+    env.auto_reset = False
+    obs, _ = env.reset()
+    for _ in range(3):
+        obs, _, _, terminated, truncated, info = env.step(torch.tensor([HOLD]))
+    assert truncated.item() and not terminated.item()
+    assert torch.equal(info["final_obs"], obs) and int(env.t) == int(env.end)
