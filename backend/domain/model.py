@@ -105,10 +105,6 @@ class Decision:
     model_version: str | None = None
     capped_by: tuple[str, ...] = field(default_factory=tuple)
 
-    @property
-    def margin_usd(self) -> float:
-        return self.size_usd / self.leverage if self.leverage else 0.0
-
 
 @dataclass(frozen=True)
 class Fill:
