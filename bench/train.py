@@ -53,14 +53,13 @@ sys.path.insert(0, str(ROOT))
 
 from backend.data.bundled import load_bundled
 from backend.rl.env import (
-    ACTION_NAMES,
     BUY_75,
     HOLD,
-    N_ACTIONS,
     EnvConfig,
     MarketTensors,
     SizingEnv,
 )
+from backend.rl.evaluate import episode_starts, validate
 from backend.rl.gym_env import SizingGymEnv
 from backend.rl.observation import fit_spec, market_features
 from backend.rl.ppo import PPOConfig, train
@@ -121,16 +120,11 @@ def train_ours(market, spec, cfg, steps: int, seed: int):
     done = history[-1]["global_step"]
     agent.eval()
 
-    @torch.no_grad()
-    def act(obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = agent.actor(agent._encode(obs))
-        return logits.masked_fill(~mask, -torch.inf).argmax(dim=-1)
-
     returns = [r["charts/episodic_return"] for r in history if r["charts/episodic_return"] is not None]
     stats = {"agent": "ours", "budget": steps, "env_steps": done, "updates": len(history), "seconds": elapsed,
              "env_steps_per_s": done / elapsed, "trainer_reported_sps": history[-1]["charts/SPS"],
              "last_train_episodic_return": returns[-1] if returns else None}
-    return act, stats
+    return agent.greedy, stats
 
 
 def train_maskable(market, spec, cfg, steps: int, seed: int, reward_scale: float):
@@ -173,56 +167,6 @@ def train_maskable(market, spec, cfg, steps: int, seed: int, reward_scale: float
     return act, stats
 
 
-# --- (c) held-out evaluation -------------------------------------------------------------------------------
-def eval_starts(market: MarketTensors, spec, cfg: EnvConfig, k: int) -> torch.Tensor:
-    """k evenly spaced start bars whose full episode fits in the held-out window (SizingEnv's own bounds)."""
-    first_valid = int(torch.nonzero(market.valid.all(dim=0))[0])
-    t_min, last_end = first_valid + spec.window - 1, market.close.shape[1] - 1
-    last_start = last_end - cfg.episode_bars
-    if last_start < t_min:
-        raise ValueError("the held-out window is shorter than one episode")
-    return torch.linspace(t_min, last_start, k).round().long().unique()
-
-
-@torch.no_grad()
-def evaluate(act, market: MarketTensors, spec, cfg: EnvConfig, starts: torch.Tensor) -> dict:
-    """Greedy play from each start for one episode; the first end of each (window end or ruin) counts."""
-    k = len(starts)
-    env = SizingEnv(market, spec, cfg, k, seed=0)
-    obs, mask = env.reset(starts=starts, series=torch.zeros_like(starts))
-    final = torch.full((k,), float("nan"))
-    counts = torch.zeros(N_ACTIONS)
-    invalid = 0
-    for _ in range(cfg.episode_bars):
-        live = final.isnan()
-        action = act(obs, mask)
-        invalid += int((~mask[torch.arange(k), action])[live].sum())
-        counts += torch.bincount(action[live], minlength=N_ACTIONS).float()
-        obs, mask, _, terminated, truncated, info = env.step(action)
-        done = terminated | truncated
-        first = done & live
-        if first.any():
-            final[first] = env_final(info, done, first)
-        if not final.isnan().any():
-            break
-    if final.isnan().any():
-        raise RuntimeError("an evaluation episode did not end within episode_bars steps")
-    ratio = final / cfg.initial_account_value
-    return {"mean_final_over_initial": float(ratio.mean()), "median": float(ratio.median()),
-            "min": float(ratio.min()), "max": float(ratio.max()), "episodes": k,
-            "invalid_actions": invalid,
-            "action_share": {n: float(c) / max(1.0, float(counts.sum())) for n, c in zip(ACTION_NAMES, counts)}}
-
-
-def env_final(info: dict, done: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """info["final_account"] holds the finished environments in index order: pick the first-time ones."""
-    return info["final_account"][first[done]]
-
-
-def price_ratio(market: MarketTensors, cfg: EnvConfig, starts: torch.Tensor) -> float:
-    return float((market.close[0, starts + cfg.episode_bars] / market.close[0, starts]).mean())
-
-
 # --- main --------------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -256,29 +200,33 @@ def main() -> int:
     env_rates["gym"] = gym_env_sps(train_market, spec, cfg, args.env_seconds)
     log(f"SizingGymEnv: {env_rates['gym']['env_steps_per_s']:,.0f} env steps/s")
 
-    starts = eval_starts(test_market, spec, cfg, args.eval_episodes)
+    starts = episode_starts(test_market, spec, cfg, args.eval_episodes)
+
+    def held_out(act) -> dict:
+        return validate(act, test_market, spec, cfg, episodes=args.eval_episodes).to_dict()
+
     baselines = {
-        "always_hold": evaluate(lambda o, m: torch.full((len(o),), HOLD), test_market, spec, cfg, starts),
-        "max_long": evaluate(lambda o, m: torch.where(m[:, BUY_75], BUY_75, HOLD), test_market, spec, cfg, starts),
+        "always_hold": held_out(lambda o, m: torch.full((len(o),), HOLD)),
+        "max_long": held_out(lambda o, m: torch.where(m[:, BUY_75], BUY_75, HOLD)),
     }
-    index_ratio = price_ratio(test_market, cfg, starts)
+    index_ratio = baselines["always_hold"]["buy_and_hold"]
 
     runs = []
     budgets = [args.equal_steps] + [int(s) for s in args.ours_steps.split(",") if s.strip()]
     for steps in budgets:
         log(f"ours: training {steps:,} steps")
         act, stats = train_ours(train_market, spec, cfg, steps, args.seed)
-        stats["held_out"] = evaluate(act, test_market, spec, cfg, starts)
+        stats["held_out"] = held_out(act)
         runs.append(stats)
         log(f"ours: {stats['env_steps']:,} steps in {stats['seconds']:.1f} s = {stats['env_steps_per_s']:,.0f}/s; "
-            f"held-out {stats['held_out']['mean_final_over_initial']:.4f}")
+            f"held-out {stats['held_out']['mean_final_account']:.4f}")
     log(f"MaskablePPO: training {args.equal_steps:,} steps")
     act, stats = train_maskable(train_market, spec, cfg, args.equal_steps, args.seed, reward_scale)
-    stats["held_out"] = evaluate(act, test_market, spec, cfg, starts)
+    stats["held_out"] = held_out(act)
     runs.append(stats)
     sb3 = stats
     log(f"MaskablePPO: {sb3['env_steps']:,} steps in {sb3['seconds']:.1f} s = {sb3['env_steps_per_s']:,.1f}/s; "
-        f"held-out {sb3['held_out']['mean_final_over_initial']:.4f}")
+        f"held-out {sb3['held_out']['mean_final_account']:.4f}")
 
     for r in runs:
         r["throughput_ratio_vs_maskable"] = r["env_steps_per_s"] / sb3["env_steps_per_s"]
@@ -297,15 +245,15 @@ def main() -> int:
     print("-" * len(head))
     for r in runs:
         print(f"{r['agent']:<14}{r['budget']:>10,}{r['env_steps']:>11,}{r['seconds']:>9.1f}{r['env_steps_per_s']:>10,.0f}"
-              f"{r['throughput_ratio_vs_maskable']:>12,.1f}x{r['held_out']['mean_final_over_initial']:>10.4f}")
+              f"{r['throughput_ratio_vs_maskable']:>12,.1f}x{r['held_out']['mean_final_account']:>10.4f}")
     for name, b in baselines.items():
-        print(f"{name:<14}{'':>10}{'':>11}{'':>9}{'':>10}{'':>13}{b['mean_final_over_initial']:>10.4f}")
+        print(f"{name:<14}{'':>10}{'':>11}{'':>9}{'':>10}{'':>13}{b['mean_final_account']:>10.4f}")
     print(f"{'index ratio':<14}{'':>53}{index_ratio:>10.4f}  (100% long, context only)")
     equal = runs[0]
     print(f"\nthroughput ours / MaskablePPO at the equal budget ({args.equal_steps:,} steps): "
           f"{equal['throughput_ratio_vs_maskable']:.1f}x (project target >= 100x at equal or better held-out "
-          f"return: held-out ours {equal['held_out']['mean_final_over_initial']:.4f} vs MaskablePPO "
-          f"{sb3['held_out']['mean_final_over_initial']:.4f})")
+          f"return: held-out ours {equal['held_out']['mean_final_account']:.4f} vs MaskablePPO "
+          f"{sb3['held_out']['mean_final_account']:.4f})")
     print(f"bench wall time {total:.0f} s; load average before {load_before}, after {os.getloadavg()}")
 
     import gymnasium
@@ -324,7 +272,7 @@ def main() -> int:
         "data": {"symbol": "SP500", "train_bars": int(train_market.close.shape[1]),
                  "train_end": str(sp.ts[rows - 1].astype("datetime64[D]")),
                  "held_out_bars": int(test_market.close.shape[1]), "window": WINDOW,
-                 "eval_starts": starts.tolist()},
+                 "eval_starts": starts.tolist()},  # what validate plays, recorded for the reader
         "env_config": asdict(cfg),
         "reward_scale": reward_scale,
         "env_throughput": env_rates,

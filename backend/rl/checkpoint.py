@@ -5,6 +5,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -40,6 +41,11 @@ class LoadedPolicy:
             logits = full
         logits = logits.masked_fill(~mask.reshape(-1, N_ACTIONS), -torch.inf)
         return torch.softmax(logits, dim=-1).reshape(mask.shape)
+
+
+def greedy(policy: LoadedPolicy) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The policy's most probable valid action, legacy mapping included (for evaluate.validate)."""
+    return lambda obs, mask: policy.probabilities(obs, mask).argmax(dim=-1)
 
 
 def save(path: Path, agent: Agent, spec: ObservationSpec, config: PPOConfig, *, data_window: dict,

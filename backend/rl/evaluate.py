@@ -8,11 +8,12 @@ HOLD, so HOLD is reported separately while flat and while holding a position ins
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 
-from backend.rl.checkpoint import LoadedPolicy
-from backend.rl.env import ACTION_NAMES, HOLD, N_ACTIONS, MarketTensors, SizingEnv
+from backend.rl.env import ACTION_NAMES, HOLD, N_ACTIONS, EnvConfig, MarketTensors, SizingEnv
+from backend.rl.observation import ObservationSpec
 from backend.rl.ppo import collapse_stats
 
 MAX_TRADING_ACTION_SHARE = 0.60
@@ -29,7 +30,7 @@ class Validation:
     hold_share_flat: float  # HOLD among decisions taken with no position
     hold_share_in_position: float
     episodes: int
-    mean_final_account: float  # final account / initial, mean over finished episodes
+    mean_final_account: float  # final account / initial, mean over the episodes
     buy_and_hold: float  # the same episodes' price ratio (a 100% long position)
     checks: dict[str, bool]
 
@@ -41,48 +42,64 @@ class Validation:
         return {**asdict(self), "passed": self.passed}
 
 
+def episode_starts(market: MarketTensors, spec: ObservationSpec, cfg: EnvConfig, k: int) -> torch.Tensor:
+    """k evenly spaced start bars whose whole episode (window history included) fits in the market."""
+    first_valid = int(torch.nonzero(market.valid.all(dim=0))[0])
+    t_min, last_start = first_valid + spec.window - 1, market.close.shape[1] - 1 - cfg.episode_bars
+    if last_start < t_min:
+        raise ValueError("the held-out window is shorter than one episode")
+    return torch.linspace(t_min, last_start, k).round().long().unique()
+
+
+Act = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs, mask) -> actions
+
+
 @torch.no_grad()
-def validate(policy: LoadedPolicy, market: MarketTensors, n_envs: int = 64, seed: int = 0) -> Validation:
-    """Greedy play (the most probable valid action) for one episode length in every environment."""
-    env = SizingEnv(market, policy.spec, policy.env, n_envs, seed=seed)
-    obs, mask = env.reset()
+def validate(act: Act, market: MarketTensors, spec: ObservationSpec, cfg: EnvConfig, episodes: int = 64
+             ) -> Validation:
+    """`act` plays one full episode from each of `episodes` evenly spaced starts (series taken in turn);
+    the first end of each episode (ruin or its last bar) counts. Deterministic for a deterministic `act`."""
+    starts = episode_starts(market, spec, cfg, episodes)
+    k = len(starts)
+    series = torch.arange(k) % market.close.shape[0]
+    env = SizingEnv(market, spec, cfg, k, auto_reset=False)
+    obs, mask = env.reset(starts=starts, series=series)
     counts = torch.zeros(N_ACTIONS)
     invalid = 0
     holds = {True: [0, 0], False: [0, 0]}  # flat? -> [HOLD decisions, decisions]
-    finals, drifts = [], []
-    start_price = env._price(market.close, env.t).clone()
-    for _ in range(policy.env.episode_bars):
-        action = policy.probabilities(obs, mask).argmax(dim=-1)
-        invalid += int((~mask[torch.arange(env.n), action]).sum())
-        counts += torch.bincount(action, minlength=N_ACTIONS).float()
+    final = torch.full((k,), float("nan"))
+    for _ in range(cfg.episode_bars):
+        live = final.isnan()
+        action = act(obs, mask)
+        invalid += int((~mask[torch.arange(k), action])[live].sum())
+        counts += torch.bincount(action[live], minlength=N_ACTIONS).float()
         flat = env.units == 0
-        for is_flat, rows in ((True, flat), (False, ~flat)):
+        for is_flat, rows in ((True, flat & live), (False, ~flat & live)):
             holds[is_flat][0] += int((action[rows] == HOLD).sum())
             holds[is_flat][1] += int(rows.sum())
-        price_before_reset = env._price(market.close, env.t + 1)
         obs, mask, _, terminated, truncated, info = env.step(action)
         done = terminated | truncated
-        if done.any():
-            finals.append(info["final_account"] / policy.env.initial_account_value)
-            drifts.append(price_before_reset[done] / start_price[done])
-            start_price[done] = env._price(market.close, env.t)[done]
-    finals_t = torch.cat(finals) if finals else torch.ones(1)
-    drift_t = torch.cat(drifts) if drifts else torch.ones(1)
+        first = done & live
+        if first.any():
+            final[first] = info["final_account"][first[done]] / cfg.initial_account_value
+        if not final.isnan().any():
+            break
+    ends = torch.clamp(starts + cfg.episode_bars, max=market.close.shape[1] - 1)
+    buy_and_hold = float((market.close[series, ends] / market.close[series, starts]).mean())
     dominance, entropy = collapse_stats(counts)
-    dominant = int(counts.argmax())
     total = float(counts.sum())
     share = counts / total
     return Validation(
         action_share={name: float(c) / total for name, c in zip(ACTION_NAMES, counts.tolist())},
         invalid_share=invalid / total,
-        dominant_action=ACTION_NAMES[dominant],
+        dominant_action=ACTION_NAMES[int(counts.argmax())],
         dominance=dominance,
         action_entropy=entropy,
         hold_share_flat=holds[True][0] / max(1, holds[True][1]),
         hold_share_in_position=holds[False][0] / max(1, holds[False][1]),
-        episodes=len(finals_t) if finals else 0,
-        mean_final_account=float(finals_t.mean()),
-        buy_and_hold=float(drift_t.mean()),
+        episodes=k,
+        mean_final_account=float(final.nanmean()),
+        buy_and_hold=buy_and_hold,
         checks={
             "no_invalid_actions": invalid == 0,
             "no_trading_action_over_60pct": float(share[1:].max()) <= MAX_TRADING_ACTION_SHARE,

@@ -99,6 +99,11 @@ class Agent(nn.Module):
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self._encode(obs)).squeeze(-1)
 
+    @torch.no_grad()
+    def greedy(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The most probable valid action (evaluation, serving)."""
+        return self.actor(self._encode(obs)).masked_fill(~mask, -torch.inf).argmax(dim=-1)
+
     def get_action_and_value(self, obs: torch.Tensor, mask: torch.Tensor, action: torch.Tensor | None = None):
         hidden = self._encode(obs)
         logits = self.actor(hidden).masked_fill(~mask, -1e8)

@@ -82,7 +82,8 @@ def run(config: PPOConfig, data: DataConfig, out_dir: Path,
     window = {"symbols": list(data.symbols), "train_start": str(series[0].ts[0].astype("datetime64[D]")),
               "train_end": str(data.train_end), "test_start": str(data.test_start), "test_end": str(data.test_end)}
     checkpoint.save(path, agent, spec, config, data_window=window, metrics=history[-1])
-    validation = validate(checkpoint.load(path, device), test_market, seed=config.seed)
+    loaded = checkpoint.load(path, device)
+    validation = validate(checkpoint.greedy(loaded), test_market, loaded.spec, loaded.env)
     (out_dir / "evaluation.json").write_text(json.dumps(
         {"data_window": window, "validation": validation.to_dict(), "last_update": history[-1]}, indent=1))
     return path, validation

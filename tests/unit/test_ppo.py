@@ -80,9 +80,12 @@ def test_checkpoint_round_trip_with_weights_only_and_validation(data, tmp_path):
     assert torch.allclose(loaded.agent.get_value(obs), value)
     assert loaded.meta["data_window"] == {"train_end": "2004-12-31"} and loaded.version.startswith("ppo-")
 
-    report = validate(loaded, test_market, n_envs=8)
+    report = validate(checkpoint.greedy(loaded), test_market, spec, loaded.env, episodes=8)
     assert report.invalid_share == 0 and report.checks["no_invalid_actions"]
-    assert abs(sum(report.action_share.values()) - 1) < 1e-6 and report.episodes > 0
+    assert abs(sum(report.action_share.values()) - 1) < 1e-6 and report.episodes == 8
+    assert report == validate(checkpoint.greedy(loaded), test_market, spec, loaded.env, episodes=8)  # repeatable
+    hold = validate(lambda o, m: torch.zeros(len(o), dtype=torch.long), test_market, spec, loaded.env, episodes=8)
+    assert hold.mean_final_account == 1.0 and not hold.checks["trades"]  # a policy that never trades fails
 
 
 def test_bad_checkpoints_are_clear_errors(data, tmp_path):
