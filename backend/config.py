@@ -9,10 +9,13 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.domain.state import BucketEdges
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class Settings(BaseSettings):
@@ -29,6 +32,25 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port the API listens on")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
     max_body_bytes: int = Field(64_000, ge=1_000, description="Requests with a larger body are refused (413)")
+    sizer_api_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Required in the X-API-Key header of every request that trades or sizes; may be empty only "
+        "while HOST is a loopback address",
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for the event bus shared by the API and workers, e.g. redis://redis:6379/0 "
+        "(empty: the embedded in-process bus)"
+    )
+    bus_claim_idle_ms: int = Field(
+        60_000, ge=1_000, description="A Redis bus message unacknowledged this long (its consumer died) is retried"
+    )
+    bus_max_deliveries: int = Field(
+        5, ge=1, description="A Redis bus message delivered this often without success goes to the dead-letter stream"
+    )
+    bus_stream_maxlen: int = Field(
+        100_000, ge=1_000, description="Each Redis bus stream is trimmed to about this many messages"
+    )
 
     # --- sizing policy -------------------------------------------------------------------------
     sizing_policy: Literal["qlearning", "ppo", "atr"] = Field(
@@ -112,6 +134,9 @@ class Settings(BaseSettings):
         if self.rl_sizing_epsilon_min > self.rl_sizing_epsilon:
             raise ValueError("RL_SIZING_EPSILON_MIN must not exceed RL_SIZING_EPSILON")
         self.bucket_edges()  # validates the edges
+        if self.sizer_api_key is None and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(f"SIZER_API_KEY must be set when HOST is {self.host!r} (not a loopback address): "
+                             "anyone who can reach the API could trade")
         return self
 
     def bucket_edges(self) -> BucketEdges:
@@ -136,6 +161,7 @@ def load_settings(**overrides) -> Settings:
         lines = []
         for err in exc.errors():
             name = "_".join(str(p) for p in err["loc"] if isinstance(p, str)).upper() or "settings"
-            shown = "" if "KEY" in name else f" (got {err.get('input')!r})"  # never echo a secret
+            secret = "KEY" in name or name == "settings"  # a model-level error's input holds every value
+            shown = "" if secret else f" (got {err.get('input')!r})"  # never echo a secret
             lines.append(f"{name}: {err['msg']}{shown}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,4 +1,5 @@
-"""Shared fixtures: settings isolated from any .env, a real PostgreSQL database per test session."""
+"""Shared fixtures: settings isolated from any .env, a real PostgreSQL database per test session, the local
+Redis."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import uuid
 from datetime import date
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from backend.config import Settings
@@ -13,7 +15,15 @@ from backend.store.db import run_migrations
 from backend.store.tables import Base
 
 PG_ADMIN_URL = os.environ.get("SIZER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_TEST_URL = os.environ.get("SIZER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("SIZER_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
+
+
+def service_missing(message: str) -> None:
+    """Skip the test, or fail it where the services are required (CI)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def make_settings(**overrides) -> Settings:
@@ -41,10 +51,7 @@ def pg_database() -> str:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        message = f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.orig}"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
+        service_missing(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.orig}")
     url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     run_migrations(url)
     yield url
@@ -70,3 +77,16 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/sizer.db"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The local Redis. It is shared: tests use keys under their own prefix and delete them."""
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis at {REDIS_TEST_URL} is not reachable: {exc}")
+    finally:
+        client.close()
+    return REDIS_TEST_URL

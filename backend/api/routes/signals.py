@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import Sizer
+from backend.api.deps import Sizer, require_api_key
 from backend.api.schemas import DecisionIn, DecisionOut, SignalIn, SignalOut
 from backend.store.repositories import decision_to_json
 
-router = APIRouter(prefix="/v1", tags=["trading"])
+# Both routes need the key: signals trade, and a decision draws on the policy's exploration (its RNG advances)
+# and on the broker, so an open /v1/decisions would let anyone steer exploration and load the service.
+router = APIRouter(prefix="/v1", tags=["trading"], dependencies=[Depends(require_api_key)])
 
 
 @router.post("/signals", response_model=SignalOut, status_code=201,
