@@ -2,6 +2,7 @@
 reach executors). Events are plain JSON-able dicts so every transport can carry them."""
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Protocol
 
 Event = dict[str, Any]
@@ -14,3 +15,6 @@ class EventBus(Protocol):
     def publish(self, topic: str, event: Event) -> None: ...
 
     def subscribe(self, topic: str, handler: Handler) -> None: ...
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver events to the subscribed handlers until `stop` is set (a worker's main loop)."""

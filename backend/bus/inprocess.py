@@ -1,6 +1,7 @@
 """The embedded default: handlers run in the publisher's thread, in subscription order."""
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 
 from backend.bus.base import Event, Handler
@@ -16,3 +17,7 @@ class InProcessBus:
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._handlers[topic].append(handler)
+
+    def run(self, stop: threading.Event) -> None:
+        """Handlers already ran at publish: there is nothing to consume."""
+        stop.wait()

@@ -1,3 +1,4 @@
+import threading
 from datetime import datetime, timezone
 
 from backend.bus.base import FILLS
@@ -13,3 +14,14 @@ def test_fill_events_round_trip_through_the_bus_in_order():
     bus.publish(FILLS, fill.to_event())
     bus.publish("other", {"ignored": True})
     assert seen == [("first", fill), ("second", fill)]
+
+
+def test_run_waits_until_stopped():
+    stop = threading.Event()
+    worker = threading.Thread(target=InProcessBus().run, args=(stop,))
+    worker.start()
+    worker.join(timeout=0.05)
+    assert worker.is_alive()
+    stop.set()
+    worker.join(timeout=2)
+    assert not worker.is_alive()

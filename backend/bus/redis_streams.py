@@ -1,0 +1,160 @@
+"""The EventBus over Redis Streams, for several processes: one stream per topic, one consumer group per kind of
+worker, so each event is handled by one consumer of the group (at least once; handlers must be idempotent).
+
+* publish: XADD of the JSON event, the stream trimmed to about `maxlen` entries.
+* run: XREADGROUP (blocking `block_ms`); a handler's success ACKs the entry. A handler's exception leaves it
+  pending; XAUTOCLAIM hands entries idle over `claim_idle_ms` (a failure, or a consumer that died) to a live
+  consumer, which retries them. An entry delivered `max_deliveries` times without success goes to the topic's
+  dead-letter stream (`<stream>:dead`) with the error, so a poison event cannot loop forever.
+* Losing Redis does not end `run`: it logs, waits with exponential backoff and resumes where the group was.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from backend.bus.base import Event, Handler
+
+if TYPE_CHECKING:
+    from backend.config import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+class RedisBus:
+    def __init__(
+        self,
+        url: str,
+        group: str,
+        *,
+        prefix: str = "sizer:",
+        claim_idle_ms: int = 60_000,
+        max_deliveries: int = 5,
+        maxlen: int = 100_000,
+        block_ms: int = 1_000,
+        batch: int = 10,
+        consumer: str | None = None,
+    ) -> None:
+        self.group, self.prefix = group, prefix
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        # No silent retries inside redis-py: `run` owns reconnection, so an outage is logged and backed off.
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2,
+                                           socket_timeout=block_ms / 1000 + 5, retry=Retry(NoBackoff(), 0),
+                                           client_name=self.consumer)
+        self.claim_idle_ms, self.max_deliveries, self.maxlen = claim_idle_ms, max_deliveries, maxlen
+        self.block_ms, self.batch = block_ms, batch
+        self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._next_claim = 0.0  # reclaiming runs every claim_idle_ms / 2
+
+    @classmethod
+    def from_settings(cls, settings: Settings, group: str) -> RedisBus:
+        if not settings.redis_url:
+            raise ValueError("REDIS_URL is not set")
+        return cls(settings.redis_url, group, claim_idle_ms=settings.bus_claim_idle_ms,
+                   max_deliveries=settings.bus_max_deliveries, maxlen=settings.bus_stream_maxlen)
+
+    def stream(self, topic: str) -> str:
+        return f"{self.prefix}{topic}"
+
+    def publish(self, topic: str, event: Event) -> None:
+        self.client.xadd(self.stream(topic), {"event": json.dumps(event)}, maxlen=self.maxlen, approximate=True)
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        self._handlers[self.stream(topic)].append(handler)
+
+    def run(self, stop: threading.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                self._ensure_groups()
+                while not stop.is_set():
+                    if time.monotonic() >= self._next_claim:
+                        self._reclaim()
+                        self._next_claim = time.monotonic() + self.claim_idle_ms / 2000
+                    self._read_new()
+                    delay = 0.5
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("Redis unreachable (%s); consumer %s retries in %.1f s", exc, self.consumer, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):  # a Redis restarted without its data: groups are made again
+                    raise
+                log.warning("consumer group %s is gone (%s); creating it again", self.group, exc)
+        self.client.close()
+
+    def _ensure_groups(self) -> None:
+        for stream in self._handlers:
+            try:
+                self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def _read_new(self) -> None:
+        if not self._handlers:
+            return
+        replies = self.client.xreadgroup(self.group, self.consumer, {s: ">" for s in self._handlers},
+                                         count=self.batch, block=self.block_ms)
+        for stream, entries in replies or []:
+            for entry_id, fields in entries:
+                self._deliver(stream, entry_id, fields)
+
+    def _reclaim(self) -> None:
+        """Take over entries idle too long. XAUTOCLAIM answers [cursor, entries] (Redis 6.2) or [cursor, entries,
+        deleted ids] (Redis 7); claiming counts as a delivery."""
+        for stream in self._handlers:
+            cursor = "0-0"
+            while True:
+                reply = self.client.xautoclaim(stream, self.group, self.consumer, self.claim_idle_ms,
+                                               start_id=cursor, count=self.batch)
+                cursor, entries = reply[0], [(i, f) for i, f in reply[1] if f is not None]
+                for entry_id, fields in entries:
+                    if self._deliveries(stream, entry_id) > self.max_deliveries:
+                        self._dead_letter(stream, entry_id, fields, "its consumers died or stalled handling it")
+                    else:
+                        self._deliver(stream, entry_id, fields)
+                if cursor == "0-0":
+                    break
+
+    def _deliver(self, stream: str, entry_id: str, fields: dict) -> None:
+        try:
+            event = json.loads(fields["event"])
+        except (KeyError, ValueError) as exc:  # no retry can fix it
+            return self._dead_letter(stream, entry_id, fields, f"undecodable entry: {exc!r}")
+        try:
+            for handler in self._handlers[stream]:
+                handler(event)
+        except Exception as exc:  # the entry stays pending: retried after claim_idle_ms, or dead-lettered
+            deliveries = self._deliveries(stream, entry_id)
+            if deliveries >= self.max_deliveries:
+                return self._dead_letter(stream, entry_id, fields, f"{exc.__class__.__name__}: {exc}")
+            log.exception("handling %s %s failed (delivery %d of %d); it will be retried",
+                          stream, entry_id, deliveries, self.max_deliveries)
+            return
+        self.client.xack(stream, self.group, entry_id)
+
+    def _deliveries(self, stream: str, entry_id: str) -> int:
+        pending = self.client.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
+        return pending[0]["times_delivered"] if pending else 0
+
+    def _dead_letter(self, stream: str, entry_id: str, fields: dict, error: str) -> None:
+        """Move the entry to `<stream>:dead` with the error and acknowledge it, in one transaction."""
+        log.error("%s %s goes to the dead-letter stream %s:dead: %s", stream, entry_id, stream, error)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(f"{stream}:dead", {**fields, "id": entry_id, "group": self.group, "error": error},
+                      maxlen=self.maxlen, approximate=True)
+            pipe.xack(stream, self.group, entry_id)
+            pipe.execute()
