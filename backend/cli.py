@@ -1,4 +1,4 @@
-"""`sizer`: serve, migrate, replay, qtable export/import."""
+"""`sizer`: serve, migrate, replay, train, evaluate, qtable export/import."""
 from __future__ import annotations
 
 import json
@@ -151,6 +151,88 @@ def train_cmd(
     if not validation.passed:
         failed = [name for name, ok in validation.checks.items() if not ok]
         _fail(f"held-out validation failed: {', '.join(failed)} (see {out / 'evaluation.json'})")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    policy: Annotated[str, typer.Option(help="A PPO checkpoint path, or ppo | continuous | regime (trained per "
+                                             "window), qlearning | atr (the live engine in replay)")],
+    out: Annotated[Path, typer.Option(help="Folder for report.json and the PNG plots")] = Path("runs/evaluation"),
+    train_years: Annotated[int, typer.Option(min=1, help="Training window, calendar years")] = 3,
+    test_years: Annotated[int, typer.Option(min=1, help="Test window, calendar years (the roll step)")] = 1,
+    steps: Annotated[int, typer.Option(min=4096, help="Training steps per window (trainable policies)")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seeds training and the replayed agent")] = 7,
+    max_windows: Annotated[Optional[int], typer.Option(min=1, help="Only the last N windows")] = None,
+) -> None:
+    """Walk-forward evaluation against baselines (cash, buy-and-hold, equal weight, ATR rule, Kelly)."""
+    import torch
+    from rich.progress import Progress
+
+    from backend.data.bundled import load_bundled
+    from backend.evaluation import policies, report
+    from backend.evaluation.walkforward import walk_forward, windows
+    from backend.rl.checkpoint import CheckpointError
+    from backend.rl.env import EnvConfig
+
+    torch.set_num_threads(1)
+    series = [load_bundled(s) for s in ("SP500", "NASDAQ")]
+    ts = series[0].ts
+    try:
+        wins = windows(ts, train_years, test_years)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    notes = []
+    if policy in policies.TRAINABLE:
+        run, name = policies.trained_policy(policy, steps, seed), policy
+    elif policy in policies.REPLAYED:
+        run, name = policies.replay_policy(policy, seed), policy
+    else:
+        try:
+            run, train_end = policies.checkpoint_policy(Path(policy))
+        except (CheckpointError, ValueError) as exc:
+            raise typer.BadParameter(f"{exc}", param_hint="--policy") from None
+        name = "checkpoint"
+        kept = [w for w in wins if ts[w.test_start].astype("datetime64[D]").item() > train_end]
+        notes.append(f"checkpoint {policy} was trained on bars up to {train_end}; {len(wins) - len(kept)} "
+                     f"window(s) testing on earlier bars were skipped")
+        wins = kept
+    if max_windows:
+        wins = wins[-max_windows:]
+    if not wins:
+        raise typer.BadParameter("no walk-forward window fits the data after the policy's training end",
+                                 param_hint="--train-years/--test-years")
+    cfg = EnvConfig()
+    with Progress() as progress:
+        task = progress.add_task(f"evaluate {name}", total=len(wins))
+        result, tracks = walk_forward(name, run, series, wins, (cfg.commission_bps + cfg.slippage_bps) / 1e4, seed,
+                                      on_window=lambda i, n: progress.update(task, completed=i))
+    result.update(notes=notes, config={"policy": policy, "train_years": train_years, "test_years": test_years,
+                                       "steps": steps, "seed": seed})
+    report.write(out, result, tracks)
+    _print_evaluation(result)
+    typer.echo(f"report and plots in {out}")
+
+
+def _print_evaluation(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    policy, agg = result["policy"], result["aggregate"]
+    table = Table(title=f"walk-forward: {agg['windows']} test windows chained (every window is in report.json)")
+    for col in ("track", "return", "ann.", "Sharpe", "Sortino", "max DD", "turnover/day", "exposure", "DSR", "rank"):
+        table.add_column(col)
+    for name, s in agg["scores"].items():
+        table.add_row(f"[bold]{name}[/bold]" if name == policy else name, f"{s['total_return']:+.1%}",
+                      f"{s['annual_return']:+.1%}", f"{s['sharpe']:.2f}", f"{s['sortino']:.2f}",
+                      f"{s['max_drawdown']:.1%}", f"{s['turnover']:.2%}", f"{s['avg_exposure']:.2f}",
+                      f"{s['deflated_sharpe']:.2f}", str(s["rank"]))
+    console = Console(width=max(Console().width, 130))
+    console.print(table)
+    for criterion, ok in agg["criteria"].items():
+        console.print(f"{'PASS' if ok else 'FAIL'}  {criterion}  (windows passing: "
+                      f"{agg['windows_passing'][criterion]}/{agg['windows']})")
+    for note in result.get("notes", []):
+        console.print(note)
 
 
 def _store():

@@ -47,6 +47,17 @@ class TrendSignals:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """The account bar by bar: dates and equity at each close (the first: the start), then per bar the gross
+    exposure / equity held over it and the value traded at its fills / equity."""
+
+    dates: np.ndarray  # datetime64[D]
+    equity: np.ndarray
+    exposure: np.ndarray
+    turnover: np.ndarray
+
+
+@dataclass(frozen=True)
 class Summary:
     policy: str
     trades: int
@@ -56,6 +67,7 @@ class Summary:
     signals: int
     visited_cells: int
     visited_states: int
+    curve: "Curve"
 
     @property
     def coverage(self) -> float:
@@ -71,7 +83,8 @@ def run_replay(
         signals = TrendSignals()
         end_ts = np.datetime64(end, "s") if end else None
         total = app.broker.bars_left if end_ts is None else app.broker.bars_until(end_ts)
-        equity = [app.broker.account().equity]
+        account = app.broker.account()
+        dates, equity, exposure, traded = [app.broker.now().date()], [account.equity], [], []
         sent = 0
         for step in range(total):
             for symbol in settings.sim_symbols:
@@ -83,30 +96,38 @@ def run_replay(
                     app.executor.handle(signal)
                 except SizingError:
                     pass  # e.g. too few bars yet for the indicators: nothing was written
+            exposure.append(app.broker.account().exposure)
             try:
-                app.advance_clock()
+                fills = app.advance_clock()
             except EndOfData:
+                exposure.pop()
                 break
-            equity.append(app.broker.account().equity)
+            account = app.broker.account()
+            dates.append(app.broker.now().date())
+            equity.append(account.equity)
+            traded.append(sum(abs(f.quantity) * f.price for f in fills) / equity[-2])
             if on_bar:
                 on_bar(step + 1, total)
-        return _summarise(app, equity, sent)
+        curve = Curve(np.array(dates, dtype="datetime64[D]"), np.asarray(equity), np.asarray(exposure),
+                      np.asarray(traded))
+        return _summarise(app, curve, sent)
     finally:
         app.close()
 
 
-def _summarise(app: App, equity: list[float], sent: int) -> Summary:
-    curve = np.asarray(equity)
-    peak = np.maximum.accumulate(curve)
+def _summarise(app: App, curve: Curve, sent: int) -> Summary:
+    equity = curve.equity
+    peak = np.maximum.accumulate(equity)
     outcomes = list(app.store.iter_outcomes())
     cells, states = app.store.q_coverage()
     return Summary(
         policy=app.risk.policy_name,
         trades=len(outcomes),
         win_rate=sum(o.won for o in outcomes) / len(outcomes) if outcomes else None,
-        total_return=float(curve[-1] / curve[0] - 1),
-        max_drawdown=float(np.max(1 - curve / peak)) if len(curve) else math.nan,
+        total_return=float(equity[-1] / equity[0] - 1),
+        max_drawdown=float(np.max(1 - equity / peak)) if len(equity) else math.nan,
         signals=sent,
         visited_cells=cells,
         visited_states=states,
+        curve=curve,
     )

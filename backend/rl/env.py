@@ -157,13 +157,18 @@ class SizingEnv:
     def action_mask(self) -> torch.Tensor:
         return action_mask(self.position_value(), self.account, self.cash_available(), self.cfg)
 
+    @staticmethod
+    def action_labels(action: torch.Tensor) -> np.ndarray:
+        """The actions' names, for reports."""
+        return np.asarray(ACTION_NAMES)[action.cpu().numpy()]
+
     # --- one bar ------------------------------------------------------------------------------------------
     def step(self, action: torch.Tensor):
         """Returns obs, mask, reward, terminated (ruin), truncated (end of the episode's window), info.
 
-        info: "invalid" (the action was masked and played as HOLD) and, for the environments that finished,
-        "final_obs" (their terminal observations, for bootstrapping truncated episodes), "episode_return",
-        "episode_length", "final_account"."""
+        info: "invalid" (the action was masked and played as HOLD), "traded" (value filled, USD) and, for the
+        environments that finished, "final_obs" (their terminal observations, for bootstrapping truncated
+        episodes), "episode_return", "episode_length", "final_account"."""
         cfg = self.cfg
         invalid = ~self._mask[self._env_ids, action]
         action = torch.where(invalid, torch.zeros_like(action), action)  # an invalid action is a HOLD
@@ -199,7 +204,7 @@ class SizingEnv:
         terminated = self.account < cfg.ruin_pct * cfg.initial_account_value
         truncated = (self.t >= self.end) & ~terminated
         done = terminated | truncated
-        info = {"invalid": invalid}
+        info = {"invalid": invalid, "traded": traded}
         if done.any():
             info.update(
                 final_obs=self.observe(done),

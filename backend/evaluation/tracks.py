@@ -1,0 +1,113 @@
+"""Tracks: what every scored policy and baseline produces on one test window's bars, so one function scores all.
+
+A track holds the account value at each close of the window's bars (normalised to 1 at the first close,
+where every policy starts flat), and per bar the exposure held (gross position / equity), the turnover
+(traded value / equity) and the decision labels (one column per traded series).
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+
+from backend.rl.env import EnvConfig, MarketTensors, SizingEnv
+from backend.rl.observation import ObservationSpec
+
+
+@dataclass(frozen=True)
+class Track:
+    equity: np.ndarray  # (n,) at each close, equity[0] == 1
+    exposure: np.ndarray  # (n - 1,)
+    turnover: np.ndarray  # (n - 1,)
+    actions: np.ndarray | None = None  # (n - 1, k) decision labels, None for a fixed rule
+
+    def __post_init__(self) -> None:
+        if not len(self.exposure) == len(self.turnover) == len(self.equity) - 1:
+            raise ValueError("a track needs one exposure and turnover value per bar after the first")
+
+
+def chain(tracks: list[Track]) -> Track:
+    """Consecutive windows as one track: each window starts where the previous one ended."""
+    equity, level = [np.ones(1)], 1.0
+    for t in tracks:
+        equity.append(level * t.equity[1:] / t.equity[0])
+        level = float(equity[-1][-1])
+    actions = [t.actions for t in tracks]
+    return Track(np.concatenate(equity), np.concatenate([t.exposure for t in tracks]),
+                 np.concatenate([t.turnover for t in tracks]),
+                 None if any(a is None for a in actions) else np.concatenate(actions))
+
+
+def portfolio_step(held, target, asset_return, cost_rate: float):
+    """One bar of a portfolio rebalanced at the close from weights `held` to `target` (fractions of equity
+    per asset, the rest in cash at 0%), paying cost_rate per unit traded, then holding over the bar.
+    Works on numpy arrays and torch tensors alike, batched over leading dimensions.
+
+    Returns (growth of the account over the bar, drifted weights at the next close, traded / equity)."""
+    traded = abs(target - held).sum(-1)
+    gross = 1 + (target * asset_return).sum(-1)
+    growth = (1 - cost_rate * traded) * gross
+    return growth, target * (1 + asset_return) / gross[..., None], traded
+
+
+def weights_track(close: np.ndarray, target: np.ndarray, cost_rate: float) -> Track:
+    """A constant-weight portfolio over closes (S, n), rebalanced to `target` (S,) every close; it starts in
+    cash, so the first bar pays for buying in."""
+    r = close[:, 1:].T / close[:, :-1].T - 1  # (n - 1, S)
+    held = np.zeros_like(target)
+    equity, exposure, turnover = [1.0], [], []
+    for rt in r:
+        growth, held, traded = portfolio_step(held, target, rt, cost_rate)
+        equity.append(equity[-1] * float(growth))
+        exposure.append(float(np.abs(target).sum()))
+        turnover.append(float(traded))
+    return Track(np.asarray(equity), np.asarray(exposure), np.asarray(turnover))
+
+
+Act = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def sizing_track(act: Act, market: MarketTensors, spec: ObservationSpec, cfg: EnvConfig, start: int,
+                 env_type: type[SizingEnv] = SizingEnv) -> Track:
+    """A sizing policy plays every series of `market` from bar `start` (its first decision, after that
+    bar's close) to the last bar, each series with an equal share of the capital, no ruin stop."""
+    n_series, n_bars = market.close.shape[0], market.close.shape[1] - 1 - start
+    cfg = replace(cfg, episode_bars=n_bars, ruin_pct=0.0)
+    env = env_type(market, spec, cfg, n_series, auto_reset=False)
+    obs, mask = env.reset(starts=torch.full((n_series,), start), series=torch.arange(n_series))
+    capital = cfg.initial_account_value * n_series
+    equity, exposure, turnover, actions = [1.0], [], [], []
+    for _ in range(n_bars):
+        action = act(obs, mask)
+        account = float(env.account.sum())
+        exposure.append(float(env.position_value().abs().sum()) / account)
+        actions.append(env.action_labels(action))
+        obs, mask, _, _, _, info = env.step(action)
+        turnover.append(float(info["traded"].sum()) / account)
+        equity.append(float(env.account.sum()) / capital)
+    return Track(np.asarray(equity), np.asarray(exposure), np.asarray(turnover), np.asarray(actions))
+
+
+def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = None, seed: int = 7) -> Track:
+    """The live engine in replay (`sizer replay`'s loop, its signal source and the simulated broker's costs)
+    with the Q-learning agent or the ATR rule sizing. With `train`, the agent first learns over the training
+    window's dates in the same scratch database; in the test window it keeps learning online, as it does live.
+    `calendar`: the dates of the track's bars, which the replay covers exactly."""
+    from backend.config import load_settings
+    from backend.replay import run_replay
+
+    with tempfile.TemporaryDirectory() as scratch:
+        base = load_settings(sizing_policy=policy, database_url=f"sqlite:///{scratch}/replay.db",
+                             rl_sizing_seed=seed)
+        for dates in ([] if train is None else [train]) + [calendar]:
+            day = lambda i: dates[i].astype("datetime64[D]").item()  # noqa: E731
+            curve = run_replay(base.model_copy(update={"sim_start": day(0)}), day(-1)).curve
+    if not np.array_equal(curve.dates, calendar.astype("datetime64[D]")):
+        raise ValueError(f"the replay's bars {curve.dates[0]}..{curve.dates[-1]} ({len(curve.dates)}) differ from "
+                         f"the window's {calendar[0]}..{calendar[-1]} ({len(calendar)})")
+    labels = np.where(curve.turnover > 0, "TRADE", np.where(curve.exposure > 0, "IN_POSITION", "FLAT"))
+    return Track(curve.equity / curve.equity[0], curve.exposure, curve.turnover, labels[:, None])

@@ -1,0 +1,40 @@
+"""`sizer evaluate` end to end on the CPU: the report's keys, valid PNG plots, clear errors for bad input."""
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from backend.cli import app
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "ppo-sizer" / "model.pt"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_a_checkpoint_writes_the_report_and_plots(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--policy", str(MODEL), "--out", str(tmp_path),
+                                      "--max-windows", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    window = report["windows"][0]
+    assert window["test"]["start"] > "2012-12-31"  # only bars after the checkpoint's training end
+    assert set(window["scores"]) == {"checkpoint", "cash", "buy_hold_SP500", "buy_hold_NASDAQ", "equal_weight",
+                                     "atr_rule", "kelly"}
+    for key in ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "calmar", "turnover",
+                "avg_exposure", "log_growth", "log_growth_vs_kelly", "deflated_sharpe", "rank"):
+        assert key in window["scores"]["checkpoint"], key
+    assert set(window["criteria"]) == {"sharpe_non_negative", "sharpe_vs_best_buy_hold", "turnover_at_most_50pct",
+                                       "rank_in_top_half"}
+    assert window["collapse"]["alerts"] is not None and report["aggregate"]["windows"] == 1
+    assert "skipped" in report["notes"][0]
+    for name in ("equity.png", "drawdown.png", "actions.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+    assert "sharpe_non_negative" in result.output
+
+
+def test_bad_input_is_a_message_not_a_traceback(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["evaluate", "--policy", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "no checkpoint" in missing.output
+    too_long = runner.invoke(app, ["evaluate", "--policy", str(MODEL), "--train-years", "30"])
+    assert too_long.exit_code == 2 and "no walk-forward window" in too_long.output
+    assert "Traceback" not in missing.output + too_long.output
