@@ -14,11 +14,11 @@ from backend.data.bundled import Series
 from backend.evaluation.tracks import Track, replay_track, sizing_track
 from backend.evaluation.walkforward import Policy, Window
 from backend.rl import checkpoint
-from backend.rl.env import EnvConfig, MarketTensors, SizingEnv
+from backend.rl.env import ContinuousSizingEnv, EnvConfig, MarketTensors, SizingEnv
 from backend.rl.observation import ObservationSpec, fit_spec, market_features
 from backend.rl.ppo import PPOConfig, train
 
-TRAINABLE = ("ppo",)
+TRAINABLE = ("ppo", "continuous")
 REPLAYED = ("qlearning", "atr")
 
 
@@ -58,12 +58,14 @@ def replay_policy(name: str, seed: int) -> Policy:
 def small_ppo(steps: int, seed: int, **overrides) -> PPOConfig:
     """A CPU-sized trainer configuration for one walk-forward window."""
     return PPOConfig(seed=seed, total_timesteps=steps, n_envs=64, n_steps=64, n_minibatches=4, hidden=64,
-                     device="cpu", env=EnvConfig(), **overrides)
+                     device="cpu", **overrides)
 
 
 def trained_policy(kind: str, steps: int, seed: int, window: int = 32) -> Policy:
-    env_type = SizingEnv
-    config = small_ppo(steps, seed)
+    """`ppo`: the discrete sizing environment; `continuous`: its Box(-1, 1) variant with seed 003's $25
+    minimum trade, trained by the same PPO with a Gaussian head."""
+    env_type = ContinuousSizingEnv if kind == "continuous" else SizingEnv
+    config = small_ppo(steps, seed, env=EnvConfig(min_trade_value=25.0 if kind == "continuous" else 0.0))
 
     def run(series: list[Series], w: Window) -> Track:
         ts = series[0].ts

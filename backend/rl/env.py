@@ -50,6 +50,12 @@ class EnvConfig:
     """Longest episode, in bars (an episode also ends at its data's end)."""
     ruin_pct: float = 0.5
     """An episode ends when the account falls below this fraction of its start."""
+    hold_threshold: float = 0.1
+    """Continuous actions (seed 003): a smoothed action within +-hold_threshold is a HOLD."""
+    smoothing_window: int = 3
+    """Continuous actions: the action played is the mean of the last this-many actions."""
+    min_trade_value: float = 0.0
+    """Orders smaller than this (USD) are not placed (seed 003's continuous environment uses 25)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class MarketTensors:
 
 
 class SizingEnv:
+    continuous = False  # discrete actions, masked
+
     def __init__(self, market: MarketTensors, spec: ObservationSpec, config: EnvConfig, n_envs: int,
                  seed: int = 0, auto_reset: bool = True) -> None:
         """auto_reset: finished environments start a new episode inside step() (training); False leaves them
@@ -157,10 +165,19 @@ class SizingEnv:
     def action_mask(self) -> torch.Tensor:
         return action_mask(self.position_value(), self.account, self.cash_available(), self.cfg)
 
-    @staticmethod
-    def action_labels(action: torch.Tensor) -> np.ndarray:
-        """The actions' names, for reports."""
-        return np.asarray(ACTION_NAMES)[action.cpu().numpy()]
+    def action_class(self, action: torch.Tensor) -> torch.Tensor:
+        """The action as one of the 7 named decisions (for the collapse monitor and reports)."""
+        return action
+
+    def action_labels(self, action: torch.Tensor) -> np.ndarray:
+        return np.asarray(ACTION_NAMES)[self.action_class(action).cpu().numpy()]
+
+    def _order(self, action: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(direction, dollars, invalid) of the order an action asks for, given the position's value at the
+        fill price: a masked action is reported as invalid and played as HOLD."""
+        invalid = ~self._mask[self._env_ids, action]
+        action = torch.where(invalid, torch.zeros_like(action), action)
+        return self._dirs[action], base_dollars(self.account, self.cfg) * self._sizes[action], invalid
 
     # --- one bar ------------------------------------------------------------------------------------------
     def step(self, action: torch.Tensor):
@@ -170,14 +187,10 @@ class SizingEnv:
         environments that finished, "final_obs" (their terminal observations, for bootstrapping truncated
         episodes), "episode_return", "episode_length", "final_account"."""
         cfg = self.cfg
-        invalid = ~self._mask[self._env_ids, action]
-        action = torch.where(invalid, torch.zeros_like(action), action)  # an invalid action is a HOLD
-        direction = self._dirs[action]
-        dollars = base_dollars(self.account, cfg) * self._sizes[action]
-
         next_t = self.t + 1
         open_next = self._price(self.market.open, next_t)
         value = self.units * open_next
+        direction, dollars, invalid = self._order(action, value)
         cap = cfg.max_position_pct * self.account
         low = -cap if cfg.allow_short else torch.minimum(value, torch.zeros_like(value))
         high = torch.maximum(cap, value)  # a position grown by prices is never force-sold by a BUY
@@ -187,6 +200,7 @@ class SizingEnv:
         delta_value = target - value
         buy_room = self.cash_available().clamp_min(0) / (1 + (cfg.slippage_bps + cfg.commission_bps) / 1e4)
         delta_value = torch.where(delta_value > 0, torch.minimum(delta_value, buy_room), delta_value)
+        delta_value = torch.where(delta_value.abs() < cfg.min_trade_value, 0.0, delta_value)
 
         delta_units = delta_value / open_next
         fill = open_next * (1 + torch.sign(delta_units) * cfg.slippage_bps / 1e4)
@@ -241,3 +255,37 @@ def action_mask(position_value: torch.Tensor, account: torch.Tensor, cash_availa
     sell = (pos > eps) | (cfg.allow_short & (pos > -cap + eps)).expand_as(pos)
     hold = torch.ones_like(pos, dtype=torch.bool)
     return torch.cat([hold, buy, sell.expand_as(buy)], dim=-1)
+
+
+class ContinuousSizingEnv(SizingEnv):
+    """Box(-1, 1) actions (seed 003) on the same account simulation: the action played is the mean of the last
+    `smoothing_window` actions; within +-hold_threshold it is a HOLD; above, BUY that fraction of the base
+    allocation (a 100% discrete BUY); below, SELL that fraction of the position. Orders under
+    `min_trade_value` are skipped. Every action is valid: the mask is a single True column."""
+
+    continuous = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._recent = torch.zeros(self.n, self.cfg.smoothing_window, device=self.device)
+
+    def _reset(self, which: torch.Tensor) -> None:
+        super()._reset(which)
+        self._recent[which] = 0.0
+
+    def action_mask(self) -> torch.Tensor:
+        return torch.ones(self.n, 1, dtype=torch.bool, device=self.device)
+
+    def action_class(self, action: torch.Tensor) -> torch.Tensor:
+        """HOLD within the threshold, else BUY/SELL 25/50/75 by the third of (threshold, 1] it falls in."""
+        a = action.clamp(-1.0, 1.0)
+        thr = self.cfg.hold_threshold
+        third = ((a.abs() - thr) / (1 - thr) * 3).clamp(0, 2).long()  # 0, 1, 2
+        return torch.where(a.abs() <= thr, HOLD, torch.where(a > 0, BUY_25 + third, SELL_25 + third))
+
+    def _order(self, action: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self._recent = torch.cat([self._recent[:, 1:], action.clamp(-1.0, 1.0)[:, None]], dim=1)
+        a = self._recent.mean(dim=1)
+        a = torch.where(a.abs() <= self.cfg.hold_threshold, 0.0, a)
+        dollars = torch.where(a > 0, a * base_dollars(self.account, self.cfg), -a * value.abs())
+        return torch.sign(a), dollars, torch.zeros_like(a, dtype=torch.bool)

@@ -4,7 +4,9 @@ Config -> environment -> Agent (MLP, or a GRU over the feature window) -> preall
 (n_steps, n_envs, ...) -> GAE -> clipped surrogate with entropy bonus, value loss, gradient clipping and a
 linearly annealed learning rate. Invalid actions are masked out of the categorical distribution, in training
 and at inference. Logged names: losses/policy_loss, losses/value_loss, losses/entropy, losses/approx_kl,
-losses/clipfrac, charts/SPS, charts/episodic_return, collapse/dominance, collapse/action_entropy.
+losses/clipfrac, charts/SPS, charts/episodic_return and the collapse monitor: collapse/dominance,
+collapse/action_entropy, collapse/repeats (mean run of one action), collapse/trade_frequency. With a
+continuous environment the policy is a Gaussian and the monitor counts the env's named action classes.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical
+from torch.distributions import Categorical, Normal
 
 from backend.rl.env import N_ACTIONS, EnvConfig, SizingEnv
 from backend.rl.observation import ACCOUNT_FEATURES, ObservationSpec
@@ -78,15 +80,23 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 class Agent(nn.Module):
-    def __init__(self, spec: ObservationSpec, hidden: int = 128, gru: bool = False, n_actions: int = N_ACTIONS):
+    """Masked categorical policy, or with `continuous` a Gaussian one (a state-dependent mean, a learned
+    state-independent log standard deviation; the environment clips samples to [-1, 1], as in CleanRL's
+    ppo_continuous_action)."""
+
+    def __init__(self, spec: ObservationSpec, hidden: int = 128, gru: bool = False, n_actions: int = N_ACTIONS,
+                 continuous: bool = False):
         super().__init__()
+        self.continuous = continuous
         self.window, self.n_features = spec.window, len(spec.market_features)
         self.n_account = len(ACCOUNT_FEATURES)
         self.gru = nn.GRU(self.n_features, hidden, batch_first=True) if gru else None
         encoded = (hidden if gru else self.window * self.n_features) + self.n_account
         self.trunk = nn.Sequential(layer_init(nn.Linear(encoded, hidden)), nn.Tanh(),
                                    layer_init(nn.Linear(hidden, hidden)), nn.Tanh())
-        self.actor = layer_init(nn.Linear(hidden, n_actions), std=0.01)
+        self.actor = layer_init(nn.Linear(hidden, 1 if continuous else n_actions), std=0.01)
+        if continuous:
+            self.actor_logstd = nn.Parameter(torch.full((1,), -0.5))
         self.critic = layer_init(nn.Linear(hidden, 1), std=1.0)
 
     def _encode(self, obs: torch.Tensor) -> torch.Tensor:
@@ -101,13 +111,19 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def greedy(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The most probable valid action (evaluation, serving)."""
-        return self.actor(self._encode(obs)).masked_fill(~mask, -torch.inf).argmax(dim=-1)
+        """The most probable valid action, or the Gaussian's mean (evaluation, serving)."""
+        out = self.actor(self._encode(obs))
+        if self.continuous:
+            return out.squeeze(-1).clamp(-1.0, 1.0)
+        return out.masked_fill(~mask, -torch.inf).argmax(dim=-1)
 
     def get_action_and_value(self, obs: torch.Tensor, mask: torch.Tensor, action: torch.Tensor | None = None):
         hidden = self._encode(obs)
-        logits = self.actor(hidden).masked_fill(~mask, -1e8)
-        dist = Categorical(logits=logits)
+        out = self.actor(hidden)
+        if self.continuous:
+            dist = Normal(out.squeeze(-1), self.actor_logstd.exp())
+        else:
+            dist = Categorical(logits=out.masked_fill(~mask, -1e8))
         if action is None:
             action = dist.sample()
         return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)
@@ -128,7 +144,7 @@ def train(
 ) -> tuple[Agent, list[dict]]:
     torch.manual_seed(config.seed)
     device = env.device
-    agent = Agent(env.spec, config.hidden, config.gru).to(device)
+    agent = Agent(env.spec, config.hidden, config.gru, continuous=env.continuous).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
 
     n, steps = env.n, config.n_steps
@@ -136,16 +152,17 @@ def train(
     minibatch_size = batch_size // config.n_minibatches
     n_updates = max(1, config.total_timesteps // batch_size)
 
-    obs_buf = torch.zeros((steps, n, env.spec.size), device=device)
-    mask_buf = torch.zeros((steps, n, N_ACTIONS), dtype=torch.bool, device=device)
-    actions = torch.zeros((steps, n), dtype=torch.long, device=device)
+    obs, mask = env.reset()
+    obs_buf = torch.zeros((steps, n, obs.shape[1]), device=device)
+    mask_buf = torch.zeros((steps, n, mask.shape[1]), dtype=torch.bool, device=device)
+    actions = torch.zeros((steps, n), dtype=torch.float32 if env.continuous else torch.long, device=device)
     logprobs = torch.zeros((steps, n), device=device)
     rewards = torch.zeros((steps, n), device=device)
     dones = torch.zeros((steps, n), device=device)
     values = torch.zeros((steps, n), device=device)
 
-    obs, mask = env.reset()
     done = torch.zeros(n, device=device)
+    last_class = torch.full((n,), -1, device=device)
     history: list[dict] = []
     started = time.perf_counter()
     global_step = 0
@@ -154,7 +171,7 @@ def train(
             optimizer.param_groups[0]["lr"] = (1.0 - (update - 1.0) / n_updates) * config.learning_rate
         episode_returns: list[torch.Tensor] = []
         action_counts = torch.zeros(N_ACTIONS, device=device)
-        invalid = 0
+        invalid = switches = trades = 0
 
         # --- rollout -------------------------------------------------------------------------------
         for step in range(steps):
@@ -173,7 +190,11 @@ def train(
                 reward[finished[cut]] += config.gamma * final_values[cut]
             rewards[step] = reward
             done = (terminated | truncated).float()
-            action_counts += torch.bincount(action, minlength=N_ACTIONS)
+            action_class = env.action_class(action)
+            action_counts += torch.bincount(action_class, minlength=N_ACTIONS)
+            switches += int((action_class != last_class).sum())
+            last_class = action_class
+            trades += int((info["traded"] > 0).sum())
             invalid += int(info["invalid"].sum())
             if "episode_return" in info:
                 episode_returns.append(info["episode_return"])
@@ -192,7 +213,7 @@ def train(
             returns = advantages + values
 
         # --- the clipped update ------------------------------------------------------------------------
-        b_obs, b_mask = obs_buf.reshape(batch_size, -1), mask_buf.reshape(batch_size, N_ACTIONS)
+        b_obs, b_mask = obs_buf.reshape(batch_size, -1), mask_buf.reshape(batch_size, -1)
         b_actions, b_logprobs = actions.reshape(-1), logprobs.reshape(-1)
         b_adv, b_returns = advantages.reshape(-1), returns.reshape(-1)
         clipfracs, approx_kl = [], torch.tensor(0.0)
@@ -234,6 +255,8 @@ def train(
             "losses/clipfrac": float(np.mean(clipfracs)),
             "collapse/dominance": dominance,
             "collapse/action_entropy": action_entropy,
+            "collapse/repeats": batch_size / max(1, switches),
+            "collapse/trade_frequency": trades / batch_size,
             **{f"actions/{i}": int(c) for i, c in enumerate(action_counts.tolist())},
         }
         history.append(row)
