@@ -4,15 +4,18 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 
+from backend.brokers.alpaca import AlpacaBroker, TradeUpdates
+from backend.brokers.base import Broker
 from backend.brokers.sim import SimBroker
-from backend.bus.base import FILLS, EventBus
+from backend.bus.base import FILLS, ORDER_ENDS, EventBus
 from backend.bus.inprocess import InProcessBus
 from backend.config import Settings
 from backend.data.bundled import load_bundled
-from backend.domain.model import Fill
+from backend.domain.model import Fill, OrderEnded
 from backend.execution.executor import Executor
 from backend.execution.monitor import PositionMonitor
 from backend.indicators import min_bars
@@ -28,19 +31,35 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Reconciliation:
+    """The last start-up comparison of the store with the broker: every difference found, in words."""
+
+    at: datetime
+    broker: str
+    differences: list[str]
+
+
+@dataclass
 class App:
     settings: Settings
     store: Store
-    broker: SimBroker
+    broker: Broker
     risk: RiskManager
     monitor: PositionMonitor
     executor: Executor
     metrics: Metrics
     bus: EventBus
+    reconciliation: Reconciliation
+    trade_updates: TradeUpdates | None = None
+
+    @property
+    def clock_seconds(self) -> float:
+        """How often `advance_clock` runs while serving: one simulated bar, or one poll of a real broker."""
+        return self.settings.sim_bar_seconds if self.settings.broker == "sim" else self.settings.alpaca_poll_seconds
 
     def advance_clock(self) -> list[Fill]:
-        """One bar of simulated time: fills go out on the bus, then open trades are marked.
-        Raises EndOfData after the last bar."""
+        """One bar of simulated time (a real broker's clock moves by itself): fills go out on the bus, then
+        open trades are marked. Raises EndOfData after the simulator's last bar."""
         fills = self.broker.advance()
         for fill in fills:
             self.bus.publish(FILLS, fill.to_event())
@@ -48,6 +67,8 @@ class App:
         return fills
 
     def close(self) -> None:
+        if self.trade_updates is not None:
+            self.trade_updates.stop()
         self.store.engine.dispose()
 
 
@@ -73,7 +94,13 @@ def make_sim_broker(settings: Settings) -> SimBroker:
     )
 
 
-def make_policy(settings: Settings, store: Store, broker: SimBroker, fallback: AtrRule) -> SizingPolicy:
+def make_broker(settings: Settings) -> Broker:
+    if settings.broker == "alpaca":
+        return AlpacaBroker(settings)
+    return make_sim_broker(settings)
+
+
+def make_policy(settings: Settings, store: Store, broker: Broker, fallback: AtrRule) -> SizingPolicy:
     if not settings.rl_position_sizing_enabled or settings.sizing_policy == "atr":
         return fallback
     if settings.sizing_policy == "ppo":
@@ -85,12 +112,12 @@ def make_policy(settings: Settings, store: Store, broker: SimBroker, fallback: A
     return QLearningPolicy(store, rng, settings.rl_sizing_min_state_visits, fallback)
 
 
-def build_app(settings: Settings, *, broker: SimBroker | None = None) -> App:
+def build_app(settings: Settings, *, broker: Broker | None = None) -> App:
     if settings.auto_migrate:
         run_migrations(settings.database_url)
     store = Store(make_engine(settings.database_url))
     store.ensure_agent(settings.rl_sizing_alpha, settings.rl_sizing_epsilon)
-    broker = broker or make_sim_broker(settings)
+    broker = broker or make_broker(settings)
     metrics = Metrics()
     atr = AtrRule()
     policy = make_policy(settings, store, broker, atr)
@@ -105,7 +132,13 @@ def build_app(settings: Settings, *, broker: SimBroker | None = None) -> App:
     executor = Executor(settings, store, broker, risk, monitor)
     bus = InProcessBus()
     bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
-    monitor.reconcile()
+    bus.subscribe(ORDER_ENDS, lambda event: monitor.on_order_ended(OrderEnded.from_event(event)))
+    trade_updates = None
+    if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two
+        trade_updates = TradeUpdates(settings, lambda e: bus.publish(FILLS if isinstance(e, Fill) else ORDER_ENDS,
+                                                                     e.to_event()))
+        trade_updates.start()
+    reconciliation = Reconciliation(broker.now(), broker.name, monitor.reconcile())
     log.info("sizer ready: policy %s, broker %s, database %s", policy.name, broker.name,
              store.engine.url.render_as_string(hide_password=True))
-    return App(settings, store, broker, risk, monitor, executor, metrics, bus)
+    return App(settings, store, broker, risk, monitor, executor, metrics, bus, reconciliation, trade_updates)

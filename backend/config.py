@@ -27,7 +27,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. sqlite:///path (embedded default) or postgresql+psycopg://user@host/db",
     )
     auto_migrate: bool = Field(True, description="Run Alembic migrations to head when the service starts")
-    broker: Literal["sim"] = Field("sim", description="Where orders go: the built-in market simulator")
+    broker: Literal["sim", "alpaca"] = Field(
+        "sim", description="Where orders go: sim (the built-in market simulator) or alpaca (alpaca-py; see ALPACA_*)"
+    )
     host: str = Field("127.0.0.1", description="Address the API listens on")
     port: int = Field(8000, ge=1, le=65535, description="Port the API listens on")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
@@ -124,6 +126,29 @@ class Settings(BaseSettings):
     sim_bar_seconds: float = Field(
         5.0, gt=0, description="Wall-clock seconds per simulated bar while serving (the replay runs flat out)"
     )
+
+    # --- Alpaca (BROKER=alpaca) -------------------------------------------------------------------
+    alpaca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (never logged or returned)")
+    alpaca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (never logged or returned)")
+    alpaca_paper: bool = Field(True, description="Trade the paper account. false means real money, and also needs "
+                               "ALPACA_LIVE_TRADING_CONFIRMED=true")
+    alpaca_live_trading_confirmed: bool = Field(
+        False, description="The second, explicit switch for real-money trading (only read when ALPACA_PAPER=false)"
+    )
+    alpaca_data_feed: Literal["iex", "sip"] = Field("iex", description="Stock bar feed: iex (free) or sip (paid)")
+    alpaca_bar_timeframe: Literal["1Day", "1Hour", "15Min"] = Field(
+        "1Day", description="Bars the ATR/ADX (and the PPO observation) are computed on; 1Day matches training"
+    )
+    alpaca_poll_seconds: float = Field(
+        30.0, gt=0, description="How often open trades are marked (drawdown, stops, time limits, outside closes)"
+    )
+    alpaca_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one Alpaca HTTP request")
+    alpaca_max_retries: int = Field(
+        4, ge=0, le=10, description="Retries of a request that met 429, 5xx or a timeout (backoff with jitter)"
+    )
+    alpaca_trading_url: str | None = Field(None, description="Override of the trading API base URL (tests, proxies)")
+    alpaca_data_url: str | None = Field(None, description="Override of the market data API base URL")
+    alpaca_stream_url: str | None = Field(None, description="Override of the trade-updates websocket URL")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":

@@ -12,7 +12,7 @@ from typing import Callable
 
 from backend.brokers.base import Broker, OrderRejected
 from backend.config import Settings
-from backend.domain.model import Account, Decision, MarketContext, Proposal, Side, Signal
+from backend.domain.model import Account, AssetRules, Decision, MarketContext, Proposal, Side, Signal
 from backend.domain.state import state_key
 from backend.indicators import InsufficientData, min_bars, wilder_atr_adx
 from backend.sizing.atr import AtrRule
@@ -40,15 +40,23 @@ class Limits:
     buying_power: float
 
     @staticmethod
-    def of(settings: Settings, account: Account, stop_distance_pct: float) -> "Limits":
+    def of(settings: Settings, account: Account, stop_distance_pct: float, asset: AssetRules) -> "Limits":
+        """Leverage is clamped to the account's multiplier; an asset that is not marginable (crypto) gets
+        none, and only the buying power that unleveraged assets may use."""
+        if asset.marginable:
+            max_leverage, buying_power = min(settings.rm_max_leverage, account.multiplier), account.buying_power
+        else:
+            max_leverage = 1.0
+            buying_power = min(account.buying_power, account.non_marginable_buying_power
+                               if account.non_marginable_buying_power is not None else account.cash)
         return Limits(
-            max_leverage=min(settings.rm_max_leverage, account.multiplier),
+            max_leverage=max_leverage,
             max_position_usd=settings.rm_max_position_usd,
             min_position_usd=settings.rm_min_position_usd,
             max_risk_usd=max(0.0, account.equity * settings.rm_max_risk_pct),
             stop_distance_pct=stop_distance_pct,
             exposure_room_usd=max(0.0, account.equity * settings.rm_max_exposure - account.gross_position_value),
-            buying_power=max(0.0, account.buying_power),
+            buying_power=max(0.0, buying_power),
         )
 
 
@@ -131,6 +139,10 @@ class RiskManager:
     def decide(self, signal: Signal) -> Decision:
         account = self._broker.account()
         market = self.market(signal.symbol, signal.price)
+        try:
+            asset = self._broker.asset(signal.symbol)
+        except OrderRejected as exc:
+            raise SizingError("symbol", str(exc)) from None
         price = market.price
         stop = signal.stop_price
         if stop is None:
@@ -151,10 +163,16 @@ class RiskManager:
 
         if account.equity <= 0:
             return reject(f"account equity is {account.equity:.2f}: nothing can be risked")
+        if not asset.tradable:
+            return reject(f"{signal.symbol} is not tradable at the {self._broker.name} broker")
+        if not asset.market_open:
+            return reject(f"the market for {signal.symbol} is closed")
         if signal.side is Side.SELL and not account.shorting_enabled:
             return reject("the account may not sell short")
+        if signal.side is Side.SELL and not asset.shortable:
+            return reject(f"{signal.symbol} may not be sold short")
 
-        limits = Limits.of(self._s, account, stop_pct)
+        limits = Limits.of(self._s, account, stop_pct, asset)
 
         def fits_caps(size: float, lev: float) -> bool:
             _, _, bound = apply_caps(size, lev, limits)
@@ -179,7 +197,7 @@ class RiskManager:
         proposal = self._propose(ctx)
         size, lev, bound = apply_caps(proposal.size_usd, proposal.leverage, limits)
         quantity = size / price
-        if not self._broker.allows_fractional(signal.symbol):
+        if not asset.fractionable:
             quantity = math.floor(quantity)
             size = quantity * price
         if size < limits.min_position_usd or quantity <= 0:

@@ -7,7 +7,7 @@ import numpy as np
 
 from backend.brokers.base import BrokerPosition, OrderAck, OrderRequest
 from backend.data.bundled import Series
-from backend.domain.model import Account
+from backend.domain.model import Account, AssetRules
 
 
 def random_walk(n: int = 200, start: float = 100.0, vol: float = 0.01, seed: int = 0, symbol: str = "TEST") -> Series:
@@ -27,10 +27,10 @@ class StaticBroker:
     name = "static"
     io_bound = False
 
-    def __init__(self, account: Account, series: Series, fractional: bool = True) -> None:
+    def __init__(self, account: Account, series: Series, asset: AssetRules = AssetRules()) -> None:
         self._account = account
         self._series = series
-        self._fractional = fractional
+        self._asset = asset
         self.orders: list[OrderRequest] = []
 
     def now(self) -> datetime:
@@ -49,10 +49,10 @@ class StaticBroker:
 
     def submit(self, order: OrderRequest) -> OrderAck:
         self.orders.append(order)
-        return OrderAck(order.client_order_id, order.client_order_id, "accepted")
+        return OrderAck(order.client_order_id, order.client_order_id, "accepted", order.symbol, order.side)
 
     def find_order(self, client_order_id: str) -> OrderAck | None:
         return None
 
-    def allows_fractional(self, symbol: str) -> bool:
-        return self._fractional
+    def asset(self, symbol: str) -> AssetRules:
+        return self._asset

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api.routes import learning, ops, portfolio, signals
 from backend.bootstrap import App, build_app
+from backend.brokers.base import BrokerUnavailable
 from backend.brokers.sim import EndOfData
 from backend.config import Settings
 from backend.risk import SizingError
@@ -58,16 +59,17 @@ async def _too_large(limit: int, send: Send) -> None:
 
 
 async def _run_clock(app: App) -> None:
-    """The simulated broker's clock: one bar every SIM_BAR_SECONDS of wall time."""
+    """The simulated broker's clock (one bar every SIM_BAR_SECONDS of wall time), or the poll of a real
+    broker's open trades (every ALPACA_POLL_SECONDS)."""
     while True:
-        await asyncio.sleep(app.settings.sim_bar_seconds)
+        await asyncio.sleep(app.clock_seconds)
         try:
             await run_in_threadpool(app.advance_clock)
         except EndOfData:
             log.warning("the bundled data has no more bars: the simulated clock stops")
             return
         except Exception:
-            log.exception("advancing the simulated clock failed; trying again next bar")
+            log.exception("marking open trades failed; trying again at the next tick")
 
 
 def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
@@ -95,6 +97,10 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
         # the offending input is not echoed: it may be NaN or megabytes long
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @api.exception_handler(BrokerUnavailable)
+    async def _broker_down(request: Request, exc: BrokerUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @api.exception_handler(SizingError)
     async def _sizing_error(request: Request, exc: SizingError) -> JSONResponse:

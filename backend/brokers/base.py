@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Protocol
 
 from backend.data.bundled import Series
-from backend.domain.model import Account, Side
+from backend.domain.model import Account, AssetRules, Fill, Side
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,26 @@ class OrderRequest:
 
 @dataclass(frozen=True)
 class OrderAck:
+    """An order as the broker sees it now."""
+
     client_order_id: str
     broker_order_id: str
-    status: str  # accepted | filled | rejected | canceled
+    status: str  # accepted | partially_filled | filled | rejected | canceled | expired
+    symbol: str
+    side: Side
+    filled_quantity: float = 0.0
+    filled_avg_price: float | None = None
+    updated_at: datetime | None = None
+    reason: str = "market"  # market | stop | target: what kind of order it is
+
+    @property
+    def working(self) -> bool:
+        return self.status in ("accepted", "partially_filled")
+
+    def as_fill(self) -> Fill:
+        """The order's fills so far, as one cumulative fill event."""
+        return Fill(self.client_order_id, self.symbol, self.side, self.filled_quantity, self.filled_avg_price or 0.0,
+                    self.updated_at, reason=self.reason, final=not self.working)
 
 
 @dataclass(frozen=True)
@@ -39,11 +56,19 @@ class OrderRejected(Exception):
     """The broker refused the order; the message is the broker's."""
 
 
+class BrokerUnavailable(Exception):
+    """The broker did not answer after the bounded retries; nothing can be known or done right now."""
+
+
 class Broker(Protocol):
     name: str
     io_bound: bool  # True: calls go over the network, so async callers must run them in a thread pool
 
     def now(self) -> datetime: ...
+
+    def advance(self) -> list[Fill]:
+        """Move a simulated clock one bar and return its fills; a real broker's clock moves by itself
+        (its fills arrive as events) and this returns nothing."""
 
     def account(self) -> Account: ...
 
@@ -57,5 +82,14 @@ class Broker(Protocol):
 
     def find_order(self, client_order_id: str) -> OrderAck | None: ...
 
-    def allows_fractional(self, symbol: str) -> bool: ...
+    def open_orders(self) -> list[OrderAck]: ...
+
+    def closing_fill(self, symbol: str, side: Side, since: datetime) -> Fill | None:
+        """The latest completed `side` order in `symbol` after `since`: how a position closed while
+        nobody was listening (by hand, or by a bracket leg). None if there is none or it is unknowable."""
+
+    def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
+        """Lowest and highest traded price of `symbol` since `since` (None: no bars yet)."""
+
+    def asset(self, symbol: str) -> AssetRules: ...
 

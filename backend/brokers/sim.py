@@ -17,7 +17,7 @@ import numpy as np
 
 from backend.brokers.base import BrokerPosition, OrderAck, OrderRequest, OrderRejected
 from backend.data.bundled import Series
-from backend.domain.model import Account, Fill, Side
+from backend.domain.model import Account, AssetRules, Fill, Side
 
 
 @dataclass
@@ -95,7 +95,7 @@ class SimBroker:
             # exits first, so an opposite signal's close frees buying power before the new entry
             for cid, order in sorted(self._pending.items(), key=lambda kv: not kv[1].reduce_only):
                 fill = self._fill_market(order, ts)
-                self._orders[cid] = OrderAck(cid, cid, "filled" if fill else "canceled")
+                self._orders[cid] = _ack(order, fill, status="canceled")  # canceled: nothing left to reduce
                 if fill:
                     fills.append(fill)
             self._pending.clear()
@@ -132,11 +132,28 @@ class SimBroker:
         hi = self._i + 1
         return Series(symbol, s.ts[lo:hi], s.open[lo:hi], s.high[lo:hi], s.low[lo:hi], s.close[lo:hi], s.volume[lo:hi])
 
-    def allows_fractional(self, symbol: str) -> bool:
-        return True
+    def asset(self, symbol: str) -> AssetRules:
+        self._get_series(symbol)
+        return AssetRules(shortable=self._shorting)
+
+    def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
+        s = self._get_series(symbol)
+        lo = int(np.searchsorted(s.ts, np.datetime64(since.replace(tzinfo=None), "s")))
+        if lo > self._i:
+            return None
+        return float(s.low[lo:self._i + 1].min()), float(s.high[lo:self._i + 1].max())
 
     def find_order(self, client_order_id: str) -> OrderAck | None:
         return self._orders.get(client_order_id)
+
+    def open_orders(self) -> list[OrderAck]:
+        with self._lock:
+            return [self._orders[cid] for cid in self._pending]
+
+    def closing_fill(self, symbol: str, side: Side, since: datetime) -> Fill | None:
+        """Every close in the simulator is published as it happens, and its account (with its order
+        history) starts afresh with the process: there is never a close to recover."""
+        return None
 
     def submit(self, order: OrderRequest) -> OrderAck:
         with self._lock:
@@ -156,7 +173,7 @@ class SimBroker:
                 bp = self.account().buying_power
                 if notional > bp:
                     raise OrderRejected(f"insufficient buying power: order ${notional:,.2f} > ${bp:,.2f}")
-            ack = OrderAck(order.client_order_id, order.client_order_id, "accepted")
+            ack = _ack(order, None)
             self._orders[order.client_order_id] = ack
             self._pending[order.client_order_id] = order
             return ack
@@ -242,7 +259,14 @@ class SimBroker:
                 side = Side.SELL if pos.quantity > 0 else Side.BUY
                 cid = f"margin-call-{symbol}-{self._i}"
                 self._pending[cid] = OrderRequest(cid, symbol, side, abs(pos.quantity), reduce_only=True)
-                self._orders[cid] = OrderAck(cid, cid, "accepted")
+                self._orders[cid] = _ack(self._pending[cid], None)
+
+
+def _ack(order: OrderRequest, fill: Fill | None, status: str = "accepted") -> OrderAck:
+    if fill is None:
+        return OrderAck(order.client_order_id, order.client_order_id, status, order.symbol, order.side)
+    return OrderAck(order.client_order_id, order.client_order_id, "filled", order.symbol, order.side,
+                    fill.quantity, fill.price, fill.ts)
 
 
 def _as_datetime(ts: np.datetime64) -> datetime:

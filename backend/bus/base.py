@@ -9,6 +9,7 @@ Event = dict[str, Any]
 Handler = Callable[[Event], None]
 
 FILLS = "fills"
+ORDER_ENDS = "order_ends"  # orders canceled, rejected or expired before filling completely
 
 
 class EventBus(Protocol):

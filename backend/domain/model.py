@@ -50,6 +50,7 @@ class Account:
     multiplier: float  # the most leverage the account allows
     shorting_enabled: bool
     gross_position_value: float  # sum of |qty x mark| over open positions
+    non_marginable_buying_power: float | None = None  # what unleveraged assets may use (None: cash)
 
     @property
     def exposure(self) -> float:
@@ -106,9 +107,27 @@ class Decision:
     capped_by: tuple[str, ...] = field(default_factory=tuple)
 
 
+class BrokerEvent:
+    """JSON-able form of the broker events below, so any bus can carry them."""
+
+    side: Side
+    ts: datetime
+
+    def to_event(self) -> dict:
+        return {**self.__dict__, "side": self.side.value, "ts": self.ts.isoformat()}
+
+    @classmethod
+    def from_event(cls, event: dict):
+        return cls(**{**event, "side": Side(event["side"]), "ts": datetime.fromisoformat(event["ts"])})
+
+
 @dataclass(frozen=True)
-class Fill:
-    """A broker event: an order (or part of it) executed."""
+class Fill(BrokerEvent):
+    """A broker event: an order executed, wholly or in part.
+
+    `quantity` and `price` are the order's cumulative filled quantity and average price so far, not one
+    execution's: applying the same event twice, or an older one after a newer one, changes nothing.
+    `final` is False while more of the order may still fill (a partial fill)."""
 
     client_order_id: str
     symbol: str
@@ -118,13 +137,33 @@ class Fill:
     ts: datetime
     commission: float = 0.0
     reason: str = "market"  # market | stop | target
+    final: bool = True
 
-    def to_event(self) -> dict:
-        return {**self.__dict__, "side": self.side.value, "ts": self.ts.isoformat()}
 
-    @staticmethod
-    def from_event(event: dict) -> "Fill":
-        return Fill(**{**event, "side": Side(event["side"]), "ts": datetime.fromisoformat(event["ts"])})
+@dataclass(frozen=True)
+class OrderEnded(BrokerEvent):
+    """A broker event: an order stopped working without filling completely (canceled, rejected, expired).
+    `filled_quantity` is what filled before it ended (already reported by its fills)."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    status: str  # canceled | rejected | expired
+    filled_quantity: float
+    message: str
+    ts: datetime
+
+
+@dataclass(frozen=True)
+class AssetRules:
+    """What the broker allows for one symbol, read at decision time."""
+
+    tradable: bool = True
+    fractionable: bool = True  # False: quantities are whole units
+    shortable: bool = True
+    marginable: bool = True  # False (e.g. crypto): no leverage, paid from non-marginable buying power
+    market_open: bool = True
+    broker_stops: bool = True  # the stop and target travel with the order; False: the monitor enforces them
 
 
 @dataclass(frozen=True)

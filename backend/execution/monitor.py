@@ -3,15 +3,30 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Callable
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
-from backend.domain.model import Fill, Outcome, Side
+from backend.domain.model import Fill, OrderEnded, Outcome, Side
 from backend.domain.rewards import REWARDS
 from backend.store.repositories import Reward, Store
 from backend.store.tables import TradeRow
 
 log = logging.getLogger(__name__)
+
+
+EXIT_ATTEMPTS = 3
+
+
+def exit_order_id(entry_order_id: str, attempt: int) -> str:
+    """The client id of a trade's exit order; a new attempt (after one ended unfilled) gets a new id."""
+    return f"{entry_order_id}-x" + (str(attempt) if attempt > 1 else "")
+
+
+def entry_order_id(client_order_id: str) -> str | None:
+    """The entry order id an exit order id was derived from (None: not one of our exit ids)."""
+    base, sep, attempt = client_order_id.rpartition("-x")
+    return base if sep and (attempt == "" or attempt.isdigit()) else None
 
 
 def adverse_excursion_pct(trade: TradeRow, worst_price: float) -> float:
@@ -42,18 +57,46 @@ class PositionMonitor:
         self._reward_fn = REWARDS[settings.rl_sizing_reward]
         self._on_reward = on_reward or (lambda trade, outcome, reward: None)
 
+    # --- broker events -------------------------------------------------------------------------------
     def on_fill(self, fill: Fill) -> None:
         trade = self._store.trade_by_order(fill.client_order_id)
-        if trade is not None and trade.status == "pending":
+        if trade is not None and trade.status in ("pending", "open"):  # the entry order, wholly or in part
             self._store.mark_open(trade.id, quantity=fill.quantity, entry_price=fill.price, at=fill.ts,
                                   commission=fill.commission)
             return
+        # any other fill against an active trade's side closes it: our exit, a bracket leg, or a close by hand
         trade = self._store.active_trade(fill.symbol)
         if trade is None or trade.status not in ("open", "closing") or trade.side == fill.side.value:
             log.warning("fill %s (%s %s %s) matches no open trade; ignored", fill.client_order_id,
                         fill.side.value, fill.quantity, fill.symbol)
             return
+        if not fill.final:
+            log.info("trade %s: exit order %s partly filled (%s of %s)", trade.id, fill.client_order_id,
+                     fill.quantity, trade.quantity)
+            return
+        if fill.quantity < trade.quantity - 1e-9:
+            log.warning("trade %s: its exit %s filled %s of %s; the rest stays in the account untracked",
+                        trade.id, fill.client_order_id, fill.quantity, trade.quantity)
         self.close(trade, fill)
+
+    def on_order_ended(self, event: OrderEnded) -> None:
+        """An order stopped working unfilled or part-filled: settle the trade it belongs to."""
+        note = f"broker {event.status}: {event.message}".rstrip(": ")
+        trade = self._store.trade_by_order(event.client_order_id)
+        if trade is not None:  # its entry order
+            if trade.status != "pending":
+                log.info("trade %s: entry order %s after %s filled; the trade keeps that", trade.id, event.status,
+                         event.filled_quantity)
+            elif event.status == "rejected":
+                self._store.reject_trade(trade.id, note)
+            else:
+                self._store.cancel_trade(trade.id, note)
+            return
+        entry = entry_order_id(event.client_order_id)
+        trade = self._store.trade_by_order(entry) if entry else None
+        if trade is not None and trade.status == "closing":
+            log.warning("trade %s: exit order %s %s; open again", trade.id, event.client_order_id, event.status)
+            self._store.reopen(trade.id, f"exit order {note}")
 
     def close(self, trade: TradeRow, fill: Fill) -> bool:
         """Record the outcome and apply its reward; False if this close was already recorded."""
@@ -80,46 +123,124 @@ class PositionMonitor:
             self._on_reward(trade, outcome, reward)
         return first
 
+    # --- start-up reconciliation ------------------------------------------------------------------------
     def reconcile(self) -> list[str]:
-        """At start-up: an active trade whose order the broker does not know and whose symbol it holds no
-        position in cannot be settled (a simulated account starts afresh on every start); cancel it."""
-        held = {p.symbol for p in self._broker.positions()}
-        notes = []
+        """Compare the store's active trades with the broker's orders and positions, repair what the broker
+        can tell us (a fill or close missed while down), cancel what it cannot, and report every difference."""
+        notes: list[str] = []
+
+        def note(message: str) -> None:
+            notes.append(message)
+            log.warning("reconciliation: %s", message)
+
         for trade in self._store.active_trades():
-            if trade.symbol in held or self._broker.find_order(trade.client_order_id) is not None:
-                continue
-            reason = f"the {self._broker.name} broker has no order or position for it (restarted)"
-            self._store.cancel_trade(trade.id, reason)
-            notes.append(f"trade {trade.id} ({trade.symbol}, {trade.status}) canceled: {reason}")
-            log.warning(notes[-1])
+            order = self._broker.find_order(trade.client_order_id)
+            if trade.status == "pending":
+                if order is None:
+                    reason = f"its order never reached the {self._broker.name} broker"
+                    self._store.cancel_trade(trade.id, reason)
+                    note(f"trade {trade.id} ({trade.symbol}) canceled: {reason}")
+                    continue
+                if order.filled_quantity > 0:
+                    self.on_fill(order.as_fill())
+                    note(f"trade {trade.id} ({trade.symbol}): entry fill of {order.filled_quantity} recovered")
+                elif not order.working:
+                    self.on_order_ended(OrderEnded(order.client_order_id, order.symbol, order.side, order.status,
+                                                   0.0, "while sizer was down", order.updated_at or self._broker.now()))
+                    note(f"trade {trade.id} ({trade.symbol}): entry order {order.status} while down")
+                    continue
+                else:
+                    continue  # still working: its events will arrive
+            self._settle_if_gone(self._store.trade_by_order(trade.client_order_id), self._held(), report=note)
+        tracked = {t.symbol: t for t in self._store.active_trades()}
+        for position in self._broker.positions():
+            if position.symbol not in tracked:
+                note(f"position {position.quantity:g} {position.symbol} is not a sizer trade; left alone")
+            elif tracked[position.symbol].status != "pending" and abs(
+                    abs(position.quantity) - tracked[position.symbol].quantity) > 1e-9:
+                note(f"trade {tracked[position.symbol].id} holds {tracked[position.symbol].quantity:g} "
+                     f"{position.symbol} but the account holds {position.quantity:g}")
+        known = {t.client_order_id for t in tracked.values()}
+        for order in self._broker.open_orders():
+            entry = entry_order_id(order.client_order_id) or order.client_order_id
+            if order.client_order_id.startswith("sz-") and entry not in known:
+                note(f"open order {order.client_order_id} ({order.side.value} {order.symbol}) belongs to no "
+                     f"active trade")
         return notes
 
+    def _held(self) -> dict[str, float]:
+        return {p.symbol: p.quantity for p in self._broker.positions()}
+
+    def _settle_if_gone(self, trade: TradeRow | None, held: dict[str, float],
+                        report: Callable[[str], None] | None = None) -> None:
+        """An open or closing trade whose position is gone was closed while nobody listened: find how, and
+        reward it. At start-up (`report` given) a trade the broker cannot explain (a restarted simulator)
+        is canceled unrewarded; while running it is looked at again next poll."""
+        if trade is None or trade.status not in ("open", "closing"):
+            return
+        if held.get(trade.symbol, 0.0) * Side(trade.side).sign > 0:
+            return
+        fill = self._broker.closing_fill(trade.symbol, Side(trade.side).opposite, trade.opened_at)
+        if fill is not None:
+            if self.close(trade, fill):
+                (report or log.warning)(f"trade {trade.id} ({trade.symbol}) was closed outside sizer by order "
+                                        f"{fill.client_order_id} at {fill.price:g}; outcome recorded")
+        elif report is not None:
+            reason = f"the {self._broker.name} broker holds no position and no closing order for it"
+            self._store.cancel_trade(trade.id, reason)
+            report(f"trade {trade.id} ({trade.symbol}, {trade.status}) canceled: {reason}")
+
+    # --- every bar (simulator) or poll (real broker) ----------------------------------------------------
     def on_bar(self) -> None:
-        """Mark every open trade with the latest bar: adverse excursion, and time limits."""
+        """Mark every open trade: worst adverse excursion since entry, stops the broker does not hold,
+        time limits, and positions that closed without a fill event reaching us."""
         now = self._broker.now()
         worst: dict[int, float] = {}
-        for trade in self._store.active_trades():
-            if trade.status != "open":
+        open_trades = [t for t in self._store.active_trades() if t.status == "open"]
+        held = self._held() if open_trades else {}
+        for trade in open_trades:
+            if held.get(trade.symbol, 0.0) * Side(trade.side).sign <= 0:
+                self._settle_if_gone(trade, held)
                 continue
-            bar = self._broker.history(trade.symbol, 1)
-            adverse = float(bar.low[-1] if trade.side == "buy" else bar.high[-1])
-            worst[trade.id] = adverse_excursion_pct(trade, adverse)
+            span = self._broker.price_range(trade.symbol, trade.opened_at)
+            if span is not None:
+                low, high = span
+                worst[trade.id] = adverse_excursion_pct(trade, low if trade.side == "buy" else high)
+                exit_reason = self._exit_level_crossed(trade, low, high)
+                if exit_reason:
+                    self.request_close(trade, exit_reason)
+                    continue
             if trade.deadline_at is not None and now >= trade.deadline_at:
                 self.request_close(trade, "time_limit")
         self._store.update_adverse_excursions(worst)
 
+    def _exit_level_crossed(self, trade: TradeRow, low: float, high: float) -> str | None:
+        if self._broker.asset(trade.symbol).broker_stops:
+            return None
+        sign = 1 if trade.side == "buy" else -1
+        if (low if sign > 0 else high) * sign <= trade.stop_price * sign:
+            return "stop"
+        if trade.target_price is not None and (high if sign > 0 else low) * sign >= trade.target_price * sign:
+            return "target"
+        return None
+
     def request_close(self, trade: TradeRow, reason: str) -> None:
-        """Send the exit order (idempotent: its client id derives from the trade's)."""
-        order = OrderRequest(
-            client_order_id=f"{trade.client_order_id}-x",
-            symbol=trade.symbol,
-            side=Side(trade.side).opposite,
-            quantity=trade.quantity,
-            reduce_only=True,
-        )
-        try:
-            self._broker.submit(order)
-        except OrderRejected as exc:  # e.g. a stop closed it first; the fill will settle the trade
-            log.warning("exit of trade %s refused: %s", trade.id, exc)
-            return
-        self._store.mark_closing(trade.id, reason)
+        """Send the exit order. Idempotent: its client id derives from the trade's; an attempt the broker
+        ended unfilled is followed by a fresh id."""
+        for attempt in range(1, EXIT_ATTEMPTS + 1):
+            order = OrderRequest(
+                client_order_id=exit_order_id(trade.client_order_id, attempt),
+                symbol=trade.symbol,
+                side=Side(trade.side).opposite,
+                quantity=trade.quantity,
+                reduce_only=True,
+            )
+            try:
+                ack = self._broker.submit(order)
+            except OrderRejected as exc:  # e.g. a stop closed it first; the fill will settle the trade
+                log.warning("exit of trade %s refused: %s", trade.id, exc)
+                return
+            if ack.status in ("accepted", "partially_filled", "filled"):
+                self._store.mark_closing(trade.id, reason)
+                return
+        log.error("trade %s: %d exit orders ended unfilled; it stays open", trade.id, EXIT_ATTEMPTS)

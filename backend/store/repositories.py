@@ -265,12 +265,15 @@ class Store:
             return total, list(rows)
 
     def mark_open(self, trade_id: int, *, quantity: float, entry_price: float, at: datetime, commission: float) -> None:
+        """The entry order has filled `quantity` so far (cumulative) at `entry_price` on average. Idempotent:
+        a replayed or older (smaller) fill of an open trade changes nothing."""
         with self._sessions.begin() as s:
             s.execute(
                 update(TradeRow)
-                .where(TradeRow.id == trade_id, TradeRow.status == "pending")
-                .values(status="open", quantity=quantity, entry_price=entry_price, opened_at=at,
-                        commission_usd=TradeRow.commission_usd + commission)
+                .where(TradeRow.id == trade_id,
+                       (TradeRow.status == "pending") | ((TradeRow.status == "open") & (TradeRow.quantity < quantity)))
+                .values(status="open", quantity=quantity, entry_price=entry_price,
+                        opened_at=func.coalesce(TradeRow.opened_at, at), commission_usd=commission)
             )
 
     def mark_closing(self, trade_id: int, reason: str) -> None:
@@ -279,6 +282,15 @@ class Store:
                 update(TradeRow)
                 .where(TradeRow.id == trade_id, TradeRow.status == "open")
                 .values(status="closing", exit_reason=reason)
+            )
+
+    def reopen(self, trade_id: int, note: str) -> None:
+        """Its exit order ended unfilled: the trade is open again, so a later exit can be tried."""
+        with self._sessions.begin() as s:
+            s.execute(
+                update(TradeRow)
+                .where(TradeRow.id == trade_id, TradeRow.status == "closing")
+                .values(status="open", exit_reason=None, reason=note)
             )
 
     def cancel_trade(self, trade_id: int, reason: str) -> None:

@@ -165,7 +165,7 @@ def test_a_restart_cancels_trades_the_fresh_simulated_account_cannot_settle(db_u
     second = build_app(settings)  # the simulated account starts afresh: no position, no order
     try:
         trade = second.store.trade_for_signal("before")
-        assert trade.status == "canceled" and "restarted" in trade.reason
+        assert trade.status == "canceled" and "no position and no closing order" in trade.reason
         assert count(second, OutcomeRow) == 0 and second.store.agent().total_updates == 0
         assert second.executor.handle(Signal("after", "SP500", Side.BUY, 0.7)).status == "placed"
     finally:

@@ -8,7 +8,7 @@ import random
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from backend.config import Settings
-from backend.domain.model import Account, Proposal, Side, Signal
+from backend.domain.model import Account, AssetRules, Proposal, Side, Signal
 from backend.rl import checkpoint
 from backend.sizing.ppo import PPOPolicy
 from backend.domain.state import ACTIONS
@@ -42,9 +42,10 @@ class RandomQTable:
 
 
 accounts = st.builds(
-    lambda equity, cash_frac, bp_mult, multiplier, shorting, gross_frac: Account(
+    lambda equity, cash_frac, bp_mult, multiplier, shorting, gross_frac, nmbp: Account(
         equity=equity, cash=equity * cash_frac, buying_power=equity * bp_mult, multiplier=multiplier,
         shorting_enabled=shorting, gross_position_value=equity * gross_frac,
+        non_marginable_buying_power=None if nmbp is None else equity * nmbp,
     ),
     equity=st.floats(-1e4, 1e8, **finite),
     cash_frac=st.floats(-1, 1, **finite),
@@ -52,7 +53,10 @@ accounts = st.builds(
     multiplier=st.floats(1, 10, **finite),
     shorting=st.booleans(),
     gross_frac=st.floats(0, 5, **finite),
+    nmbp=st.one_of(st.none(), st.floats(-1, 2, **finite)),
 )
+assets = st.builds(AssetRules, tradable=st.booleans(), fractionable=st.booleans(), shortable=st.booleans(),
+                   marginable=st.booleans(), market_open=st.booleans())
 caps = st.fixed_dictionaries({
     "rm_max_leverage": st.floats(1, 10, **finite),
     "rm_max_position_usd": st.floats(1_000, 1e7, **finite),
@@ -81,13 +85,13 @@ def shipped_model():
 
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(account=accounts, limits=caps, policy=policies, price_scale=st.floats(0.01, 1e5, **finite),
-       confidence=st.floats(0, 1, **finite), side=st.sampled_from(Side), fractional=st.booleans(),
+       confidence=st.floats(0, 1, **finite), side=st.sampled_from(Side), asset=assets,
        stop_atrs=st.one_of(st.none(), st.floats(0.05, 10, **finite)), seed=st.integers(0, 1000))
-def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, confidence, side, fractional,
+def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, confidence, side, asset,
                                        stop_atrs, seed):
     settings = make_settings(**limits)
     series = random_walk(400, start=price_scale, seed=seed)
-    broker = StaticBroker(account, series, fractional)
+    broker = StaticBroker(account, series, asset)
     if policy == "ppo":
         policy = PPOPolicy(shipped_model(), broker, reference_equity=max(account.equity, 1.0))
     risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule())
@@ -113,10 +117,14 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
     assert d.size_usd <= account.buying_power + tol
     assert d.size_usd >= settings.rm_min_position_usd - tol
     assert math.isclose(d.quantity * price, d.size_usd, rel_tol=1e-9)
-    if not fractional:
+    assert asset.tradable and asset.market_open
+    if not asset.fractionable:
         assert d.quantity == int(d.quantity)
+    if not asset.marginable:
+        unlevered_bp = account.cash if account.non_marginable_buying_power is None else account.non_marginable_buying_power
+        assert d.leverage == 1 and d.size_usd <= unlevered_bp + tol
     if side is Side.SELL:
-        assert account.shorting_enabled
+        assert account.shorting_enabled and asset.shortable
 
 
 @given(size=st.floats(allow_nan=True, allow_infinity=True), lev=st.floats(allow_nan=True, allow_infinity=True))

@@ -31,3 +31,10 @@ def get_positions(sizer: Sizer) -> dict:
         "account": {**account.__dict__, "exposure": account.exposure},
         "positions": [p.__dict__ for p in sizer.broker.positions()],
     }
+
+
+@router.get("/reconciliation")
+def get_reconciliation(sizer: Sizer) -> dict:
+    """What the start-up comparison of the trade store with the broker found and did."""
+    r = sizer.reconciliation
+    return {"at": r.at, "broker": r.broker, "clean": not r.differences, "differences": r.differences}

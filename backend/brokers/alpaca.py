@@ -1,0 +1,380 @@
+"""Alpaca through the official alpaca-py SDK: account, assets, orders and positions from TradingClient, bars
+from the historical data clients, fills and cancels from TradingStream.
+
+Every request has a timeout and is retried here (429, 5xx, timeouts, dropped connections) with exponential
+backoff and full jitter, a bounded number of times; the SDK's own retry is switched off so the two do not
+multiply. A submit whose answer was lost is looked up by client_order_id before it is retried, so a retry
+never creates a second order. 403 and 422 answers (e.g. insufficient buying power) become OrderRejected
+carrying Alpaca's message.
+
+Stocks trade in whole shares so the stop and target can travel with the entry as a bracket (OTO without a
+target): Alpaca accepts no fractional bracket orders. Crypto trades fractionally, unleveraged and long only,
+as simple GTC market orders; its stop and target are enforced by the position monitor.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import random
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable, TypeVar
+
+import numpy as np
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.data.enums import DataFeed
+from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
+from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
+from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderClass, OrderSide, OrderType, QueryOrderStatus, TimeInForce
+from alpaca.trading.models import Order, TradeUpdate
+from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, StopLossRequest, TakeProfitRequest
+from alpaca.trading.stream import TradingStream
+
+from backend.brokers.base import BrokerPosition, BrokerUnavailable, OrderAck, OrderRejected, OrderRequest
+from backend.config import Settings
+from backend.data.bundled import Series
+from backend.domain.model import Account, AssetRules, Fill, OrderEnded, Side
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TIMEFRAMES = {  # setting -> (alpaca-py timeframe, length in trading days)
+    "1Day": (TimeFrame(1, TimeFrameUnit.Day), 1.0),
+    "1Hour": (TimeFrame(1, TimeFrameUnit.Hour), 1 / 6.5),
+    "15Min": (TimeFrame(15, TimeFrameUnit.Minute), 1 / 26),
+}
+ENDED = {"canceled": "canceled", "expired": "expired", "rejected": "rejected", "replaced": "canceled",
+         "suspended": "canceled", "stopped": "canceled"}
+ASSET_TTL_S = 3600.0
+CLOCK_TTL_S = 30.0
+HISTORY_TTL_S = 60.0
+
+
+def is_crypto(symbol: str) -> bool:
+    return "/" in symbol
+
+
+def _our_symbol(symbol: str, crypto: bool) -> str:
+    """Alpaca names crypto positions BTCUSD but orders and bars BTC/USD: use the latter everywhere."""
+    if crypto and "/" not in symbol:
+        for quote in ("USDT", "USDC", "USD", "BTC"):
+            if symbol.endswith(quote) and len(symbol) > len(quote):
+                return f"{symbol[:-len(quote)]}/{quote}"
+    return symbol
+
+
+def _price(p: float) -> float:
+    """Alpaca accepts 2 decimals at or above $1 and 4 below."""
+    return round(p, 2 if p >= 1 else 4)
+
+
+def _f(value) -> float:
+    return float(value) if value not in (None, "") else 0.0
+
+
+def _order_reason(order: Order) -> str:
+    kind = str(getattr(order.type or order.order_type, "value", order.type or ""))
+    return {"stop": "stop", "stop_limit": "stop", "trailing_stop": "stop", "limit": "target"}.get(kind, "market")
+
+
+def to_ack(order: Order) -> OrderAck:
+    """Alpaca's many order states folded into ours; every state not ended, filled or partly filled
+    (new, held, pending_*...) is still working: "accepted"."""
+    status = str(getattr(order.status, "value", order.status))
+    status = "partially_filled" if status == "partially_filled" else (
+        "filled" if status == "filled" else ENDED.get(status, "accepted"))
+    crypto = str(getattr(order.asset_class, "value", order.asset_class)) == "crypto"
+    return OrderAck(
+        client_order_id=order.client_order_id,
+        broker_order_id=str(order.id),
+        status=status,
+        symbol=_our_symbol(order.symbol or "", crypto),
+        side=Side(str(getattr(order.side, "value", order.side))),
+        filled_quantity=_f(order.filled_qty),
+        filled_avg_price=_f(order.filled_avg_price) or None,
+        updated_at=order.filled_at or order.canceled_at or order.expired_at or order.failed_at or order.updated_at,
+        reason=_order_reason(order),
+    )
+
+
+def _harden(client, timeout_s: float) -> None:
+    """Give every request of an alpaca-py client a timeout and leave retrying to us (the SDK has no
+    option for either: it retries 429 and 504 with a fixed 3 s sleep and waits on a socket forever)."""
+    client._retry = 0
+    client._session.request = functools.partial(client._session.request, timeout=timeout_s)
+
+
+def _api_message(exc: APIError) -> str:
+    try:
+        return str(json.loads(str(exc)).get("message", exc))
+    except (ValueError, AttributeError):
+        return str(exc)
+
+
+class AlpacaBroker:
+    name = "alpaca"
+    io_bound = True
+
+    def __init__(self, settings: Settings) -> None:
+        key = settings.alpaca_api_key_id.get_secret_value()
+        secret = settings.alpaca_api_secret_key.get_secret_value()
+        self._trading = TradingClient(key, secret, paper=settings.alpaca_paper, url_override=settings.alpaca_trading_url)
+        self._stocks = StockHistoricalDataClient(key, secret, url_override=settings.alpaca_data_url)
+        self._crypto = CryptoHistoricalDataClient(key, secret, url_override=settings.alpaca_data_url)
+        for client in (self._trading, self._stocks, self._crypto):
+            _harden(client, settings.alpaca_timeout_seconds)
+        self._feed = DataFeed(settings.alpaca_data_feed)
+        self._timeframe, self._bar_days = TIMEFRAMES[settings.alpaca_bar_timeframe]
+        self._max_retries = settings.alpaca_max_retries
+        self._backoff_s = 0.25
+        self._assets: dict[str, tuple[float, AssetRules]] = {}
+        self._clock: tuple[float, bool] = (-1e18, False)
+        self._history: dict[str, tuple[float, int, Series]] = {}
+        self._ranges: dict[tuple[str, datetime], tuple[float, float, datetime]] = {}
+
+    # --- requests with retries ---------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T], recover: Callable[[], T | None] | None = None) -> T:
+        """fn() with bounded retries of transient failures. `recover`, tried before each retry, answers
+        instead when the failed attempt may have taken effect (a submit whose reply was lost)."""
+        for attempt in range(self._max_retries + 1):
+            try:
+                return fn()
+            except APIError as exc:
+                status = exc.status_code or 0
+                if status in (403, 422):
+                    raise OrderRejected(_api_message(exc)) from None
+                if status != 429 and status < 500:
+                    raise
+                failure = f"HTTP {status}: {_api_message(exc)}"
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                failure = f"{exc.__class__.__name__}: {exc}"
+            if attempt == self._max_retries:
+                raise BrokerUnavailable(f"alpaca {what} failed {attempt + 1} times; last: {failure}")
+            delay = random.uniform(0, self._backoff_s * 2 ** attempt)  # full jitter
+            log.warning("alpaca %s: %s; retry %d/%d in %.2fs", what, failure, attempt + 1, self._max_retries, delay)
+            time.sleep(delay)
+            if recover is not None:
+                found = recover()
+                if found is not None:
+                    return found
+        raise AssertionError("unreachable")
+
+    def _get_or_none(self, what: str, fn: Callable[[], T]) -> T | None:
+        try:
+            return self._call(what, fn)
+        except APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    # --- the Broker port -----------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def advance(self) -> list[Fill]:
+        return []
+
+    def account(self) -> Account:
+        a = self._call("account", self._trading.get_account)
+        return Account(
+            equity=_f(a.equity),
+            cash=_f(a.cash),
+            buying_power=_f(a.buying_power),
+            multiplier=max(1.0, _f(a.multiplier)),
+            shorting_enabled=bool(a.shorting_enabled),
+            gross_position_value=_f(a.long_market_value) + abs(_f(a.short_market_value)),
+            non_marginable_buying_power=_f(a.non_marginable_buying_power),
+        )
+
+    def positions(self) -> list[BrokerPosition]:
+        out = []
+        for p in self._call("positions", self._trading.get_all_positions):
+            crypto = str(getattr(p.asset_class, "value", p.asset_class)) == "crypto"
+            qty = abs(_f(p.qty)) * (-1 if str(getattr(p.side, "value", p.side)) == "short" else 1)
+            out.append(BrokerPosition(_our_symbol(p.symbol, crypto), qty, _f(p.avg_entry_price), _f(p.current_price)))
+        return out
+
+    def asset(self, symbol: str) -> AssetRules:
+        now = time.monotonic()
+        cached = self._assets.get(symbol)
+        if cached is None or now - cached[0] > ASSET_TTL_S:
+            a = self._get_or_none("asset", lambda: self._trading.get_asset(symbol))
+            if a is None:
+                raise OrderRejected(f"alpaca knows no asset {symbol!r}")
+            crypto = is_crypto(symbol)
+            cached = (now, AssetRules(
+                tradable=bool(a.tradable) and str(getattr(a.status, "value", a.status)) == "active",
+                fractionable=crypto and bool(a.fractionable),
+                shortable=not crypto and bool(a.shortable) and bool(a.easy_to_borrow),
+                marginable=not crypto and bool(a.marginable),
+                broker_stops=not crypto,
+            ))
+            self._assets[symbol] = cached
+        rules = cached[1]
+        if is_crypto(symbol):
+            return rules
+        return AssetRules(**{**rules.__dict__, "market_open": self._market_open()})
+
+    def _market_open(self) -> bool:
+        now = time.monotonic()
+        if now - self._clock[0] > CLOCK_TTL_S:
+            self._clock = (now, bool(self._call("clock", self._trading.get_clock).is_open))
+        return self._clock[1]
+
+    def history(self, symbol: str, count: int) -> Series:
+        """The last `count` completed bars (the bar still forming is left out), cached for a minute."""
+        now = time.monotonic()
+        cached = self._history.get(symbol)
+        if cached is not None and now - cached[0] < HISTORY_TTL_S and cached[1] >= count:
+            return _tail(cached[2], count)
+        series = self._bars(symbol, self._timeframe, count=count)
+        self._history[symbol] = (now, count, series)
+        return series
+
+    def _bars(self, symbol: str, timeframe: TimeFrame, *, count: int | None = None,
+              start: datetime | None = None) -> Series:
+        end = self.now()
+        if start is None:
+            start = end - timedelta(days=count * self._bar_days * 1.6 + 10)  # weekends and holidays
+        kwargs = dict(symbol_or_symbols=symbol, timeframe=timeframe, start=start, end=end)
+        if is_crypto(symbol):
+            bars = self._call("crypto bars", lambda: self._crypto.get_crypto_bars(CryptoBarsRequest(**kwargs)))
+        else:
+            request = StockBarsRequest(**kwargs, feed=self._feed)
+            bars = self._call("stock bars", lambda: self._stocks.get_stock_bars(request))
+        rows = bars.data.get(symbol, [])
+        length = _timeframe_length(timeframe)
+        rows = [b for b in rows if b.timestamp + length <= end]  # completed bars only
+        if count is not None:
+            rows = rows[-count:]
+        return Series(
+            symbol,
+            np.array([np.datetime64(b.timestamp.replace(tzinfo=None), "s") for b in rows], dtype="datetime64[s]"),
+            *(np.array([getattr(b, f) for b in rows], dtype=float) for f in ("open", "high", "low", "close", "volume")),
+        )
+
+    def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
+        """From minute bars, fetched incrementally: each poll asks only for the minutes since the last."""
+        key = (symbol, since)
+        low, high, fetched_to = self._ranges.get(key, (np.inf, -np.inf, since))
+        bars = self._bars(symbol, TimeFrame(1, TimeFrameUnit.Minute), start=fetched_to)
+        if len(bars):
+            low, high = min(low, float(bars.low.min())), max(high, float(bars.high.max()))
+            fetched_to = bars.ts[-1].astype(datetime).replace(tzinfo=timezone.utc) + timedelta(minutes=1)
+        self._ranges[key] = (low, high, fetched_to)
+        return None if low == np.inf else (low, high)
+
+    def find_order(self, client_order_id: str) -> OrderAck | None:
+        order = self._get_or_none("order lookup", lambda: self._trading.get_order_by_client_id(client_order_id))
+        return to_ack(order) if order is not None else None
+
+    def open_orders(self) -> list[OrderAck]:
+        request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
+        return [to_ack(o) for o in self._call("open orders", lambda: self._trading.get_orders(request))]
+
+    def closing_fill(self, symbol: str, side: Side, since: datetime) -> Fill | None:
+        # legs are submitted with their parent, before the position opened: ask from a day earlier
+        request = GetOrdersRequest(status=QueryOrderStatus.CLOSED, symbols=[symbol], side=OrderSide(side.value),
+                                   after=since - timedelta(days=1), limit=100)
+        for order in map(to_ack, self._call("closed orders", lambda: self._trading.get_orders(request))):
+            if order.status == "filled" and order.updated_at is not None and order.updated_at >= since:
+                return order.as_fill()
+        return None
+
+    def submit(self, order: OrderRequest) -> OrderAck:
+        existing = self.find_order(order.client_order_id)
+        if existing is not None:
+            return existing
+        quantity = order.quantity
+        if order.reduce_only:
+            quantity = self._reducible(order)
+        request = self._order_request(order, quantity)
+        placed = self._call("submit", lambda: self._trading.submit_order(request),
+                            recover=lambda: self.find_order(order.client_order_id))
+        return placed if isinstance(placed, OrderAck) else to_ack(placed)
+
+    def _reducible(self, order: OrderRequest) -> float:
+        """An exit may only shrink the position it closes (a plain sell at Alpaca would open a short). Our
+        open orders in the symbol (a bracket's legs) hold its shares, so they are canceled first."""
+        held = next((p.quantity for p in self.positions() if p.symbol == order.symbol), 0.0)
+        if held * order.side.sign >= 0:
+            raise OrderRejected(f"no {order.side.opposite.value} position in {order.symbol} to reduce")
+        for working in self.open_orders():
+            if working.symbol == order.symbol:
+                self._get_or_none("cancel", lambda: self._trading.cancel_order_by_id(working.broker_order_id))
+        return min(order.quantity, abs(held))
+
+    def _order_request(self, order: OrderRequest, quantity: float) -> MarketOrderRequest:
+        crypto = is_crypto(order.symbol)
+        fields = dict(symbol=order.symbol, side=OrderSide(order.side.value), type=OrderType.MARKET,
+                      client_order_id=order.client_order_id)
+        whole = float(quantity).is_integer()
+        if order.reduce_only or crypto or order.stop_price is None or not whole:
+            tif = TimeInForce.GTC if crypto else TimeInForce.DAY
+            return MarketOrderRequest(**fields, qty=round(quantity, 9), time_in_force=tif)
+        stop = StopLossRequest(stop_price=_price(order.stop_price))
+        if order.target_price is None:
+            return MarketOrderRequest(**fields, qty=int(quantity), time_in_force=TimeInForce.GTC,
+                                      order_class=OrderClass.OTO, stop_loss=stop)
+        return MarketOrderRequest(**fields, qty=int(quantity), time_in_force=TimeInForce.GTC,
+                                  order_class=OrderClass.BRACKET, stop_loss=stop,
+                                  take_profit=TakeProfitRequest(limit_price=_price(order.target_price)))
+
+
+def _timeframe_length(timeframe: TimeFrame) -> timedelta:
+    unit = {TimeFrameUnit.Minute: timedelta(minutes=1), TimeFrameUnit.Hour: timedelta(hours=1),
+            TimeFrameUnit.Day: timedelta(days=1)}[timeframe.unit_value]
+    return unit * timeframe.amount_value
+
+
+def _tail(s: Series, count: int) -> Series:
+    return Series(s.symbol, s.ts[-count:], s.open[-count:], s.high[-count:], s.low[-count:], s.close[-count:],
+                  s.volume[-count:])
+
+
+class TradeUpdates:
+    """Alpaca's trade-update stream on its own thread: TradingStream.run() calls asyncio.run, so it cannot
+    share the server's event loop. Each update becomes a Fill or OrderEnded handed to `on_event`."""
+
+    def __init__(self, settings: Settings, on_event: Callable[[Fill | OrderEnded], None]) -> None:
+        self._stream = TradingStream(settings.alpaca_api_key_id.get_secret_value(),
+                                     settings.alpaca_api_secret_key.get_secret_value(),
+                                     paper=settings.alpaca_paper, url_override=settings.alpaca_stream_url)
+        self._on_event = on_event
+        self._thread = threading.Thread(target=self._stream.run, name="alpaca-trade-updates", daemon=True)
+
+    def start(self) -> None:
+        self._stream.subscribe_trade_updates(self._handle)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stream._loop is not None:  # set once run() has started its loop
+            self._stream.stop()
+        self._thread.join(timeout=10)
+
+    async def _handle(self, update: TradeUpdate) -> None:
+        event = to_event(update)
+        if event is None:
+            return
+        try:
+            await asyncio.to_thread(self._on_event, event)
+        except Exception:  # one bad event must not end the stream; reconciliation repairs what it missed
+            log.exception("handling trade update %s of %s failed", update.event, update.order.client_order_id)
+
+
+def to_event(update: TradeUpdate) -> Fill | OrderEnded | None:
+    kind = str(getattr(update.event, "value", update.event))
+    ack = to_ack(update.order)
+    if kind in ("fill", "partial_fill"):
+        fill = ack.as_fill()
+        return Fill(**{**fill.__dict__, "ts": update.timestamp, "final": kind == "fill"})
+    if kind in ENDED:
+        return OrderEnded(ack.client_order_id, ack.symbol, ack.side, ENDED[kind], ack.filled_quantity,
+                          f"{kind} by the broker", update.timestamp)
+    return None
