@@ -155,7 +155,7 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    policy: Annotated[str, typer.Option(help="A PPO checkpoint path, or ppo | continuous | regime (trained per "
+    policy: Annotated[str, typer.Option(help="A PPO checkpoint path, or ppo | continuous (trained per "
                                              "window), qlearning | atr (the live engine in replay)")],
     out: Annotated[Path, typer.Option(help="Folder for report.json and the PNG plots")] = Path("runs/evaluation"),
     train_years: Annotated[int, typer.Option(min=1, help="Training window, calendar years")] = 3,
