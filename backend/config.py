@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         None, description="Redis for the event bus shared by the API and workers, e.g. redis://redis:6379/0 "
         "(empty: the embedded in-process bus)"
     )
+    redis_prefix: str = Field(
+        "sizer:", min_length=1, description="Prefix of every Redis key sizer uses (bus streams, hot trade state), "
+        "so several deployments can share one Redis"
+    )
     bus_claim_idle_ms: int = Field(
         60_000, ge=1_000, description="A Redis bus message unacknowledged this long (its consumer died) is retried"
     )
@@ -162,6 +166,12 @@ class Settings(BaseSettings):
         if self.sizer_api_key is None and self.host not in LOOPBACK_HOSTS:
             raise ValueError(f"SIZER_API_KEY must be set when HOST is {self.host!r} (not a loopback address): "
                              "anyone who can reach the API could trade")
+        if self.broker == "alpaca":
+            if self.alpaca_api_key_id is None or self.alpaca_api_secret_key is None:
+                raise ValueError("BROKER=alpaca needs ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY")
+            if not self.alpaca_paper and not self.alpaca_live_trading_confirmed:
+                raise ValueError("ALPACA_PAPER=false trades real money: it also needs "
+                                 "ALPACA_LIVE_TRADING_CONFIRMED=true; refusing to start")
         return self
 
     def bucket_edges(self) -> BucketEdges:

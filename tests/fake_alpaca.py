@@ -106,6 +106,7 @@ class FakeAlpaca:
                        "BTC/USD": Asset("BTC/USD", crypto=True, price=100.0)}
         self.orders: dict[str, FakeOrder] = {}
         self.positions: dict[str, tuple[float, float]] = {}  # symbol -> (signed qty, avg entry)
+        self.trades: dict[str, list[tuple[datetime, float]]] = {}  # symbol -> prices traded (minute bars)
         self.requests: list[tuple[str, str]] = []
         self._failures: list[tuple[str, str, int, str]] = []  # (method, path prefix, status, message)
         self._submit_delay = 0.0
@@ -176,6 +177,7 @@ class FakeAlpaca:
         """The price moves: a working stop or take-profit leg it crosses fills, and its sibling is canceled."""
         with self._lock:
             self.assets[symbol].price = price
+            self.trades.setdefault(symbol, []).append((datetime.now(UTC), price))
             for order in list(self.orders.values()):
                 if order.parent is None or not order.open or order.status == "held" or order.symbol != symbol:
                     continue
@@ -208,6 +210,7 @@ class FakeAlpaca:
 
     def _execute(self, order: FakeOrder, qty: float, price: float, notify: bool) -> None:
         now = datetime.now(UTC)
+        self.trades.setdefault(order.symbol, []).append((now, price))
         total = order.filled_qty + qty
         order.filled_avg_price = ((order.filled_avg_price or 0.0) * order.filled_qty + price * qty) / total
         order.filled_qty = total
@@ -277,15 +280,18 @@ class FakeAlpaca:
         }
 
     def bars_json(self, symbol: str, timeframe: str, start: datetime) -> list[dict]:
-        """Daily bars: a random walk ending at yesterday's close at the symbol's price. Minute bars since
-        `start`: flat at the current price (tests move prices explicitly)."""
+        """Daily bars: a random walk ending at yesterday's close at the symbol's price. Minute bars: the
+        prices traded here (fills and `move`s), the forming minute included."""
         price = self.assets[symbol].price
         now = datetime.now(UTC)
         if timeframe == "1Min":
-            t = max(start, now - timedelta(hours=2)).replace(second=0, microsecond=0)
-            minutes = int((now - t).total_seconds() // 60)
-            return [{"t": iso(t + timedelta(minutes=i)), "o": price, "h": price, "l": price, "c": price, "v": 100,
-                     "n": 1, "vw": price} for i in range(minutes)]
+            minutes: dict[datetime, list[float]] = {}
+            for ts, p in self.trades.get(symbol, []):
+                minute = ts.replace(second=0, microsecond=0)
+                if minute >= start.replace(second=0, microsecond=0):
+                    minutes.setdefault(minute, []).append(p)
+            return [{"t": iso(m), "o": ps[0], "h": max(ps), "l": min(ps), "c": ps[-1], "v": len(ps), "n": len(ps),
+                     "vw": sum(ps) / len(ps)} for m, ps in sorted(minutes.items())]
         walk = random_walk(400, start=price, seed=7)
         scale = price / walk.close[-1]
         day0 = now.replace(hour=5, minute=0, second=0, microsecond=0) - timedelta(days=400)

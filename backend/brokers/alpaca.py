@@ -238,7 +238,7 @@ class AlpacaBroker:
         return series
 
     def _bars(self, symbol: str, timeframe: TimeFrame, *, count: int | None = None,
-              start: datetime | None = None) -> Series:
+              start: datetime | None = None, completed: bool = True) -> Series:
         end = self.now()
         if start is None:
             start = end - timedelta(days=count * self._bar_days * 1.6 + 10)  # weekends and holidays
@@ -249,8 +249,8 @@ class AlpacaBroker:
             request = StockBarsRequest(**kwargs, feed=self._feed)
             bars = self._call("stock bars", lambda: self._stocks.get_stock_bars(request))
         rows = bars.data.get(symbol, [])
-        length = _timeframe_length(timeframe)
-        rows = [b for b in rows if b.timestamp + length <= end]  # completed bars only
+        if completed:
+            rows = [b for b in rows if b.timestamp + _timeframe_length(timeframe) <= end]
         if count is not None:
             rows = rows[-count:]
         return Series(
@@ -260,14 +260,15 @@ class AlpacaBroker:
         )
 
     def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
-        """From minute bars, fetched incrementally: each poll asks only for the minutes since the last."""
+        """From minute bars, the forming one included (its trades happened), fetched incrementally: each
+        poll asks only from the last minute it saw."""
         key = (symbol, since)
-        low, high, fetched_to = self._ranges.get(key, (np.inf, -np.inf, since))
-        bars = self._bars(symbol, TimeFrame(1, TimeFrameUnit.Minute), start=fetched_to)
+        low, high, fetch_from = self._ranges.get(key, (np.inf, -np.inf, since))
+        bars = self._bars(symbol, TimeFrame(1, TimeFrameUnit.Minute), start=fetch_from, completed=False)
         if len(bars):
             low, high = min(low, float(bars.low.min())), max(high, float(bars.high.max()))
-            fetched_to = bars.ts[-1].astype(datetime).replace(tzinfo=timezone.utc) + timedelta(minutes=1)
-        self._ranges[key] = (low, high, fetched_to)
+            fetch_from = bars.ts[-1].astype(datetime).replace(tzinfo=timezone.utc)
+        self._ranges[key] = (low, high, fetch_from)
         return None if low == np.inf else (low, high)
 
     def find_order(self, client_order_id: str) -> OrderAck | None:
@@ -347,6 +348,8 @@ class TradeUpdates:
                                      settings.alpaca_api_secret_key.get_secret_value(),
                                      paper=settings.alpaca_paper, url_override=settings.alpaca_stream_url)
         self._on_event = on_event
+        # at DEBUG, websockets logs every frame sent, the authentication frame with the secret key included
+        logging.getLogger("websockets.client").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
         self._thread = threading.Thread(target=self._stream.run, name="alpaca-trade-updates", daemon=True)
 
     def start(self) -> None:
@@ -354,8 +357,11 @@ class TradeUpdates:
         self._thread.start()
 
     def stop(self) -> None:
-        if self._stream._loop is not None:  # set once run() has started its loop
+        loop = self._stream._loop  # set once run() has started
+        if loop is not None and loop.is_running():
             self._stream.stop()
+            # the stream notices a stop only between 5 s receive timeouts; closing the socket wakes it now
+            asyncio.run_coroutine_threadsafe(self._stream.close(), loop).result(timeout=5)
         self._thread.join(timeout=10)
 
     async def _handle(self, update: TradeUpdate) -> None:

@@ -1,0 +1,252 @@
+"""The whole loop against Alpaca's API as alpaca-py sees it: the real TradingClient, StockHistoricalDataClient
+and TradingStream pointed at a fake Alpaca server on 127.0.0.1, and the real stores."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from backend.bootstrap import build_app
+from backend.brokers.base import BrokerUnavailable
+from backend.config import ConfigError, load_settings
+from backend.domain.model import Side, Signal
+from backend.execution.executor import client_order_id
+from backend.store.tables import OutcomeRow, QValueRow
+from tests.conftest import make_settings
+from tests.fake_alpaca import FakeAlpaca
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def fake():
+    server = FakeAlpaca().start()
+    yield server
+    server.stop()
+
+
+def start_app(fake: FakeAlpaca, db_url: str, **overrides):
+    settings = make_settings(database_url=db_url, rl_sizing_min_state_visits=0, rl_sizing_epsilon=0.0,
+                             rl_sizing_epsilon_min=0.0, **{**fake.settings(), **overrides})
+    app = build_app(settings)
+    wait_for(lambda: fake.streaming, what="the trade-update stream to connect")
+    return app
+
+
+@pytest.fixture
+def app(fake, db_url):
+    app = start_app(fake, db_url)
+    yield app
+    app.close()
+
+
+def trade(app, signal_id: str):
+    return app.store.trade_for_signal(signal_id)
+
+
+def outcomes(app) -> int:
+    with app.store.session() as s:
+        return s.scalar(select(func.count()).select_from(OutcomeRow))
+
+
+def test_open_fill_bracket_exit_and_reward(app, fake):
+    result = app.executor.handle(Signal("a-1", "SPY", Side.BUY, 0.8, stop_price=95.0, target_price=110.0))
+    assert result.status == "placed", result.reason
+    order = fake.by_cid(client_order_id("a-1"))
+    # whole shares, the stop and target travelling with the entry as a bracket that outlives the day
+    assert order.order_class == "bracket" and order.time_in_force == "gtc" and order.qty == int(order.qty)
+    assert {(leg.type, leg.stop_price or leg.limit_price) for leg in order.legs} == {("stop", 95.0), ("limit", 110.0)}
+    assert result.decision["leverage"] <= 4.0  # the account's multiplier
+
+    fake.fill(order.client_order_id, price=100.0)
+    t = wait_for(lambda: trade(app, "a-1").status == "open" and trade(app, "a-1"), what="the entry fill")
+    assert t.entry_price == 100.0 and t.quantity == order.qty
+
+    fake.move("SPY", 97.0)  # an adverse move, marked by the poll from minute bars
+    app.advance_clock()
+    assert trade(app, "a-1").max_adverse_pct > 0
+
+    fake.move("SPY", 110.0)  # the take-profit leg fills, the stop leg is canceled
+    t = wait_for(lambda: trade(app, "a-1").status == "closed" and trade(app, "a-1"), what="the bracket exit")
+    assert t.exit_reason == "target" and t.exit_price == 110.0
+    assert t.pnl_usd == pytest.approx(10.0 * order.qty)
+    with app.store.session() as s:
+        outcome = s.scalar(select(OutcomeRow))
+        q = s.get(QValueRow, (t.rl_state_key, t.rl_action_key))
+    assert outcome.trade_id == t.id and outcome.max_drawdown_pct > 0 and outcome.won
+    assert q.visits == 1 and q.q == pytest.approx(app.settings.rl_sizing_alpha * outcome.reward)
+
+
+def test_partial_fills_update_the_trade(app, fake):
+    app.executor.handle(Signal("p-1", "SPY", Side.BUY, 0.8, stop_price=90.0))
+    order = fake.by_cid(client_order_id("p-1"))
+    assert order.order_class == "oto"  # a stop and no target
+    part = order.qty // 2
+    fake.fill(order.client_order_id, qty=part, price=100.0)
+    wait_for(lambda: trade(app, "p-1").quantity == part, what="the partial fill")
+    assert trade(app, "p-1").status == "open"
+    fake.fill(order.client_order_id, price=101.0)
+    t = wait_for(lambda: trade(app, "p-1").quantity == order.qty and trade(app, "p-1"), what="the rest")
+    assert t.entry_price == pytest.approx((100.0 * part + 101.0 * (order.qty - part)) / order.qty)
+
+
+def test_a_rejection_carries_the_brokers_message_and_leaves_no_trade(app, fake):
+    fake.fail_next("POST", "/v2/orders", 403, "insufficient buying power")
+    result = app.executor.handle(Signal("r-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
+    assert result.status == "rejected" and "insufficient buying power" in result.reason
+    assert trade(app, "r-1").status == "rejected" and app.store.active_trade("SPY") is None
+    # a rejection reported later on the stream settles a pending trade too
+    app.executor.handle(Signal("r-2", "SPY", Side.BUY, 0.8, stop_price=95.0))
+    fake.cancel(client_order_id("r-2"), status="rejected")
+    wait_for(lambda: trade(app, "r-2").status == "rejected", what="the streamed rejection")
+    assert "rejected" in trade(app, "r-2").reason
+
+
+def test_a_timed_out_submit_is_found_not_repeated(app, fake):
+    fake.delay_next_submit(2.0)  # the order is made, the answer comes after the client's 0.5 s timeout
+    result = app.executor.handle(Signal("t-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
+    assert result.status == "placed"
+    cid = client_order_id("t-1")
+    assert [o.client_order_id for o in fake.orders.values()].count(cid) == 1
+    assert fake.requests.count(("GET", "/v2/orders:by_client_order_id")) >= 2  # before submit, and after the timeout
+
+
+def test_transient_failures_are_retried_and_bounded(app, fake):
+    fake.fail_next("GET", "/v2/account", 503, times=2)
+    fake.fail_next("GET", "/v2/account", 429)
+    assert app.broker.account().equity == 100_000.0
+    fake.fail_next("GET", "/v2/account", 500, times=10)
+    with pytest.raises(BrokerUnavailable, match="4 times"):
+        app.broker.account()
+
+
+def test_a_position_closed_by_hand_is_rewarded(app, fake):
+    app.executor.handle(Signal("h-1", "SPY", Side.BUY, 0.8, stop_price=95.0, target_price=120.0))
+    fake.fill(client_order_id("h-1"), price=100.0)
+    wait_for(lambda: trade(app, "h-1").status == "open", what="the entry")
+    fake.close_by_hand("SPY", 103.0)
+    t = wait_for(lambda: trade(app, "h-1").status == "closed" and trade(app, "h-1"), what="the close")
+    assert t.exit_price == 103.0 and outcomes(app) == 1
+
+
+def test_a_close_the_stream_missed_is_found_by_the_poll(app, fake):
+    app.executor.handle(Signal("m-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
+    fake.fill(client_order_id("m-1"), price=100.0)
+    wait_for(lambda: trade(app, "m-1").status == "open", what="the entry")
+    fake.close_by_hand("SPY", 98.0, notify=False)
+    app.advance_clock()
+    t = trade(app, "m-1")
+    assert t.status == "closed" and t.exit_price == 98.0 and outcomes(app) == 1
+    app.advance_clock()
+    assert outcomes(app) == 1
+
+
+def test_a_time_limit_cancels_the_legs_then_exits(app, fake):
+    app.executor.handle(Signal("x-1", "SPY", Side.BUY, 0.8, stop_price=95.0, target_price=120.0,
+                               time_limit_hours=1e-6))
+    entry = fake.by_cid(client_order_id("x-1"))
+    fake.fill(entry.client_order_id, price=100.0)
+    wait_for(lambda: trade(app, "x-1").status == "open", what="the entry")
+    app.advance_clock()
+    assert trade(app, "x-1").status == "closing"
+    assert all(leg.status == "canceled" for leg in entry.legs)  # they held the shares
+    exit_order = fake.by_cid(client_order_id("x-1") + "-x")
+    assert exit_order.side == "sell" and exit_order.qty == entry.qty and exit_order.order_class == "simple"
+    fake.fill(exit_order.client_order_id, price=101.0)
+    t = wait_for(lambda: trade(app, "x-1").status == "closed" and trade(app, "x-1"), what="the exit")
+    assert t.exit_reason == "time_limit" and t.exit_price == 101.0
+
+
+def test_an_exit_canceled_by_the_broker_is_tried_again_under_a_new_id(app, fake):
+    app.executor.handle(Signal("c-1", "SPY", Side.BUY, 0.8, stop_price=95.0, time_limit_hours=1e-6))
+    fake.fill(client_order_id("c-1"), price=100.0)
+    wait_for(lambda: trade(app, "c-1").status == "open", what="the entry")
+    app.advance_clock()
+    fake.cancel(client_order_id("c-1") + "-x")
+    wait_for(lambda: trade(app, "c-1").status == "open", what="the trade to reopen")
+    app.advance_clock()
+    assert trade(app, "c-1").status == "closing"
+    assert fake.by_cid(client_order_id("c-1") + "-x2").status == "new"
+
+
+def test_crypto_is_unleveraged_long_only_and_its_stop_is_watched(app, fake):
+    sell = app.executor.handle(Signal("k-0", "BTC/USD", Side.SELL, 0.8, stop_price=110.0))
+    assert sell.status == "rejected" and "sold short" in sell.reason
+    result = app.executor.handle(Signal("k-1", "BTC/USD", Side.BUY, 0.8, stop_price=95.0))
+    assert result.status == "placed" and result.decision["leverage"] == 1.0
+    order = fake.by_cid(client_order_id("k-1"))
+    assert order.order_class == "simple" and order.time_in_force == "gtc" and not order.legs
+    fake.fill(order.client_order_id, price=100.0)
+    wait_for(lambda: trade(app, "k-1").status == "open", what="the entry")
+    fake.move("BTC/USD", 94.0)  # through the stop: nobody at the broker holds it, the monitor does
+    app.advance_clock()
+    exit_order = fake.by_cid(client_order_id("k-1") + "-x")
+    fake.fill(exit_order.client_order_id, price=94.0)
+    t = wait_for(lambda: trade(app, "k-1").status == "closed" and trade(app, "k-1"), what="the stop")
+    assert t.exit_reason == "stop"
+
+
+def test_signals_while_the_market_is_closed_are_refused(app, fake):
+    fake.market_open = False
+    app.broker._clock = (-1e18, True)  # forget the cached clock
+    result = app.executor.handle(Signal("z-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
+    assert result.status == "rejected" and "closed" in result.reason and not fake.orders
+
+
+def test_restart_reconciles_the_store_with_the_account(fake, db_url):
+    app = start_app(fake, db_url)
+    app.executor.handle(Signal("s-1", "SPY", Side.BUY, 0.8, stop_price=95.0))  # will fill while sizer is down
+    fake.assets["QQQ"] = fake.assets["SPY"].__class__("QQQ", price=200.0)
+    app.executor.handle(Signal("s-2", "QQQ", Side.BUY, 0.8, stop_price=190.0))  # will be closed by hand while down
+    fake.fill(client_order_id("s-2"), price=200.0)
+    wait_for(lambda: trade(app, "s-2").status == "open", what="the entry")
+    app.close()
+
+    fake.fill(client_order_id("s-1"), price=100.0, notify=False)
+    fake.close_by_hand("QQQ", 204.0, notify=False)
+    fake.assets["IWM"] = fake.assets["SPY"].__class__("IWM", price=50.0)
+    fake.positions["IWM"] = (10.0, 50.0)  # bought outside sizer
+
+    app = start_app(fake, db_url)
+    try:
+        assert trade(app, "s-1").status == "open" and trade(app, "s-1").entry_price == 100.0  # repaired by order id
+        assert trade(app, "s-2").status == "closed" and trade(app, "s-2").exit_price == 204.0
+        assert outcomes(app) == 1
+        differences = app.reconciliation.differences
+        assert any("entry fill" in d and "SPY" in d for d in differences)
+        assert any("closed outside sizer" in d and "QQQ" in d for d in differences)
+        assert any("IWM" in d and "not a sizer trade" in d for d in differences)
+    finally:
+        app.close()
+
+
+def test_live_trading_needs_both_settings(fake):
+    base = dict(fake.settings(), alpaca_paper=False)
+    with pytest.raises(ConfigError, match="ALPACA_LIVE_TRADING_CONFIRMED"):
+        load_settings(_env_file=None, **base)
+    with pytest.raises(ConfigError, match="ALPACA_API_KEY_ID"):
+        load_settings(_env_file=None, broker="alpaca")
+    assert load_settings(_env_file=None, **base, alpaca_live_trading_confirmed=True).alpaca_paper is False
+
+
+def test_keys_are_never_logged(fake, sqlite_url, caplog):
+    caplog.set_level(logging.DEBUG)
+    app = start_app(fake, sqlite_url)
+    try:
+        app.executor.handle(Signal("l-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
+        fake.fail_next("GET", "/v2/account", 500, times=10)
+        with pytest.raises(BrokerUnavailable):
+            app.broker.account()
+    finally:
+        app.close()
+    assert "secret-test" not in caplog.text and "secret-test" not in repr(app.settings)
