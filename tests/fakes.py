@@ -36,6 +36,9 @@ class StaticBroker:
     def now(self) -> datetime:
         return datetime(2020, 1, 1, tzinfo=timezone.utc)
 
+    def health(self) -> str:
+        return "ok (static)"
+
     def account(self) -> Account:
         return self._account
 

@@ -132,6 +132,7 @@ class AlpacaBroker:
         self._feed = DataFeed(settings.alpaca_data_feed)
         self._timeframe, self._bar_days = TIMEFRAMES[settings.alpaca_bar_timeframe]
         self._max_retries = settings.alpaca_max_retries
+        self._paper = settings.alpaca_paper
         self._backoff_s = 0.25
         self._assets: dict[str, tuple[float, AssetRules]] = {}
         self._clock: tuple[float, bool] = (-1e18, False)
@@ -176,6 +177,10 @@ class AlpacaBroker:
     # --- the Broker port -----------------------------------------------------------------------------
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
+
+    def health(self) -> str:
+        clock = self._trading.get_clock()  # once, without retries: health must answer quickly
+        return f"ok (alpaca {'paper' if self._paper else 'LIVE'}, market {'open' if clock.is_open else 'closed'})"
 
     def advance(self) -> list[Fill]:
         return []

@@ -66,6 +66,9 @@ class Broker(Protocol):
 
     def now(self) -> datetime: ...
 
+    def health(self) -> str:
+        """One cheap, unretried probe of the broker, in words; raises while it is unreachable."""
+
     def advance(self) -> list[Fill]:
         """Move a simulated clock one bar and return its fills; a real broker's clock moves by itself
         (its fills arrive as events) and this returns nothing."""

@@ -84,6 +84,9 @@ class SimBroker:
     def now(self) -> datetime:
         return _as_datetime(self._ts[self._i])
 
+    def health(self) -> str:
+        return f"ok (sim, {self.now():%Y-%m-%d})"
+
     def advance(self) -> list[Fill]:
         """Show the next bar: fill pending orders at its open, then bracket legs within its range."""
         with self._lock:

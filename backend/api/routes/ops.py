@@ -21,7 +21,7 @@ router = APIRouter(tags=["ops"])
 def healthz(sizer: Sizer, response: Response) -> dict:
     """One cheap probe per dependency (a query, a clock read, a PING); 503 `degraded` while any is down."""
     probes = {"database": lambda: _database(sizer),
-              "broker": lambda: f"ok ({sizer.broker.name}, {sizer.broker.now():%Y-%m-%d})"}
+              "broker": sizer.broker.health}
     if sizer.settings.redis_url:
         probes["redis"] = lambda: "ok" if _redis(sizer.settings.redis_url).ping() else "down: no PONG"
     checks = {name: _probe(probe) for name, probe in probes.items()}
