@@ -137,7 +137,7 @@ class AlpacaBroker:
         self._assets: dict[str, tuple[float, AssetRules]] = {}
         self._clock: tuple[float, bool] = (-1e18, False)
         self._history: dict[str, tuple[float, int, Series]] = {}
-        self._ranges: dict[tuple[str, datetime], tuple[float, float, datetime]] = {}
+        self._ranges: dict[str, tuple[datetime, float, float, datetime]] = {}  # symbol -> since, low, high, next
 
     # --- requests with retries ---------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T], recover: Callable[[], T | None] | None = None) -> T:
@@ -148,6 +148,8 @@ class AlpacaBroker:
                 return fn()
             except APIError as exc:
                 status = exc.status_code or 0
+                if status == 401:
+                    raise BrokerUnavailable(f"alpaca refused the API keys: {_api_message(exc)}") from None
                 if status in (403, 422):
                     raise OrderRejected(_api_message(exc)) from None
                 if status != 429 and status < 500:
@@ -267,13 +269,14 @@ class AlpacaBroker:
     def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
         """From minute bars, the forming one included (its trades happened), fetched incrementally: each
         poll asks only from the last minute it saw."""
-        key = (symbol, since)
-        low, high, fetch_from = self._ranges.get(key, (np.inf, -np.inf, since))
+        seen_since, low, high, fetch_from = self._ranges.get(symbol, (since, np.inf, -np.inf, since))
+        if seen_since != since:  # another trade in the symbol (one active trade per symbol): start afresh
+            low, high, fetch_from = np.inf, -np.inf, since
         bars = self._bars(symbol, TimeFrame(1, TimeFrameUnit.Minute), start=fetch_from, completed=False)
         if len(bars):
             low, high = min(low, float(bars.low.min())), max(high, float(bars.high.max()))
             fetch_from = bars.ts[-1].astype(datetime).replace(tzinfo=timezone.utc)
-        self._ranges[key] = (low, high, fetch_from)
+        self._ranges[symbol] = (since, low, high, fetch_from)
         return None if low == np.inf else (low, high)
 
     def find_order(self, client_order_id: str) -> OrderAck | None:

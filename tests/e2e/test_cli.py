@@ -77,6 +77,14 @@ def test_a_bad_setting_stops_start_up_naming_it(env):
     assert "RL_SIZING_ALPHA" in r.stderr and "RM_MAX_LEVERAGE" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_live_trading_is_refused_without_the_second_setting(env):
+    live = {**env, "BROKER": "alpaca", "ALPACA_API_KEY_ID": "PKLIVE", "ALPACA_API_SECRET_KEY": "do-not-print-me",
+            "ALPACA_PAPER": "false"}
+    r = sizer("serve", env=live)
+    assert r.returncode == 2 and "ALPACA_LIVE_TRADING_CONFIRMED=true" in r.stderr and "Traceback" not in r.stderr
+    assert "do-not-print-me" not in r.stderr + r.stdout
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
