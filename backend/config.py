@@ -5,6 +5,7 @@ start-up with a message naming the variable (see `load_settings`).
 """
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -183,6 +184,32 @@ class Settings(BaseSettings):
             exposure=self.rl_state_exposure_edges,
             performance=self.rl_state_performance_edges,
         )
+
+
+ENV_EXAMPLE_HEADER = """\
+# sizer configuration. Copy to .env and edit; every variable is optional (these are the defaults).
+# Lists are JSON. An empty value means the default. A bad value stops start-up with a message naming it.
+"""
+
+
+def env_example() -> str:
+    """`.env.example` as it must read: every setting with its description and default (paths and unset
+    values left empty). Regenerate with
+    `.venv/bin/python -c 'import backend.config as c; print(c.env_example(), end="")' > .env.example`."""
+    defaults = Settings(_env_file=None)
+
+    def shown(value) -> str:
+        if value is None or isinstance(value, Path):
+            return ""
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, (tuple, list)):
+            return json.dumps(list(value))
+        return value.isoformat() if isinstance(value, date) else str(value)
+
+    lines = [f"# {f.description}\n{name.upper()}={shown(getattr(defaults, name))}\n"
+             for name, f in Settings.model_fields.items()]
+    return ENV_EXAMPLE_HEADER + "\n" + "".join(lines)
 
 
 class ConfigError(Exception):

@@ -1,6 +1,6 @@
 import pytest
 
-from backend.config import ConfigError, Settings, load_settings
+from backend.config import ConfigError, Settings, env_example, load_settings
 
 
 def test_defaults_are_valid_and_mirror_env_example():
@@ -8,6 +8,7 @@ def test_defaults_are_valid_and_mirror_env_example():
     assert s.database_url.startswith("sqlite:///") and s.broker == "sim"
     names = {line.split("=")[0] for line in open(".env.example") if "=" in line and not line.startswith("#")}
     assert names == {f.upper() for f in Settings.model_fields}
+    assert open(".env.example").read() == env_example(), "regenerate .env.example (see backend.config.env_example)"
 
 
 @pytest.mark.parametrize(
