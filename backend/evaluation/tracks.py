@@ -15,6 +15,7 @@ import torch
 
 from backend.rl.env import EnvConfig, MarketTensors, SizingEnv
 from backend.rl.observation import ObservationSpec
+from backend.rl.regime_env import RegimeEnv, portfolio_step
 
 
 @dataclass(frozen=True)
@@ -41,18 +42,6 @@ def chain(tracks: list[Track]) -> Track:
                  None if any(a is None for a in actions) else np.concatenate(actions))
 
 
-def portfolio_step(held, target, asset_return, cost_rate: float):
-    """One bar of a portfolio rebalanced at the close from weights `held` to `target` (fractions of equity
-    per asset, the rest in cash at 0%), paying cost_rate per unit traded, then holding over the bar.
-    Works on numpy arrays and torch tensors alike, batched over leading dimensions.
-
-    Returns (growth of the account over the bar, drifted weights at the next close, traded / equity)."""
-    traded = abs(target - held).sum(-1)
-    gross = 1 + (target * asset_return).sum(-1)
-    growth = (1 - cost_rate * traded) * gross
-    return growth, target * (1 + asset_return) / gross[..., None], traded
-
-
 def weights_track(close: np.ndarray, target: np.ndarray, cost_rate: float) -> Track:
     """A constant-weight portfolio over closes (S, n), rebalanced to `target` (S,) every close; it starts in
     cash, so the first bar pays for buying in."""
@@ -76,10 +65,23 @@ def sizing_track(act: Act, market: MarketTensors, spec: ObservationSpec, cfg: En
     """A sizing policy plays every series of `market` from bar `start` (its first decision, after that
     bar's close) to the last bar, each series with an equal share of the capital, no ruin stop."""
     n_series, n_bars = market.close.shape[0], market.close.shape[1] - 1 - start
-    cfg = replace(cfg, episode_bars=n_bars, ruin_pct=0.0)
-    env = env_type(market, spec, cfg, n_series, auto_reset=False)
-    obs, mask = env.reset(starts=torch.full((n_series,), start), series=torch.arange(n_series))
-    capital = cfg.initial_account_value * n_series
+    env = env_type(market, spec, replace(cfg, episode_bars=n_bars, ruin_pct=0.0), n_series, auto_reset=False)
+    return _play(act, env, env.reset(starts=torch.full((n_series,), start), series=torch.arange(n_series)), n_bars)
+
+
+@torch.no_grad()
+def regime_track(act: Act, market: MarketTensors, spec: ObservationSpec, cfg: EnvConfig, start: int) -> Track:
+    """The regime policy holds the series of `market` in one account from bar `start` (its first decision,
+    after that bar's close) to the last bar, no ruin stop."""
+    n_bars = market.close.shape[1] - 1 - start
+    env = RegimeEnv(market, spec, replace(cfg, episode_bars=n_bars, ruin_pct=0.0), 1, auto_reset=False)
+    return _play(act, env, env.reset(starts=torch.tensor([start])), n_bars)
+
+
+def _play(act: Act, env: SizingEnv | RegimeEnv, first: tuple[torch.Tensor, torch.Tensor], n_bars: int) -> Track:
+    """Runs a freshly reset environment for n_bars; exposure is what is held coming into each decision."""
+    obs, mask = first
+    capital = float(env.account.sum())
     equity, exposure, turnover, actions = [1.0], [], [], []
     for _ in range(n_bars):
         action = act(obs, mask)

@@ -57,6 +57,11 @@ class EnvConfig:
     min_trade_value: float = 0.0
     """Orders smaller than this (USD) are not placed (seed 003's continuous environment uses 25)."""
 
+    @property
+    def cost_rate(self) -> float:
+        """Slippage plus commission per unit traded: what every track in the evaluation pays."""
+        return (self.commission_bps + self.slippage_bps) / 1e4
+
 
 @dataclass(frozen=True)
 class MarketTensors:
@@ -85,8 +90,19 @@ class MarketTensors:
         )
 
 
+def decision_bars(market: MarketTensors, window: int) -> tuple[int, int]:
+    """The first bar whose whole window is defined on every series, and the last that still has a next bar."""
+    t_count = market.close.shape[1]
+    complete = market.valid.all(dim=0)
+    t_min = (int(torch.nonzero(complete)[0]) if complete.any() else t_count) + window - 1
+    if t_count - 2 - t_min < 2:
+        raise ValueError(f"the data holds {t_count} bars: too few for a window of {window} and warm-up")
+    return t_min, t_count - 2
+
+
 class SizingEnv:
     continuous = False  # discrete actions, masked
+    action_names = ACTION_NAMES
 
     def __init__(self, market: MarketTensors, spec: ObservationSpec, config: EnvConfig, n_envs: int,
                  seed: int = 0, auto_reset: bool = True) -> None:
@@ -95,12 +111,7 @@ class SizingEnv:
         self.market, self.spec, self.cfg, self.n = market, spec, config, n_envs
         self.auto_reset = auto_reset
         self.device = market.features.device
-        s_count, t_count, _ = market.features.shape
-        first_valid = int(torch.nonzero(market.valid.all(dim=0))[0]) if market.valid.any() else t_count
-        self._t_min = first_valid + spec.window - 1  # the first bar whose whole window is defined
-        self._t_max = t_count - 2  # the last bar that still has a next bar to fill at
-        if self._t_max - self._t_min < 2:
-            raise ValueError(f"the data holds {t_count} bars: too few for a window of {spec.window} and warm-up")
+        self._t_min, self._t_max = decision_bars(market, spec.window)
         self._offsets = torch.arange(-spec.window + 1, 1, device=self.device)
         self._gen = torch.Generator(device=self.device).manual_seed(seed)
         self._sizes = torch.tensor(SIZE, device=self.device)
@@ -170,7 +181,7 @@ class SizingEnv:
         return action
 
     def action_labels(self, action: torch.Tensor) -> np.ndarray:
-        return np.asarray(ACTION_NAMES)[self.action_class(action).cpu().numpy()]
+        return np.asarray(self.action_names)[self.action_class(action).cpu().numpy()]
 
     def _order(self, action: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(direction, dollars, invalid) of the order an action asks for, given the position's value at the

@@ -1,4 +1,4 @@
-"""Masked PPO for the sizing environment, in the style of CleanRL's ppo.py: read it top to bottom.
+"""Masked PPO for the sizing and regime environments, in the style of CleanRL's ppo.py: read it top to bottom.
 
 Config -> environment -> Agent (MLP, or a GRU over the feature window) -> preallocated rollout tensors
 (n_steps, n_envs, ...) -> GAE -> clipped surrogate with entropy bonus, value loss, gradient clipping and a
@@ -6,7 +6,8 @@ linearly annealed learning rate. Invalid actions are masked out of the categoric
 and at inference. Logged names: losses/policy_loss, losses/value_loss, losses/entropy, losses/approx_kl,
 losses/clipfrac, charts/SPS, charts/episodic_return and the collapse monitor: collapse/dominance,
 collapse/action_entropy, collapse/repeats (mean run of one action), collapse/trade_frequency. With a
-continuous environment the policy is a Gaussian and the monitor counts the env's named action classes.
+continuous environment the policy is a Gaussian and the monitor counts the env's named action classes. The
+policy has as many actions as the environment names, and reads its observation layout from `env.spec`.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from torch import nn
 from torch.distributions import Categorical, Normal
 
 from backend.rl.env import N_ACTIONS, EnvConfig, SizingEnv
-from backend.rl.observation import ACCOUNT_FEATURES, ObservationSpec
+from backend.rl.observation import ObservationSpec
+from backend.rl.regime_env import RegimeEnv
 
 
 @dataclass
@@ -89,7 +91,7 @@ class Agent(nn.Module):
         super().__init__()
         self.continuous = continuous
         self.window, self.n_features = spec.window, len(spec.market_features)
-        self.n_account = len(ACCOUNT_FEATURES)
+        self.n_account = len(spec.account_features)
         self.gru = nn.GRU(self.n_features, hidden, batch_first=True) if gru else None
         encoded = (hidden if gru else self.window * self.n_features) + self.n_account
         self.trunk = nn.Sequential(layer_init(nn.Linear(encoded, hidden)), nn.Tanh(),
@@ -138,13 +140,14 @@ def collapse_stats(action_counts: torch.Tensor) -> tuple[float, float]:
 
 def train(
     config: PPOConfig,
-    env: SizingEnv,
+    env: SizingEnv | RegimeEnv,
     out_dir: Path | None = None,
     on_update: Callable[[int, int, dict], None] | None = None,
 ) -> tuple[Agent, list[dict]]:
     torch.manual_seed(config.seed)
     device = env.device
-    agent = Agent(env.spec, config.hidden, config.gru, continuous=env.continuous).to(device)
+    n_classes = len(env.action_names)
+    agent = Agent(env.spec, config.hidden, config.gru, n_classes, env.continuous).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
 
     n, steps = env.n, config.n_steps
@@ -170,7 +173,7 @@ def train(
         if config.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (update - 1.0) / n_updates) * config.learning_rate
         episode_returns: list[torch.Tensor] = []
-        action_counts = torch.zeros(N_ACTIONS, device=device)
+        action_counts = torch.zeros(n_classes, device=device)
         invalid = switches = trades = 0
 
         # --- rollout -------------------------------------------------------------------------------
@@ -191,7 +194,7 @@ def train(
             rewards[step] = reward
             done = (terminated | truncated).float()
             action_class = env.action_class(action)
-            action_counts += torch.bincount(action_class, minlength=N_ACTIONS)
+            action_counts += torch.bincount(action_class, minlength=n_classes)
             switches += int((action_class != last_class).sum())
             last_class = action_class
             trades += int((info["traded"] > 0).sum())
