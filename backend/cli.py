@@ -155,8 +155,8 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    policy: Annotated[str, typer.Option(help="A PPO checkpoint path, or ppo | continuous (trained per "
-                                             "window), qlearning | atr (the live engine in replay)")],
+    policy: Annotated[str, typer.Option(help="A PPO checkpoint path, or ppo | continuous | regime (trained "
+                                             "per window), qlearning | atr (the live engine in replay)")],
     out: Annotated[Path, typer.Option(help="Folder for report.json and the PNG plots")] = Path("runs/evaluation"),
     train_years: Annotated[int, typer.Option(min=1, help="Training window, calendar years")] = 3,
     test_years: Annotated[int, typer.Option(min=1, help="Test window, calendar years (the roll step)")] = 1,
@@ -201,10 +201,9 @@ def evaluate_cmd(
     if not wins:
         raise typer.BadParameter("no walk-forward window fits the data after the policy's training end",
                                  param_hint="--train-years/--test-years")
-    cfg = EnvConfig()
     with Progress() as progress:
         task = progress.add_task(f"evaluate {name}", total=len(wins))
-        result, tracks = walk_forward(name, run, series, wins, (cfg.commission_bps + cfg.slippage_bps) / 1e4, seed,
+        result, tracks = walk_forward(name, run, series, wins, EnvConfig().cost_rate, seed,
                                       on_window=lambda i, n: progress.update(task, completed=i))
     result.update(notes=notes, config={"policy": policy, "train_years": train_years, "test_years": test_years,
                                        "steps": steps, "seed": seed})

@@ -1,24 +1,32 @@
 """The policies `sizer evaluate` scores, each as a function (series, window) -> test Track.
 
-A checkpoint is played as trained; `ppo` and `continuous` train a fresh sizing policy on each window's training
-bars (its observation statistics from those bars only); `qlearning` and `atr` run the live engine in replay.
+A checkpoint is played as trained; `ppo` and `continuous` train a fresh sizing policy, `regime` a fresh GRU regime
+trader, on each window's training bars (observation statistics from those bars only); `qlearning` and `atr` run
+the live engine in replay.
 """
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from backend.data.bundled import Series
-from backend.evaluation.tracks import Track, replay_track, sizing_track
+from backend.evaluation.tracks import Track, regime_track, replay_track, sizing_track
 from backend.evaluation.walkforward import Policy, Window
 from backend.rl import checkpoint
 from backend.rl.env import ContinuousSizingEnv, EnvConfig, MarketTensors, SizingEnv
 from backend.rl.observation import ObservationSpec, fit_spec, market_features
 from backend.rl.ppo import PPOConfig, train
+from backend.rl.regime_env import RegimeEnv
 
-TRAINABLE = ("ppo", "continuous")
+TRAINABLE = {  # name -> (environment, how its test track is played, trainer settings)
+    "ppo": (SizingEnv, sizing_track, {}),
+    "continuous": (ContinuousSizingEnv, partial(sizing_track, env_type=ContinuousSizingEnv),
+                   {"env": EnvConfig(min_trade_value=25.0)}),  # seed 003's $25 minimum trade
+    "regime": (RegimeEnv, regime_track, {"gru": True}),
+}
 REPLAYED = ("qlearning", "atr")
 
 
@@ -62,10 +70,10 @@ def small_ppo(steps: int, seed: int, **overrides) -> PPOConfig:
 
 
 def trained_policy(kind: str, steps: int, seed: int, window: int = 32) -> Policy:
-    """`ppo`: the discrete sizing environment; `continuous`: its Box(-1, 1) variant with seed 003's $25
-    minimum trade, trained by the same PPO with a Gaussian head."""
-    env_type = ContinuousSizingEnv if kind == "continuous" else SizingEnv
-    config = small_ppo(steps, seed, env=EnvConfig(min_trade_value=25.0 if kind == "continuous" else 0.0))
+    """`ppo`: the discrete sizing environment; `continuous`: its Box(-1, 1) variant, trained by the same PPO
+    with a Gaussian head; `regime`: the multi-asset regime environment with a GRU policy."""
+    env_type, play, settings = TRAINABLE[kind]
+    config = small_ppo(steps, seed, **settings)
 
     def run(series: list[Series], w: Window) -> Track:
         ts = series[0].ts
@@ -75,6 +83,6 @@ def trained_policy(kind: str, steps: int, seed: int, window: int = 32) -> Policy
         market = MarketTensors.build(series, spec, start=ts[w.train_start], end=ts[w.train_end])
         agent, _ = train(config, env_type(market, spec, config.env, config.n_envs, seed=seed))
         agent.eval()
-        return sizing_track(agent.greedy, test_market(series, w, spec), spec, config.env, spec.window - 1, env_type)
+        return play(agent.greedy, test_market(series, w, spec), spec, config.env, spec.window - 1)
 
     return run

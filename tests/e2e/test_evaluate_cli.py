@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
@@ -29,6 +30,21 @@ def test_evaluate_a_checkpoint_writes_the_report_and_plots(tmp_path):
     for name in ("equity.png", "drawdown.png", "actions.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
     assert "sharpe_non_negative" in result.output
+
+
+def test_evaluate_the_regime_trader_trains_per_window_and_plots_its_regimes(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--policy", "regime", "--steps", "4096", "--out", str(tmp_path),
+                                      "--max-windows", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    window = report["windows"][0]
+    assert {"regime", "equal_weight", "buy_hold_SP500", "buy_hold_NASDAQ", "kelly"} <= set(window["scores"])
+    assert report["cost_bps"] == pytest.approx(3.0) and report["aggregate"]["windows"] == 1
+    assert set(window["criteria"]) == {"sharpe_non_negative", "sharpe_vs_best_buy_hold", "turnover_at_most_50pct",
+                                       "rank_in_top_half"}
+    assert "dominance" in window["collapse"]
+    for name in ("equity.png", "drawdown.png", "actions.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG
 
 
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
