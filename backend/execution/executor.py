@@ -49,7 +49,7 @@ class Executor:
         seen = self._store.signal(signal.signal_id)
         if seen is not None:
             return self._replay(seen)
-        active = self._store.active_trade(signal.symbol)
+        active = self._store.active_trade_fast(signal.symbol)
         if active is not None:
             return self._against_active(signal, active)
         decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
@@ -66,7 +66,10 @@ class Executor:
             )
         except DuplicateSignal:  # a concurrent delivery of the same signal won the race
             return self._replay(self._store.signal(signal.signal_id))
-        except SymbolBusy:
+        except SymbolBusy:  # opened meanwhile by another worker, or one the hot state had not caught up with
+            active = self._store.active_trade(signal.symbol)
+            if active is not None:
+                return self._against_active(signal, active)
             return self._reject(signal, decision, f"another trade in {signal.symbol} became active first")
         return self._submit(trade, decision)
 
@@ -82,8 +85,11 @@ class Executor:
         try:
             self._broker.submit(order)
         except OrderRejected as exc:
-            self._store.reject_trade(trade.id, f"broker: {exc}")
-            return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision), trade.id)
+            # unless a concurrent delivery of this signal placed it first (a second client id is refused)
+            if self._broker.find_order(order.client_order_id) is None:
+                self._store.reject_trade(trade.id, f"broker: {exc}")
+                return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision),
+                                       trade.id)
         log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
                  trade.symbol, trade.size_usd, trade.leverage, trade.policy)
         return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision_to_json(decision), trade.id)

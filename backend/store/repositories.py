@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.domain.model import Decision, Outcome, Signal
+from backend.store.hot import HotTrades
 from backend.store.tables import (
     ACTIVE_TRADE_STATUSES,
     AgentRow,
@@ -66,8 +67,9 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
 
 
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, hot: HotTrades | None = None) -> None:
         self.engine = engine
+        self.hot = hot
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -229,6 +231,8 @@ class Store:
             if self.signal(signal.signal_id) is not None:
                 raise DuplicateSignal(signal.signal_id) from None
             raise SymbolBusy(decision.symbol) from exc
+        if self.hot is not None:
+            self.hot.sync(trade.symbol, trade)
         return trade
 
     def reject_trade(self, trade_id: int, reason: str) -> None:
@@ -238,12 +242,27 @@ class Store:
             s.execute(
                 update(SignalRow).where(SignalRow.signal_id == trade.signal_id).values(status="rejected", reason=reason)
             )
+        self._changed(trade_id)
 
     def active_trade(self, symbol: str) -> TradeRow | None:
         with self._sessions() as s:
             return s.scalar(
                 select(TradeRow).where(TradeRow.symbol == symbol, TradeRow.status.in_(ACTIVE_TRADE_STATUSES))
             )
+
+    def active_trade_fast(self, symbol: str) -> TradeRow | None:
+        """active_trade for the executor's check: with a hot state, its "none" is taken as it is (the
+        one-active-trade index guards the open anyway) and its "busy" is confirmed here, so a hash that lags
+        the database can cost a query, never a wrong answer."""
+        if self.hot is None:
+            return self.active_trade(symbol)
+        busy = self.hot.busy(symbol)
+        if busy is False:
+            return None
+        trade = self.active_trade(symbol)
+        if busy and trade is None:
+            self.hot.sync(symbol, None)
+        return trade
 
     def active_trades(self) -> list[TradeRow]:
         with self._sessions() as s:
@@ -275,6 +294,7 @@ class Store:
                 .values(status="open", quantity=quantity, entry_price=entry_price,
                         opened_at=func.coalesce(TradeRow.opened_at, at), commission_usd=commission)
             )
+        self._changed(trade_id)
 
     def mark_closing(self, trade_id: int, reason: str) -> None:
         with self._sessions.begin() as s:
@@ -283,6 +303,7 @@ class Store:
                 .where(TradeRow.id == trade_id, TradeRow.status == "open")
                 .values(status="closing", exit_reason=reason)
             )
+        self._changed(trade_id)
 
     def reopen(self, trade_id: int, note: str) -> None:
         """Its exit order ended unfilled: the trade is open again, so a later exit can be tried."""
@@ -292,6 +313,7 @@ class Store:
                 .where(TradeRow.id == trade_id, TradeRow.status == "closing")
                 .values(status="open", exit_reason=None, reason=note)
             )
+        self._changed(trade_id)
 
     def cancel_trade(self, trade_id: int, reason: str) -> None:
         """An active trade the broker knows nothing of: no outcome, no reward."""
@@ -301,6 +323,14 @@ class Store:
                 .where(TradeRow.id == trade_id, TradeRow.status.in_(ACTIVE_TRADE_STATUSES))
                 .values(status="canceled", reason=reason)
             )
+        self._changed(trade_id)
+
+    def _changed(self, trade_id: int) -> None:
+        """Write a trade's state, as committed, through to the hot state."""
+        if self.hot is not None:
+            with self._sessions() as s:
+                trade = s.get(TradeRow, trade_id)
+            self.hot.sync(trade.symbol, trade)
 
     def update_adverse_excursions(self, worst: dict[int, float]) -> None:
         """Raise each trade's max adverse excursion to the given value (it never goes down)."""
@@ -362,9 +392,11 @@ class Store:
                 if learns:
                     outcome_row.q_after = self._apply_q_update(s, trade.rl_state_key, trade.rl_action_key, reward)
             self._read_cache.clear()
-            return True
+            first = True
         except IntegrityError:
-            return False
+            first = False
+        self._changed(trade.id)
+        return first
 
     def _apply_q_update(self, s: Session, state_key: str, action_key: str, reward: Reward) -> float:
         now = utcnow()
