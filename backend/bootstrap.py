@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,11 +12,12 @@ import numpy as np
 from backend.brokers.alpaca import AlpacaBroker, TradeUpdates
 from backend.brokers.base import Broker
 from backend.brokers.sim import SimBroker
-from backend.bus.base import FILLS, ORDER_ENDS, EventBus
+from backend.bus.base import FILLS, ORDER_ENDS, SIGNALS, BusUnavailable, EventBus
 from backend.bus.inprocess import InProcessBus
+from backend.bus.redis_streams import RedisBus
 from backend.config import Settings
 from backend.data.bundled import load_bundled
-from backend.domain.model import Fill, OrderEnded
+from backend.domain.model import Fill, OrderEnded, Signal
 from backend.execution.executor import Executor
 from backend.execution.monitor import PositionMonitor
 from backend.indicators import min_bars
@@ -25,6 +27,7 @@ from backend.sizing.atr import AtrRule
 from backend.sizing.base import SizingPolicy
 from backend.sizing.qlearning import QLearningPolicy
 from backend.store.db import make_engine, run_migrations
+from backend.store.hot import HotTrades
 from backend.store.repositories import Store
 
 log = logging.getLogger(__name__)
@@ -49,8 +52,13 @@ class App:
     executor: Executor
     metrics: Metrics
     bus: EventBus
-    reconciliation: Reconciliation
+    reconciliation: Reconciliation | None  # None in a worker: the API process reconciles
     trade_updates: TradeUpdates | None = None
+
+    @property
+    def queued(self) -> bool:
+        """Signals go to the workers through Redis instead of being executed in this process."""
+        return uses_workers(self.settings)
 
     @property
     def clock_seconds(self) -> float:
@@ -70,6 +78,32 @@ class App:
         if self.trade_updates is not None:
             self.trade_updates.stop()
         self.store.engine.dispose()
+
+
+def uses_workers(settings: Settings) -> bool:
+    """With REDIS_URL and a broker every process can reach, signals and broker events travel on Redis Streams
+    to `sizer worker` processes. The simulated broker's account lives in one process: with it, everything
+    stays in that process, as without REDIS_URL."""
+    return settings.redis_url is not None and settings.broker != "sim"
+
+
+WORKER_GROUP = "workers"
+PUBLISH_PATIENCE_S = 300.0
+
+
+def publish_patiently(bus: EventBus, topic: str, event: dict) -> None:
+    """Publish a broker event, waiting out a bus outage (with backoff, up to PUBLISH_PATIENCE_S): the broker
+    sends it once, so it must not be dropped. The trade-update stream waits meanwhile."""
+    deadline, delay = time.monotonic() + PUBLISH_PATIENCE_S, 0.25
+    while True:
+        try:
+            return bus.publish(topic, event)
+        except BusUnavailable as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s; %s event of %s waits %.2f s", exc, topic, event.get("client_order_id"), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def make_sim_broker(settings: Settings) -> SimBroker:
@@ -112,11 +146,19 @@ def make_policy(settings: Settings, store: Store, broker: Broker, fallback: AtrR
     return QLearningPolicy(store, rng, settings.rl_sizing_min_state_visits, fallback)
 
 
-def build_app(settings: Settings, *, broker: Broker | None = None) -> App:
+def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool = False) -> App:
+    """The service for `sizer serve` or, with `worker`, for `sizer worker`. With workers (uses_workers) the API
+    process validates and enqueues signals, listens to the broker's trade updates (publishing them on the bus),
+    polls open trades and reconciles at start-up; the workers consume SIGNALS, FILLS and ORDER_ENDS."""
     if settings.auto_migrate:
         run_migrations(settings.database_url)
-    store = Store(make_engine(settings.database_url))
+    distributed = uses_workers(settings)
+    bus: EventBus = RedisBus.from_settings(settings, WORKER_GROUP) if distributed else InProcessBus()
+    hot = HotTrades(bus.client, bus.prefix) if distributed else None
+    store = Store(make_engine(settings.database_url), hot)
     store.ensure_agent(settings.rl_sizing_alpha, settings.rl_sizing_epsilon)
+    if hot is not None:
+        hot.rebuild(store.active_trades())
     broker = broker or make_broker(settings)
     metrics = Metrics()
     atr = AtrRule()
@@ -130,15 +172,19 @@ def build_app(settings: Settings, *, broker: Broker | None = None) -> App:
 
     monitor = PositionMonitor(settings, store, broker, on_reward=on_reward)
     executor = Executor(settings, store, broker, risk, monitor)
-    bus = InProcessBus()
-    bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
-    bus.subscribe(ORDER_ENDS, lambda event: monitor.on_order_ended(OrderEnded.from_event(event)))
-    trade_updates = None
-    if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two
-        trade_updates = TradeUpdates(settings, lambda e: bus.publish(FILLS if isinstance(e, Fill) else ORDER_ENDS,
-                                                                     e.to_event()))
-        trade_updates.start()
-    reconciliation = Reconciliation(broker.now(), broker.name, monitor.reconcile())
-    log.info("sizer ready: policy %s, broker %s, database %s", policy.name, broker.name,
+    if worker or not distributed:
+        bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
+        bus.subscribe(ORDER_ENDS, lambda event: monitor.on_order_ended(OrderEnded.from_event(event)))
+    if worker:
+        bus.subscribe(SIGNALS, lambda event: executor.handle(Signal.from_event(event)))
+    trade_updates = reconciliation = None
+    if not worker:
+        if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two
+            trade_updates = TradeUpdates(settings, lambda e: publish_patiently(
+                bus, FILLS if isinstance(e, Fill) else ORDER_ENDS, e.to_event()))
+            trade_updates.start()
+        reconciliation = Reconciliation(broker.now(), broker.name, monitor.reconcile())
+    log.info("sizer %s ready: policy %s, broker %s, bus %s, database %s", "worker" if worker else "service",
+             policy.name, broker.name, "redis" if distributed else "in-process",
              store.engine.url.render_as_string(hide_password=True))
     return App(settings, store, broker, risk, monitor, executor, metrics, bus, reconciliation, trade_updates)

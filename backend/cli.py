@@ -1,4 +1,4 @@
-"""`sizer`: serve, migrate, replay, train, evaluate, qtable export/import."""
+"""`sizer`: serve, worker, migrate, replay, train, evaluate, qtable export/import."""
 from __future__ import annotations
 
 import json
@@ -52,6 +52,30 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Overrides HOST")] = 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=False)
+
+
+@app.command()
+def worker() -> None:
+    """Execute queued signals and turn broker events into trades and rewards (needs REDIS_URL); run any number."""
+    import signal
+    import threading
+
+    from backend.bootstrap import build_app, uses_workers
+
+    settings = _settings()
+    if not uses_workers(settings):
+        _fail("sizer worker needs REDIS_URL (the bus it consumes) and a broker every worker can reach: with "
+              "BROKER=sim the simulated account lives inside one process and cannot be shared. Use BROKER=alpaca, "
+              "or run `sizer serve` alone without REDIS_URL.")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sizer = build_app(settings, worker=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        sizer.bus.run(stop)
+    finally:
+        sizer.close()
 
 
 @app.command()

@@ -15,6 +15,7 @@ from backend.api.routes import learning, ops, portfolio, signals
 from backend.bootstrap import App, build_app
 from backend.brokers.base import BrokerUnavailable
 from backend.brokers.sim import EndOfData
+from backend.bus.base import BusUnavailable
 from backend.config import Settings
 from backend.risk import SizingError
 
@@ -101,6 +102,10 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
     @api.exception_handler(BrokerUnavailable)
     async def _broker_down(request: Request, exc: BrokerUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @api.exception_handler(BusUnavailable)
+    async def _bus_down(request: Request, exc: BusUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"signal not queued: {exc}"}, status_code=503, headers={"Retry-After": "5"})
 
     @api.exception_handler(SizingError)
     async def _sizing_error(request: Request, exc: SizingError) -> JSONResponse:

@@ -79,6 +79,26 @@ class SignalOut(BaseModel):
     decision: DecisionOut | None
 
 
+class SignalQueued(BaseModel):
+    signal_id: str
+    status: Literal["queued"] = "queued"
+
+
+class SignalState(BaseModel):
+    """A handled signal as stored: status placed | rejected | exit; trade_status follows its trade."""
+
+    signal_id: str
+    symbol: str
+    side: str
+    confidence: float
+    status: str
+    reason: str
+    decision: DecisionOut
+    received_at: datetime
+    trade_id: int | None
+    trade_status: str | None
+
+
 class Page(BaseModel):
     total: int
     offset: int

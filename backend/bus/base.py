@@ -10,6 +10,11 @@ Handler = Callable[[Event], None]
 
 FILLS = "fills"
 ORDER_ENDS = "order_ends"  # orders canceled, rejected or expired before filling completely
+SIGNALS = "signals"  # signals the API accepted, for the workers' executors (only with REDIS_URL)
+
+
+class BusUnavailable(Exception):
+    """The bus could not take the event (its server is unreachable); nothing was published."""
 
 
 class EventBus(Protocol):

@@ -1,7 +1,7 @@
 """The EventBus over Redis Streams, for several processes: one stream per topic, one consumer group per kind of
 worker, so each event is handled by one consumer of the group (at least once; handlers must be idempotent).
 
-* publish: XADD of the JSON event, the stream trimmed to about `maxlen` entries.
+* publish: XADD of the JSON event, the stream trimmed to about `maxlen` entries; BusUnavailable if Redis is down.
 * run: XREADGROUP (blocking `block_ms`); a handler's success ACKs the entry. A handler's exception leaves it
   pending; XAUTOCLAIM hands entries idle over `claim_idle_ms` (a failure, or a consumer that died) to a live
   consumer, which retries them. An entry delivered `max_deliveries` times without success goes to the topic's
@@ -23,7 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from backend.bus.base import Event, Handler
+from backend.bus.base import BusUnavailable, Event, Handler
 
 if TYPE_CHECKING:
     from backend.config import Settings
@@ -62,14 +62,17 @@ class RedisBus:
     def from_settings(cls, settings: Settings, group: str) -> RedisBus:
         if not settings.redis_url:
             raise ValueError("REDIS_URL is not set")
-        return cls(settings.redis_url, group, claim_idle_ms=settings.bus_claim_idle_ms,
+        return cls(settings.redis_url, group, prefix=settings.redis_prefix, claim_idle_ms=settings.bus_claim_idle_ms,
                    max_deliveries=settings.bus_max_deliveries, maxlen=settings.bus_stream_maxlen)
 
     def stream(self, topic: str) -> str:
         return f"{self.prefix}{topic}"
 
     def publish(self, topic: str, event: Event) -> None:
-        self.client.xadd(self.stream(topic), {"event": json.dumps(event)}, maxlen=self.maxlen, approximate=True)
+        try:
+            self.client.xadd(self.stream(topic), {"event": json.dumps(event)}, maxlen=self.maxlen, approximate=True)
+        except redis.RedisError as exc:
+            raise BusUnavailable(f"Redis did not take the {topic} event: {exc}") from exc
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._handlers[self.stream(topic)].append(handler)

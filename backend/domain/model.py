@@ -41,6 +41,13 @@ class Signal:
     target_price: float | None = None
     time_limit_hours: float | None = None
 
+    def to_event(self) -> dict:
+        return {**self.__dict__, "side": self.side.value}
+
+    @classmethod
+    def from_event(cls, event: dict) -> "Signal":
+        return cls(**{**event, "side": Side(event["side"])})
+
 
 @dataclass(frozen=True)
 class Account:

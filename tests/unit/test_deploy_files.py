@@ -68,6 +68,7 @@ def test_sizer_services_set_only_known_settings(service):
     assert not unknown, f"{service} sets variables sizer does not read: {unknown}"
     assert spec["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert spec["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert spec["environment"]["BROKER"] == "alpaca"  # workers share one broker account; the simulator cannot
 
 
 def test_every_interpolated_variable_is_known_and_the_key_is_required():
@@ -77,7 +78,7 @@ def test_every_interpolated_variable_is_known_and_the_key_is_required():
     assert SERVICES["api"]["environment"]["SIZER_API_KEY"].startswith("${SIZER_API_KEY:?")
 
 
-@pytest.mark.parametrize("service", ["api", "migrate"])
+@pytest.mark.parametrize("service", SIZER_SERVICES)
 def test_compose_runs_real_sizer_commands(service):
     program, command, *_ = SERVICES[service]["command"]
     assert program == "sizer" and command in sizer_commands()

@@ -1,0 +1,274 @@
+"""`sizer worker` processes against the real local Redis and PostgreSQL and the real alpaca-py clients pointed at the
+fake Alpaca server: the API enqueues, workers execute; workers killed with SIGKILL over and over, Redis and
+PostgreSQL connections cut and restored. Nothing may be lost, and no order and no reward may happen twice."""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy import func, select
+
+from backend.api.app import create_app
+from backend.bootstrap import build_app
+from backend.bus.base import SIGNALS
+from backend.domain.model import Side, Signal
+from backend.execution.executor import client_order_id
+from backend.store.tables import OutcomeRow, SignalRow, TradeRow
+from tests.conftest import make_settings
+from tests.fake_alpaca import Asset, FakeAlpaca
+from tests.integration.test_redis_bus import Proxy
+
+SIZER = Path(sys.executable).with_name("sizer")
+SYMBOLS = [f"S{i:02d}" for i in range(12)]
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+class Stack:
+    """The fake Alpaca, an in-process API side (trade-update stream, poll, enqueueing) and worker subprocesses."""
+
+    def __init__(self, pg_url: str, redis_url: str, tmp_path: Path) -> None:
+        self.fake = FakeAlpaca(cash=10_000_000.0)
+        self.broker_latency_s = 0.0
+
+        @self.fake.app.middleware("http")
+        async def latency(request, call_next):  # a slower broker keeps messages in flight long enough to kill
+            await asyncio.sleep(self.broker_latency_s)
+            return await call_next(request)
+
+        self.fake.start()
+        self.fake.auto_fill = True
+        for symbol in SYMBOLS:
+            self.fake.assets[symbol] = Asset(symbol, price=100.0)
+        self.pg_url, self.redis_url, self.logs = pg_url, redis_url, tmp_path
+        self.prefix = f"test:{uuid.uuid4().hex[:12]}:"
+        self.overrides = dict(database_url=pg_url, redis_url=redis_url, redis_prefix=self.prefix, auto_migrate=False,
+                              bus_claim_idle_ms=1_000, rl_sizing_min_state_visits=0, **self.fake.settings())
+        self.api = build_app(make_settings(**self.overrides))
+        wait_for(lambda: self.fake.streaming, what="the trade-update stream")
+        self.workers: dict[subprocess.Popen, Path] = {}
+        self.started = 0
+
+    def env(self, **overrides) -> dict[str, str]:
+        values = {**self.overrides, "sim_bar_seconds": 3600, "log_level": "info", **overrides}
+        return {**os.environ, **{k.upper(): str(v) for k, v in values.items()}}
+
+    def start_worker(self, **overrides) -> subprocess.Popen:
+        self.started += 1
+        path = self.logs / f"worker-{self.started}.log"
+        with open(path, "w") as log:
+            proc = subprocess.Popen([str(SIZER), "worker"], env=self.env(**overrides), cwd=self.logs, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        self.workers[proc] = path
+        return proc
+
+    def ready(self) -> list[subprocess.Popen]:
+        return [p for p, path in self.workers.items() if "sizer worker ready" in path.read_text()]
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        del self.workers[proc]
+
+    def chaos(self, rng: random.Random, busy, kills: int) -> int:
+        """SIGKILL a random ready worker and start a replacement, `kills` times, every 0.1-0.4 s while at least
+        one other worker is ready; returns how many kills fell while `busy()` (work outstanding)."""
+        busy_kills = 0
+        for _ in range(kills):
+            wait_for(lambda: len(self.ready()) >= 2, what="two ready workers")
+            time.sleep(rng.uniform(0.1, 0.4))
+            busy_kills += bool(busy())
+            self.kill(rng.choice(self.ready()))
+            self.start_worker()
+        return busy_kills
+
+    def log_text(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.logs.glob("worker-*.log")))
+
+    def publish(self, *signals: Signal) -> None:
+        for s in signals:
+            self.api.bus.publish(SIGNALS, s.to_event())
+
+    def count(self, model, *where) -> int:
+        with self.api.store.session() as s:
+            return s.scalar(select(func.count()).select_from(model).where(*where))
+
+    def trades(self) -> list[TradeRow]:
+        with self.api.store.session() as s:
+            return list(s.scalars(select(TradeRow).order_by(TradeRow.id)))
+
+    def entry_orders(self) -> list[str]:
+        return [o.client_order_id for o in self.fake.orders.values() if o.parent is None]
+
+    def stop_workers(self) -> None:
+        for proc in list(self.workers):  # SIGTERM: the clean shutdown
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            del self.workers[proc]
+
+    def close(self) -> None:
+        self.stop_workers()
+        self.api.close()
+        self.fake.stop()
+        client = redis.Redis.from_url(self.redis_url)
+        keys = list(client.scan_iter(f"{self.prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture
+def stack(pg_url, redis_url, tmp_path):
+    s = Stack(pg_url, redis_url, tmp_path)
+    yield s
+    s.close()
+
+
+def buy(signal_id: str, symbol: str) -> Signal:
+    return Signal(signal_id, symbol, Side.BUY, 0.8, stop_price=95.0, target_price=110.0)
+
+
+def assert_one_order_per_trade(stack: Stack, n_signals: int) -> list[TradeRow]:
+    """Every signal stored once; one trade per symbol, open, with exactly one entry order at the broker."""
+    assert stack.count(SignalRow) == n_signals
+    trades = stack.trades()
+    assert sorted(t.symbol for t in trades) == sorted(SYMBOLS), [(t.symbol, t.status, t.reason) for t in trades]
+    assert all(t.status == "open" for t in trades), [(t.id, t.status, t.reason) for t in trades]
+    assert sorted(stack.entry_orders()) == sorted(t.client_order_id for t in trades)
+    assert {s: q for s, (q, _) in stack.fake.positions.items()} == {t.symbol: t.quantity for t in trades}
+    return trades
+
+
+async def test_the_api_enqueues_and_a_worker_executes(stack):
+    worker = stack.start_worker()
+    key = "k3y-for-tests-0123456789"
+    app = create_app(make_settings(**stack.overrides, sizer_api_key=key), run_clock=False)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer",
+                                     headers={"X-API-Key": key}) as client:
+            body = {"signal_id": "q-1", "symbol": "S00", "side": "buy", "confidence": 0.8, "stop_price": 95.0}
+            r = await client.post("/v1/signals", json=body)
+            assert r.status_code == 202 and r.json() == {"signal_id": "q-1", "status": "queued"}
+            assert (await client.post("/v1/signals", json={**body, "confidence": 2})).status_code == 422
+            deadline = time.monotonic() + 30
+            while (r := await client.get("/v1/signals/q-1")).status_code == 404:
+                assert time.monotonic() < deadline, "the worker did not handle the signal"
+                await asyncio.sleep(0.05)
+            state = r.json()
+    assert state["status"] == "placed" and state["trade_id"] is not None and state["decision"]["approved"]
+    assert stack.entry_orders() == [client_order_id("q-1")]
+    hot = redis.Redis.from_url(stack.redis_url, decode_responses=True).hgetall(f"{stack.prefix}trade:S00")
+    assert hot["id"] == str(state["trade_id"]) and hot["client_order_id"] == client_order_id("q-1")
+    assert hot["rl_state_key"] and hot["rl_action_key"]
+    wait_for(lambda: stack.trades()[0].status == "open", what="the entry fill through the bus")
+    worker.terminate()
+    assert worker.wait(timeout=15) == 0  # SIGTERM ends the consumer loop cleanly
+    del stack.workers[worker]
+
+
+async def test_without_redis_the_api_answers_503_and_queues_nothing(stack):
+    app = create_app(make_settings(**{**stack.overrides, "redis_url": "redis://127.0.0.1:1/0"}), run_clock=False)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
+            r = await client.post("/v1/signals", json={"signal_id": "d-1", "symbol": "S00", "side": "buy",
+                                                       "confidence": 0.8})
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.json()["detail"].startswith("signal not queued: Redis did not take the signals event")
+
+
+def test_a_worker_killed_inside_a_submit_leaves_one_order(stack):
+    victim = stack.start_worker(alpaca_timeout_seconds=60)
+    stack.fake.delay_next_submit(60)  # the order is created, the answer never comes before the kill
+    stack.publish(buy("k-1", "S00"))
+    wait_for(lambda: client_order_id("k-1") in stack.entry_orders(), what="the order at the broker")
+    stack.kill(victim)
+    stack.start_worker()  # reclaims the entry after BUS_CLAIM_IDLE_MS, replays it: the order is found, not re-sent
+    wait_for(lambda: stack.count(SignalRow) == 1 and stack.trades()[0].status == "open", what="the replay")
+    assert stack.entry_orders() == [client_order_id("k-1")]
+
+
+def test_workers_killed_again_and_again_lose_nothing_and_double_nothing(stack):
+    rng = random.Random(4)
+    stack.broker_latency_s = 0.05
+    for _ in range(3):
+        stack.start_worker()
+    wait_for(lambda: len(stack.ready()) == 3, what="the workers")
+    # 12 symbols x 3 signals: the first per symbol opens, the others are refused (one active trade per symbol);
+    # a third of them is published twice (a client retrying)
+    signals = [buy(f"r-{i}", SYMBOLS[i % len(SYMBOLS)]) for i in range(36)]
+    stack.publish(*signals, *signals[::3])
+    assert stack.chaos(rng, lambda: stack.count(SignalRow) < len(signals), kills=5) >= 3
+    wait_for(lambda: stack.count(SignalRow) == len(signals), what="every signal handled")
+    trades = wait_for(lambda: all(t.status == "open" for t in stack.trades()) and stack.trades(), what="fills")
+    assert_one_order_per_trade(stack, len(signals))
+    assert stack.count(SignalRow, SignalRow.status == "rejected") == len(signals) - len(SYMBOLS)
+
+    for symbol in SYMBOLS:  # every stop leg fills: each close travels as a fill event, while workers die
+        stack.fake.move(symbol, 94.0)
+        if rng.random() < 0.3 and stack.ready():
+            stack.kill(rng.choice(stack.ready()))
+            stack.start_worker()
+    wait_for(lambda: stack.count(OutcomeRow) == len(trades), what="every close rewarded")
+    assert all(t.status == "closed" for t in stack.trades())
+    assert stack.api.store.agent().total_updates == len(trades)  # each reward applied once
+
+
+def reopened(proxy: Proxy) -> bool:
+    try:
+        proxy.start()
+    except OSError:  # the port may linger for a moment after the cut
+        return False
+    return True
+
+
+def test_workers_ride_out_a_redis_cut_and_postgresql_connections_killed(stack, pg_url, caplog):
+    url = redis.connection.parse_url(stack.redis_url)
+    proxy = Proxy((url.get("host", "127.0.0.1"), url.get("port", 6379)))
+    try:
+        for _ in range(2):
+            stack.start_worker(redis_url=f"redis://127.0.0.1:{proxy.port}/{url.get('db', 0)}")
+        stack.publish(buy("c-0", "S00"))
+        wait_for(lambda: stack.count(SignalRow) == 1, what="the first signal")
+        proxy.stop()  # the workers lose Redis; the API side still reaches it and keeps enqueueing
+        stack.publish(*(buy(f"c-{i}", SYMBOLS[i % len(SYMBOLS)]) for i in range(1, 12)))
+        wait_for(lambda: stack.log_text().count("Redis unreachable") >= 2, what="the workers to report the cut")
+        wait_for(lambda: reopened(proxy), what="the proxy's port to be free again")
+        wait_for(lambda: stack.count(SignalRow) == 12, what="the backlog after Redis came back")
+
+        admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+        kill_all = sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        signals = [buy(f"p-{i}", SYMBOLS[i % len(SYMBOLS)]) for i in range(30)]
+        for batch in (signals[:10], signals[10:20], signals[20:]):
+            stack.publish(*batch)
+            with admin.connect() as conn:  # every worker's (and the API side's) connections die mid-work
+                conn.execute(kill_all)
+            time.sleep(0.2)
+        admin.dispose()
+        wait_for(lambda: stack.count(SignalRow) == 42, what="every signal after the connections were killed")
+        wait_for(lambda: all(t.status == "open" for t in stack.trades()), what="fills")
+        assert_one_order_per_trade(stack, 42)
+        assert all(p.poll() is None for p in stack.workers), "a worker died"
+    finally:
+        stack.stop_workers()
+        proxy.stop()
