@@ -46,10 +46,9 @@ class Executor:
         self._monitor = monitor
 
     def handle(self, signal: Signal) -> ExecutionResult:
-        seen = self._store.signal(signal.signal_id)
+        seen, active = self._store.admission(signal.signal_id, signal.symbol)
         if seen is not None:
             return self._replay(seen)
-        active = self._store.active_trade_fast(signal.symbol)
         if active is not None:
             return self._against_active(signal, active)
         decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written

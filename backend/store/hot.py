@@ -3,7 +3,7 @@ holding what the executor needs to know about it (id, status, side, quantity, cl
 
 PostgreSQL stays the record: every trade state change writes the hash through after its commit, and the hashes
 are rebuilt from the active trades when a process starts. A hash can lag behind (a process killed between its
-commit and its Redis write, or Redis down at that moment), so `Store.active_trade_fast` trusts only its "no
+commit and its Redis write, or Redis down at that moment), so `Store.admission` trusts only its "no
 active trade" answer, which the database's one-active-trade-per-symbol index guards anyway, and confirms a
 "busy" answer in PostgreSQL, repairing the hash when they differ.
 """

@@ -250,19 +250,23 @@ class Store:
                 select(TradeRow).where(TradeRow.symbol == symbol, TradeRow.status.in_(ACTIVE_TRADE_STATUSES))
             )
 
-    def active_trade_fast(self, symbol: str) -> TradeRow | None:
-        """active_trade for the executor's check: with a hot state, its "none" is taken as it is (the
-        one-active-trade index guards the open anyway) and its "busy" is confirmed here, so a hash that lags
-        the database can cost a query, never a wrong answer."""
-        if self.hot is None:
-            return self.active_trade(symbol)
-        busy = self.hot.busy(symbol)
-        if busy is False:
-            return None
-        trade = self.active_trade(symbol)
+    def admission(self, signal_id: str, symbol: str) -> tuple[SignalRow | None, TradeRow | None]:
+        """What the executor reads before deciding, in one database session: the signal if it was seen
+        before, else the symbol's active trade. With a hot state, a "no active trade" hash is taken as it is
+        (the one-active-trade index guards the open anyway) and a "busy" one is confirmed in the database, so
+        a hash that lags the database can cost a query, never a wrong answer."""
+        with self._sessions() as s:
+            seen = s.get(SignalRow, signal_id)
+            if seen is not None:
+                return seen, None
+            busy = self.hot.busy(symbol) if self.hot is not None else None
+            if busy is False:
+                return None, None
+            trade = s.scalar(select(TradeRow).where(TradeRow.symbol == symbol,
+                                                    TradeRow.status.in_(ACTIVE_TRADE_STATUSES)))
         if busy and trade is None:
             self.hot.sync(symbol, None)
-        return trade
+        return None, trade
 
     def active_trades(self) -> list[TradeRow]:
         with self._sessions() as s:
