@@ -19,7 +19,7 @@ from backend.config import Settings
 from backend.data.bundled import load_bundled
 from backend.domain.model import Fill, OrderEnded, Signal
 from backend.execution.executor import Executor
-from backend.execution.monitor import PositionMonitor
+from backend.execution.monitor import PENDING_GRACE_S, PositionMonitor
 from backend.indicators import min_bars
 from backend.metrics import Metrics
 from backend.risk import RiskManager
@@ -170,7 +170,9 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
         metrics.rewards.labels(trade.policy, reward.fn).inc()
         metrics.reward_sum.labels(trade.policy).inc(reward.value)
 
-    monitor = PositionMonitor(settings, store, broker, on_reward=on_reward)
+    # with workers, a pending trade's order may be on its way from a worker until its message is reclaimed
+    grace = 3 * settings.bus_claim_idle_ms / 1000 if distributed else PENDING_GRACE_S
+    monitor = PositionMonitor(settings, store, broker, on_reward=on_reward, pending_grace_s=grace)
     executor = Executor(settings, store, broker, risk, monitor)
     if worker or not distributed:
         bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
@@ -183,7 +185,7 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
             trade_updates = TradeUpdates(settings, lambda e: publish_patiently(
                 bus, FILLS if isinstance(e, Fill) else ORDER_ENDS, e.to_event()))
             trade_updates.start()
-        reconciliation = Reconciliation(broker.now(), broker.name, monitor.reconcile())
+        reconciliation = Reconciliation(broker.now(), broker.name, monitor.reconcile(alone=not distributed))
     log.info("sizer %s ready: policy %s, broker %s, bus %s, database %s", "worker" if worker else "service",
              policy.name, broker.name, "redis" if distributed else "in-process",
              store.engine.url.render_as_string(hide_password=True))

@@ -10,12 +10,13 @@ from backend.config import Settings
 from backend.domain.model import Fill, OrderEnded, Outcome, Side
 from backend.domain.rewards import REWARDS
 from backend.store.repositories import Reward, Store
-from backend.store.tables import TradeRow
+from backend.store.tables import TradeRow, utcnow
 
 log = logging.getLogger(__name__)
 
 
 EXIT_ATTEMPTS = 3
+PENDING_GRACE_S = 60.0  # a pending trade's order may still be on its way (another thread or worker is sending it)
 
 
 def exit_order_id(entry_order_id: str, attempt: int) -> str:
@@ -50,8 +51,10 @@ def outcome_of(trade: TradeRow, exit_price: float, closed_at: datetime, exit_com
 
 
 class PositionMonitor:
-    def __init__(self, settings: Settings, store: Store, broker: Broker, on_reward=None) -> None:
+    def __init__(self, settings: Settings, store: Store, broker: Broker, on_reward=None,
+                 pending_grace_s: float = PENDING_GRACE_S) -> None:
         self._s = settings
+        self._pending_grace_s = pending_grace_s
         self._store = store
         self._broker = broker
         self._reward_fn = REWARDS[settings.rl_sizing_reward]
@@ -124,9 +127,10 @@ class PositionMonitor:
         return first
 
     # --- start-up reconciliation ------------------------------------------------------------------------
-    def reconcile(self) -> list[str]:
+    def reconcile(self, alone: bool = True) -> list[str]:
         """Compare the store's active trades with the broker's orders and positions, repair what the broker
-        can tell us (a fill or close missed while down), cancel what it cannot, and report every difference."""
+        can tell us (a fill or close missed while down), cancel what it cannot, and report every difference.
+        `alone`: no other process can be sending orders, so a pending trade with no order is orphaned now."""
         notes: list[str] = []
 
         def note(message: str) -> None:
@@ -134,23 +138,8 @@ class PositionMonitor:
             log.warning("reconciliation: %s", message)
 
         for trade in self._store.active_trades():
-            order = self._broker.find_order(trade.client_order_id)
-            if trade.status == "pending":
-                if order is None:
-                    reason = f"its order never reached the {self._broker.name} broker"
-                    self._store.cancel_trade(trade.id, reason)
-                    note(f"trade {trade.id} ({trade.symbol}) canceled: {reason}")
-                    continue
-                if order.filled_quantity > 0:
-                    self.on_fill(order.as_fill())
-                    note(f"trade {trade.id} ({trade.symbol}): entry fill of {order.filled_quantity} recovered")
-                elif not order.working:
-                    self.on_order_ended(OrderEnded(order.client_order_id, order.symbol, order.side, order.status,
-                                                   0.0, "while sizer was down", order.updated_at or self._broker.now()))
-                    note(f"trade {trade.id} ({trade.symbol}): entry order {order.status} while down")
-                    continue
-                else:
-                    continue  # still working: its events will arrive
+            if trade.status == "pending" and not self._sync_pending(trade, note, 0.0 if alone else None):
+                continue
             self._settle_if_gone(self._store.trade_by_order(trade.client_order_id), self._held(), report=note)
         tracked = {t.symbol: t for t in self._store.active_trades()}
         for position in self._broker.positions():
@@ -167,6 +156,28 @@ class PositionMonitor:
                 note(f"open order {order.client_order_id} ({order.side.value} {order.symbol}) belongs to no "
                      f"active trade")
         return notes
+
+    def _sync_pending(self, trade: TradeRow, report: Callable[[str], None] = log.warning,
+                      grace_s: float | None = None) -> bool:
+        """Bring a pending trade up to its entry order's state at the broker (an event missed while down or
+        disconnected); True if the trade is now open. A trade whose order the broker does not know is canceled
+        once it is older than the grace period: another worker may still be sending it."""
+        order = self._broker.find_order(trade.client_order_id)
+        if order is None:
+            if (utcnow() - trade.created_at).total_seconds() >= (self._pending_grace_s if grace_s is None else grace_s):
+                reason = f"its order never reached the {self._broker.name} broker"
+                self._store.cancel_trade(trade.id, reason)
+                report(f"trade {trade.id} ({trade.symbol}) canceled: {reason}")
+            return False
+        if order.filled_quantity > 0:
+            self.on_fill(order.as_fill())
+            report(f"trade {trade.id} ({trade.symbol}): entry fill of {order.filled_quantity:g} recovered")
+            return True
+        if not order.working:
+            self.on_order_ended(OrderEnded(order.client_order_id, order.symbol, order.side, order.status, 0.0,
+                                           "unnoticed", order.updated_at or self._broker.now()))
+            report(f"trade {trade.id} ({trade.symbol}): entry order {order.status}, unnoticed until now")
+        return False
 
     def _held(self) -> dict[str, float]:
         return {p.symbol: p.quantity for p in self._broker.positions()}
@@ -196,7 +207,11 @@ class PositionMonitor:
         time limits, and positions that closed without a fill event reaching us."""
         now = self._broker.now()
         worst: dict[int, float] = {}
-        open_trades = [t for t in self._store.active_trades() if t.status == "open"]
+        active = self._store.active_trades()
+        for trade in active:
+            if trade.status == "pending":
+                self._sync_pending(trade)
+        open_trades = [t for t in active if t.status == "open"]
         held = self._held() if open_trades else {}
         for trade in open_trades:
             if held.get(trade.symbol, 0.0) * Side(trade.side).sign <= 0:

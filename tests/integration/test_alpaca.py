@@ -13,6 +13,7 @@ from backend.brokers.base import BrokerUnavailable
 from backend.config import ConfigError, load_settings
 from backend.domain.model import Side, Signal
 from backend.execution.executor import client_order_id
+from backend.execution.monitor import PositionMonitor
 from backend.store.tables import OutcomeRow, QValueRow
 from tests.conftest import make_settings
 from tests.fake_alpaca import FakeAlpaca
@@ -250,3 +251,21 @@ def test_keys_are_never_logged(fake, sqlite_url, caplog):
     finally:
         app.close()
     assert "secret-test" not in caplog.text and "secret-test" not in repr(app.settings)
+
+
+def test_an_entry_fill_the_stream_missed_is_found_by_the_poll(app, fake):
+    app.executor.handle(Signal("e-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
+    fake.fill(client_order_id("e-1"), price=100.0, notify=False)
+    app.advance_clock()
+    assert trade(app, "e-1").status == "open" and trade(app, "e-1").entry_price == 100.0
+
+
+def test_a_pending_trade_without_an_order_is_given_a_grace_period(app, fake):
+    """Its order may still be on its way (another worker, another thread): only an old one is orphaned."""
+    signal = Signal("g-1", "SPY", Side.BUY, 0.8, stop_price=95.0)
+    app.store.record_trade(signal, app.risk.decide(signal), client_order_id=client_order_id("g-1"),
+                           equity=1e5, deadline_at=None)
+    app.advance_clock()
+    assert trade(app, "g-1").status == "pending"
+    PositionMonitor(app.settings, app.store, app.broker, pending_grace_s=0.0).on_bar()
+    assert trade(app, "g-1").status == "canceled" and "never reached" in trade(app, "g-1").reason
