@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import sqlalchemy.exc
 
 from backend.brokers.alpaca import AlpacaBroker, TradeUpdates
-from backend.brokers.base import Broker
+from backend.brokers.base import Broker, BrokerUnavailable
 from backend.brokers.sim import SimBroker
 from backend.bus.base import FILLS, ORDER_ENDS, SIGNALS, BusUnavailable, EventBus
 from backend.bus.inprocess import InProcessBus
@@ -88,6 +89,9 @@ def uses_workers(settings: Settings) -> bool:
 
 
 WORKER_GROUP = "workers"
+# a handler failing with one of these waits for the dependency instead of spending the event's deliveries
+TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+             BrokerUnavailable)
 PUBLISH_PATIENCE_S = 300.0
 
 
@@ -153,7 +157,7 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     if settings.auto_migrate:
         run_migrations(settings.database_url)
     distributed = uses_workers(settings)
-    bus: EventBus = RedisBus.from_settings(settings, WORKER_GROUP) if distributed else InProcessBus()
+    bus: EventBus = RedisBus.from_settings(settings, WORKER_GROUP, TRANSIENT) if distributed else InProcessBus()
     hot = HotTrades(bus.client, bus.prefix) if distributed else None
     store = Store(make_engine(settings.database_url), hot)
     store.ensure_agent(settings.rl_sizing_alpha, settings.rl_sizing_epsilon)

@@ -6,6 +6,8 @@ worker, so each event is handled by one consumer of the group (at least once; ha
   pending; XAUTOCLAIM hands entries idle over `claim_idle_ms` (a failure, or a consumer that died) to a live
   consumer, which retries them. An entry delivered `max_deliveries` times without success goes to the topic's
   dead-letter stream (`<stream>:dead`) with the error, so a poison event cannot loop forever.
+* A handler failing on a `transient` exception (a dependency down: the database, the broker) is retried in
+  place with backoff, without spending a delivery: every event would fail the same way until it is back.
 * Losing Redis does not end `run`: it logs, waits with exponential backoff and resumes where the group was.
 """
 from __future__ import annotations
@@ -46,8 +48,9 @@ class RedisBus:
         block_ms: int = 1_000,
         batch: int = 10,
         consumer: str | None = None,
+        transient: tuple[type[Exception], ...] = (),
     ) -> None:
-        self.group, self.prefix = group, prefix
+        self.group, self.prefix, self.transient = group, prefix, transient
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         # No silent retries inside redis-py: `run` owns reconnection, so an outage is logged and backed off.
         self.client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2,
@@ -57,13 +60,16 @@ class RedisBus:
         self.block_ms, self.batch = block_ms, batch
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._next_claim = 0.0  # reclaiming runs every claim_idle_ms / 2
+        self._stop = threading.Event()
 
     @classmethod
-    def from_settings(cls, settings: Settings, group: str) -> RedisBus:
+    def from_settings(cls, settings: Settings, group: str,
+                      transient: tuple[type[Exception], ...] = ()) -> RedisBus:
         if not settings.redis_url:
             raise ValueError("REDIS_URL is not set")
         return cls(settings.redis_url, group, prefix=settings.redis_prefix, claim_idle_ms=settings.bus_claim_idle_ms,
-                   max_deliveries=settings.bus_max_deliveries, maxlen=settings.bus_stream_maxlen)
+                   max_deliveries=settings.bus_max_deliveries, maxlen=settings.bus_stream_maxlen,
+                   transient=transient)
 
     def stream(self, topic: str) -> str:
         return f"{self.prefix}{topic}"
@@ -78,6 +84,7 @@ class RedisBus:
         self._handlers[self.stream(topic)].append(handler)
 
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         delay = 0.5
         while not stop.is_set():
             try:
@@ -138,8 +145,7 @@ class RedisBus:
         except (KeyError, ValueError) as exc:  # no retry can fix it
             return self._dead_letter(stream, entry_id, fields, f"undecodable entry: {exc!r}")
         try:
-            for handler in self._handlers[stream]:
-                handler(event)
+            handled = self._handle(stream, entry_id, event)
         except Exception as exc:  # the entry stays pending: retried after claim_idle_ms, or dead-lettered
             deliveries = self._deliveries(stream, entry_id)
             if deliveries >= self.max_deliveries:
@@ -147,7 +153,24 @@ class RedisBus:
             log.exception("handling %s %s failed (delivery %d of %d); it will be retried",
                           stream, entry_id, deliveries, self.max_deliveries)
             return
-        self.client.xack(stream, self.group, entry_id)
+        if handled:
+            self.client.xack(stream, self.group, entry_id)
+
+    def _handle(self, stream: str, entry_id: str, event: Event) -> bool:
+        """Every handler of the stream; a transient failure is retried here until it passes (True) or `run` is
+        stopped (False: the entry stays pending, for this or another consumer to take up)."""
+        delay = 0.1
+        while True:
+            try:
+                for handler in self._handlers[stream]:
+                    handler(event)
+                return True
+            except self.transient as exc:
+                log.warning("handling %s %s waits for a dependency (%s: %s); retry in %.1f s", stream, entry_id,
+                            exc.__class__.__name__, exc, delay)
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
     def _deliveries(self, stream: str, entry_id: str) -> int:
         pending = self.client.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)

@@ -101,6 +101,28 @@ def test_a_failing_event_is_retried_then_dead_lettered(redis_url, prefix, direct
     assert pending(direct, bus, "signals") == 0
 
 
+class DependencyDown(Exception):
+    pass
+
+
+def test_a_dependency_outage_is_waited_out_without_spending_deliveries(redis_url, prefix, direct):
+    bus = RedisBus(redis_url, "g", prefix=prefix, max_deliveries=2, transient=(DependencyDown,), **FAST)
+    failures, seen = iter(range(6)), []
+
+    def needs_the_database(event):
+        if next(failures, None) is not None:  # down for the first six attempts, longer than 2 deliveries allow
+            raise DependencyDown("connection refused")
+        seen.append(event)
+
+    bus.subscribe("signals", needs_the_database)
+    with running(bus):
+        bus.publish("signals", {"id": "a"})
+        bus.publish("signals", {"id": "b"})
+        wait_for(lambda: len(seen) == 2)
+    assert seen == [{"id": "a"}, {"id": "b"}]  # in order, none dead-lettered, none doubled
+    assert direct.xlen(bus.stream("signals") + ":dead") == 0 and pending(direct, bus, "signals") == 0
+
+
 def test_two_consumers_of_a_group_share_the_work_without_doubles(redis_url, prefix, direct):
     handled: list[tuple[str, int]] = []
     buses = [RedisBus(redis_url, "executors", prefix=prefix, consumer=f"c{i}", batch=5, **FAST) for i in range(2)]
