@@ -119,8 +119,7 @@ class RedisBus:
         replies = self.client.xreadgroup(self.group, self.consumer, {s: ">" for s in self._handlers},
                                          count=self.batch, block=self.block_ms)
         for stream, entries in replies or []:
-            for entry_id, fields in entries:
-                self._deliver(stream, entry_id, fields)
+            self._ack(stream, [entry_id for entry_id, fields in entries if self._deliver(stream, entry_id, fields)])
 
     def _reclaim(self) -> None:
         """Take over entries idle too long. XAUTOCLAIM answers [cursor, entries] (Redis 6.2) or [cursor, entries,
@@ -131,30 +130,38 @@ class RedisBus:
                 reply = self.client.xautoclaim(stream, self.group, self.consumer, self.claim_idle_ms,
                                                start_id=cursor, count=self.batch)
                 cursor, entries = reply[0], [(i, f) for i, f in reply[1] if f is not None]
+                handled = []
                 for entry_id, fields in entries:
                     if self._deliveries(stream, entry_id) > self.max_deliveries:
                         self._dead_letter(stream, entry_id, fields, "its consumers died or stalled handling it")
-                    else:
-                        self._deliver(stream, entry_id, fields)
+                    elif self._deliver(stream, entry_id, fields):
+                        handled.append(entry_id)
+                self._ack(stream, handled)
                 if cursor == "0-0":
                     break
 
-    def _deliver(self, stream: str, entry_id: str, fields: dict) -> None:
+    def _deliver(self, stream: str, entry_id: str, fields: dict) -> bool:
+        """Hand the entry to the stream's handlers; True when it was handled and is to be acknowledged (with
+        the rest of its batch, in one XACK: a consumer dying before it makes the batch handled again)."""
         try:
             event = json.loads(fields["event"])
         except (KeyError, ValueError) as exc:  # no retry can fix it
-            return self._dead_letter(stream, entry_id, fields, f"undecodable entry: {exc!r}")
+            self._dead_letter(stream, entry_id, fields, f"undecodable entry: {exc!r}")
+            return False
         try:
-            handled = self._handle(stream, entry_id, event)
+            return self._handle(stream, entry_id, event)
         except Exception as exc:  # the entry stays pending: retried after claim_idle_ms, or dead-lettered
             deliveries = self._deliveries(stream, entry_id)
             if deliveries >= self.max_deliveries:
-                return self._dead_letter(stream, entry_id, fields, f"{exc.__class__.__name__}: {exc}")
-            log.exception("handling %s %s failed (delivery %d of %d); it will be retried",
-                          stream, entry_id, deliveries, self.max_deliveries)
-            return
-        if handled:
-            self.client.xack(stream, self.group, entry_id)
+                self._dead_letter(stream, entry_id, fields, f"{exc.__class__.__name__}: {exc}")
+            else:
+                log.exception("handling %s %s failed (delivery %d of %d); it will be retried",
+                              stream, entry_id, deliveries, self.max_deliveries)
+            return False
+
+    def _ack(self, stream: str, entry_ids: list[str]) -> None:
+        if entry_ids:
+            self.client.xack(stream, self.group, *entry_ids)
 
     def _handle(self, stream: str, entry_id: str, event: Event) -> bool:
         """Every handler of the stream; a transient failure is retried here until it passes (True) or `run` is
