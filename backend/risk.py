@@ -159,7 +159,8 @@ class RiskManager:
         stop_pct = abs(price - stop) / price
 
         def reject(reason: str, proposal: Proposal | None = None) -> Decision:
-            return self._decision(signal, price, stop, proposal, 0.0, 1.0, (), approved=False, note=reason)
+            return self._decision(signal, price, stop, proposal, 0.0, 1.0, (), account.equity, approved=False,
+                                  note=reason)
 
         if account.equity <= 0:
             return reject(f"account equity is {account.equity:.2f}: nothing can be risked")
@@ -206,7 +207,8 @@ class RiskManager:
                 f"${limits.min_position_usd:,.2f}",
                 proposal,
             )
-        return self._decision(signal, price, stop, proposal, size, lev, bound, approved=True, quantity=quantity)
+        return self._decision(signal, price, stop, proposal, size, lev, bound, account.equity, approved=True,
+                              quantity=quantity)
 
     def _propose(self, ctx: SizingContext) -> Proposal:
         if self._policy is self._fallback:
@@ -227,6 +229,7 @@ class RiskManager:
         size: float,
         leverage: float,
         bound: tuple[str, ...],
+        equity: float,
         *,
         approved: bool,
         quantity: float = 0.0,
@@ -254,4 +257,5 @@ class RiskManager:
             q_value=proposal.q_value if proposal else None,
             model_version=proposal.model_version if proposal else None,
             capped_by=bound,
+            equity=equity,
         )

@@ -112,6 +112,7 @@ class Decision:
     q_value: float | None = None
     model_version: str | None = None
     capped_by: tuple[str, ...] = field(default_factory=tuple)
+    equity: float | None = None  # the account equity it was sized against
 
 
 class BrokerEvent:

@@ -60,7 +60,7 @@ class Executor:
                 signal,
                 decision,
                 client_order_id=client_order_id(signal.signal_id),
-                equity=self._broker.account().equity,
+                equity=decision.equity,
                 deadline_at=self._broker.now() + timedelta(hours=limit) if limit else None,
             )
         except DuplicateSignal:  # a concurrent delivery of the same signal won the race

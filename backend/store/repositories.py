@@ -63,6 +63,7 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
         "q_value": d.q_value,
         "model_version": d.model_version,
         "capped_by": list(d.capped_by),
+        "equity": d.equity,
     }
 
 
