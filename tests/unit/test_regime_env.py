@@ -6,12 +6,13 @@ import torch
 from backend.rl.env import EnvConfig, MarketTensors
 from backend.rl.observation import MARKET_FEATURES, fit_spec, market_features
 from backend.rl.ppo import Agent, PPOConfig, train
-from backend.rl.regime_env import ACTION_NAMES, ALL_CASH, HOLD, REGIMES, RegimeEnv
+from backend.rl.regime_env import ACTION_NAMES, HOLD, REGIMES, RegimeEnv
 from tests.unit.test_env import series, walk
 
 COST = EnvConfig().cost_rate  # 3 bps per unit traded
 F = len(MARKET_FEATURES)
-ALL_SP500, EQUAL, SP70 = (ACTION_NAMES.index(n) for n in ("ALL_SP500", "EQUAL_WEIGHT", "SP500_70_NASDAQ_30"))
+ALL_CASH, ALL_SP500, EQUAL, SP70 = (ACTION_NAMES.index(n) for n in ("ALL_CASH", "ALL_SP500", "EQUAL_WEIGHT",
+                                                                     "SP500_70_NASDAQ_30"))
 
 
 def make(closes, n=4, window=8, **cfg) -> RegimeEnv:
@@ -29,15 +30,15 @@ def test_shapes_layout_and_masks():
     env = make([walk(300, 1), walk(300, 2)], n=3)
     obs, mask = env.reset()
     assert obs.shape == (3, 8 * 2 * F + 3) == (3, env.spec.size) and len(env.spec.market_features) == 2 * F
-    assert mask.shape == (3, len(REGIMES) + 1) and mask[:, HOLD].all()
-    assert (~mask).sum(dim=1).tolist() == [1, 1, 1] and not mask[:, ALL_CASH].any()  # starts in cash
+    assert mask.shape == (3, len(REGIMES) + 1) and mask[:, 1:].all()
+    assert not mask[:, HOLD].any()  # starts in cash: HOLD would be ALL_CASH
     window = obs[:, :8 * 2 * F].view(3, 8, 2, F)  # per bar: both assets' features side by side
     for k in range(2):
         assert torch.equal(window[:, -1, k], env.market.features[k, env.t])
         assert torch.equal(window[:, 0, k], env.market.features[k, env.t - 7])
-    obs, mask, _, _, _, info = step(env, ALL_SP500, HOLD, ALL_CASH)
-    assert info["invalid"].tolist() == [False, False, True]  # re-choosing the current regime is masked
-    assert not mask[0, ALL_SP500] and mask[0, ALL_CASH] and not mask[1, ALL_CASH] and not mask[2, ALL_CASH]
+    obs, mask, _, _, _, info = step(env, ALL_SP500, ALL_CASH, HOLD)
+    assert info["invalid"].tolist() == [False, False, True]
+    assert mask[0].all() and mask[1].tolist() == mask[2].tolist() == [False] + [True] * len(REGIMES)
     assert obs[0, -3:-1].tolist() == pytest.approx([1.0, 0.0]) and obs[1, -3:].tolist() == [0.0, 0.0, 1.0]
 
 
@@ -78,7 +79,7 @@ def test_episodes_end_at_their_window_and_restart_in_cash():
     assert info["final_obs"][:, -3:-1].sum(dim=1).tolist() == pytest.approx([1.0, 1.0], rel=1e-5)  # still invested
     assert info["episode_length"].tolist() == [3, 3]
     assert env.weights.sum().item() == 0 and env.account.tolist() == [1000.0, 1000.0]
-    assert not mask[:, ALL_CASH].any()
+    assert not mask[:, HOLD].any()
 
 
 def test_gru_ppo_trains_and_learns_to_prefer_the_rising_asset():
