@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from tests.fakes import random_walk
 
 UTC = timezone.utc
+DAILY_WALK = random_walk(400, seed=7)  # every symbol's daily bars: this walk, scaled to end at its price
 
 
 def iso(ts: datetime | None) -> str | None:
@@ -292,7 +293,7 @@ class FakeAlpaca:
                     minutes.setdefault(minute, []).append(p)
             return [{"t": iso(m), "o": ps[0], "h": max(ps), "l": min(ps), "c": ps[-1], "v": len(ps), "n": len(ps),
                      "vw": sum(ps) / len(ps)} for m, ps in sorted(minutes.items())]
-        walk = random_walk(400, start=price, seed=7)
+        walk = DAILY_WALK
         scale = price / walk.close[-1]
         day0 = now.replace(hour=5, minute=0, second=0, microsecond=0) - timedelta(days=400)
         return [{"t": iso(day0 + timedelta(days=i)), "o": walk.open[i] * scale, "h": walk.high[i] * scale,

@@ -51,6 +51,7 @@ TIMEFRAMES = {  # setting -> (alpaca-py timeframe, length in trading days)
 }
 ENDED = {"canceled": "canceled", "expired": "expired", "rejected": "rejected", "replaced": "canceled",
          "suspended": "canceled", "stopped": "canceled"}
+DUPLICATE_ID = "client_order_id must be unique"  # Alpaca's answer to a second order under one client id
 ASSET_TTL_S = 3600.0
 CLOCK_TTL_S = 30.0
 HISTORY_TTL_S = 60.0
@@ -297,15 +298,24 @@ class AlpacaBroker:
         return None
 
     def submit(self, order: OrderRequest) -> OrderAck:
-        existing = self.find_order(order.client_order_id)
-        if existing is not None:
-            return existing
+        """Idempotent on client_order_id. An entry goes straight out: Alpaca refuses a second order with the
+        same client id, and that refusal is answered with the first order. An exit is looked up first, since
+        preparing it cancels the symbol's open orders, which would include an exit already working."""
         quantity = order.quantity
         if order.reduce_only:
+            existing = self.find_order(order.client_order_id)
+            if existing is not None:
+                return existing
             quantity = self._reducible(order)
         request = self._order_request(order, quantity)
-        placed = self._call("submit", lambda: self._trading.submit_order(request),
-                            recover=lambda: self.find_order(order.client_order_id))
+        try:
+            placed = self._call("submit", lambda: self._trading.submit_order(request),
+                                recover=lambda: self.find_order(order.client_order_id))
+        except OrderRejected as exc:
+            existing = self.find_order(order.client_order_id) if DUPLICATE_ID in str(exc) else None
+            if existing is None:
+                raise
+            return existing
         return placed if isinstance(placed, OrderAck) else to_ack(placed)
 
     def _reducible(self, order: OrderRequest) -> float:

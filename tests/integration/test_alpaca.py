@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from backend.bootstrap import build_app
-from backend.brokers.base import BrokerUnavailable
+from backend.brokers.base import BrokerUnavailable, OrderRequest
 from backend.config import ConfigError, load_settings
 from backend.domain.model import Side, Signal
 from backend.execution.executor import client_order_id
@@ -119,7 +119,14 @@ def test_a_timed_out_submit_is_found_not_repeated(app, fake):
     assert result.status == "placed"
     cid = client_order_id("t-1")
     assert [o.client_order_id for o in fake.orders.values()].count(cid) == 1
-    assert fake.requests.count(("GET", "/v2/orders:by_client_order_id")) >= 2  # before submit, and after the timeout
+    assert fake.requests.count(("GET", "/v2/orders:by_client_order_id")) >= 1  # looked up after the timeout
+
+
+def test_a_second_submit_under_one_client_id_returns_the_first_order(app, fake):
+    order = OrderRequest("sz-twice", "SPY", Side.BUY, 5, stop_price=95.0, target_price=110.0)
+    first, second = app.broker.submit(order), app.broker.submit(order)
+    assert first.broker_order_id == second.broker_order_id
+    assert [o.client_order_id for o in fake.orders.values()].count("sz-twice") == 1
 
 
 def test_transient_failures_are_retried_and_bounded(app, fake):
