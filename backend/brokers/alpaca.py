@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
 import numpy as np
+import pandas as pd
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import DataFeed
@@ -126,8 +127,8 @@ class AlpacaBroker:
         key = settings.alpaca_api_key_id.get_secret_value()
         secret = settings.alpaca_api_secret_key.get_secret_value()
         self._trading = TradingClient(key, secret, paper=settings.alpaca_paper, url_override=settings.alpaca_trading_url)
-        self._stocks = StockHistoricalDataClient(key, secret, url_override=settings.alpaca_data_url)
-        self._crypto = CryptoHistoricalDataClient(key, secret, url_override=settings.alpaca_data_url)
+        self._stocks = StockHistoricalDataClient(key, secret, raw_data=True, url_override=settings.alpaca_data_url)
+        self._crypto = CryptoHistoricalDataClient(key, secret, raw_data=True, url_override=settings.alpaca_data_url)
         for client in (self._trading, self._stocks, self._crypto):
             _harden(client, settings.alpaca_timeout_seconds)
         self._feed = DataFeed(settings.alpaca_data_feed)
@@ -256,16 +257,14 @@ class AlpacaBroker:
         else:
             request = StockBarsRequest(**kwargs, feed=self._feed)
             bars = self._call("stock bars", lambda: self._stocks.get_stock_bars(request))
-        rows = bars.data.get(symbol, [])
+        rows = bars.get(symbol, [])  # raw bars {t, o, h, l, c, v}: parsing one pydantic model per bar is slow
+        ts = pd.to_datetime([b["t"] for b in rows], utc=True).tz_localize(None).to_numpy("datetime64[s]")
+        keep = np.arange(len(ts))
         if completed:
-            rows = [b for b in rows if b.timestamp + _timeframe_length(timeframe) <= end]
+            keep = keep[ts + np.timedelta64(_timeframe_length(timeframe)) <= np.datetime64(end.replace(tzinfo=None))]
         if count is not None:
-            rows = rows[-count:]
-        return Series(
-            symbol,
-            np.array([np.datetime64(b.timestamp.replace(tzinfo=None), "s") for b in rows], dtype="datetime64[s]"),
-            *(np.array([getattr(b, f) for b in rows], dtype=float) for f in ("open", "high", "low", "close", "volume")),
-        )
+            keep = keep[-count:]
+        return Series(symbol, ts[keep], *(np.array([b[k] for b in rows], dtype=float)[keep] for k in "ohlcv"))
 
     def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
         """From minute bars, the forming one included (its trades happened), fetched incrementally: each
