@@ -72,6 +72,8 @@ class Store:
         self.engine = engine
         self.hot = hot
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # single reads need no transaction: without one, a read costs no BEGIN and ROLLBACK round trips
+        self._reads = sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self._read_cache: dict[tuple, tuple[float, Any]] = {}
@@ -256,7 +258,7 @@ class Store:
         before, else the symbol's active trade. With a hot state, a "no active trade" hash is taken as it is
         (the one-active-trade index guards the open anyway) and a "busy" one is confirmed in the database, so
         a hash that lags the database can cost a query, never a wrong answer."""
-        with self._sessions() as s:
+        with self._reads() as s:
             seen = s.get(SignalRow, signal_id)
             if seen is not None:
                 return seen, None
