@@ -2,7 +2,7 @@
 
 Run on demand (not part of the test suite), from the project root, with the local Redis and PostgreSQL:
 
-    .venv/bin/python bench/bus.py [--workers 1 2] [--signals 2000] [--symbols 16] [--rate 200] [--latency-signals 400]
+    .venv/bin/python bench/bus.py [--workers 1 2] [--signals 2000] [--symbols 16] [--rate 50] [--latency-signals 400]
 
 What it does: creates a scratch database sizer_bench_<random> on 127.0.0.1:5432 (migrated), starts the fake
 Alpaca server of the tests in this process (orders fill at once) with `--symbols` tradable symbols, and for each
@@ -152,7 +152,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
     ap.add_argument("--signals", type=int, default=2000, help="signals in the throughput backlog")
     ap.add_argument("--symbols", type=int, default=16, help="distinct symbols (each opens one trade)")
-    ap.add_argument("--rate", type=float, default=200.0, help="signals per second in the latency phase")
+    ap.add_argument("--rate", type=float, default=50.0, help="signals per second in the latency phase")
     ap.add_argument("--latency-signals", type=int, default=400, help="signals in the latency phase")
     ap.add_argument("--latency-symbols", type=int, default=100, help="its own symbols (as many orders)")
     args = ap.parse_args()
