@@ -142,9 +142,12 @@ class AlpacaBroker:
         self._ranges: dict[str, tuple[datetime, float, float, datetime]] = {}  # symbol -> since, low, high, next
 
     # --- requests with retries ---------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[], T], recover: Callable[[], T | None] | None = None) -> T:
+    def _call(self, what: str, fn: Callable[[], T], recover: Callable[[], T | None] | None = None,
+              order: bool = False) -> T:
         """fn() with bounded retries of transient failures. `recover`, tried before each retry, answers
-        instead when the failed attempt may have taken effect (a submit whose reply was lost)."""
+        instead when the failed attempt may have taken effect (a submit whose reply was lost). For an
+        `order` request, 403 and 422 are the broker refusing it (OrderRejected); elsewhere they mean sizer
+        cannot work with this account (BrokerUnavailable)."""
         for attempt in range(self._max_retries + 1):
             try:
                 return fn()
@@ -153,7 +156,9 @@ class AlpacaBroker:
                 if status == 401:
                     raise BrokerUnavailable(f"alpaca refused the API keys: {_api_message(exc)}") from None
                 if status in (403, 422):
-                    raise OrderRejected(_api_message(exc)) from None
+                    if order:
+                        raise OrderRejected(_api_message(exc)) from None
+                    raise BrokerUnavailable(f"alpaca refused {what} (HTTP {status}): {_api_message(exc)}") from None
                 if status != 429 and status < 500:
                     raise
                 failure = f"HTTP {status}: {_api_message(exc)}"
@@ -170,9 +175,9 @@ class AlpacaBroker:
                     return found
         raise AssertionError("unreachable")
 
-    def _get_or_none(self, what: str, fn: Callable[[], T]) -> T | None:
+    def _get_or_none(self, what: str, fn: Callable[[], T], order: bool = False) -> T | None:
         try:
-            return self._call(what, fn)
+            return self._call(what, fn, order=order)
         except APIError as exc:
             if exc.status_code == 404:
                 return None
@@ -309,7 +314,7 @@ class AlpacaBroker:
         request = self._order_request(order, quantity)
         try:
             placed = self._call("submit", lambda: self._trading.submit_order(request),
-                                recover=lambda: self.find_order(order.client_order_id))
+                                recover=lambda: self.find_order(order.client_order_id), order=True)
         except OrderRejected as exc:
             existing = self.find_order(order.client_order_id) if DUPLICATE_ID in str(exc) else None
             if existing is None:
@@ -325,7 +330,8 @@ class AlpacaBroker:
             raise OrderRejected(f"no {order.side.opposite.value} position in {order.symbol} to reduce")
         for working in self.open_orders():
             if working.symbol == order.symbol:
-                self._get_or_none("cancel", lambda: self._trading.cancel_order_by_id(working.broker_order_id))
+                self._get_or_none("cancel", lambda: self._trading.cancel_order_by_id(working.broker_order_id),
+                                  order=True)
         return min(order.quantity, abs(held))
 
     def _order_request(self, order: OrderRequest, quantity: float) -> MarketOrderRequest:

@@ -136,6 +136,9 @@ def test_transient_failures_are_retried_and_bounded(app, fake):
     fake.fail_next("GET", "/v2/account", 500, times=10)
     with pytest.raises(BrokerUnavailable, match="4 times"):
         app.broker.account()
+    fake.fail_next("GET", "/v2/account", 403, "account is blocked")  # not an order refused: no retry, no OrderRejected
+    with pytest.raises(BrokerUnavailable, match="refused account .*account is blocked"):
+        app.broker.account()
 
 
 def test_a_position_closed_by_hand_is_rewarded(app, fake):
