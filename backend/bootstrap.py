@@ -110,12 +110,17 @@ def publish_patiently(bus: EventBus, topic: str, event: dict) -> None:
             delay = min(delay * 2, 5.0)
 
 
+def sim_warmup_bars(settings: Settings) -> int:
+    """Bars the simulated clock must have behind it at SIM_START for the indicators (ATR, ADX) to be sound."""
+    return max(10 * settings.rm_atr_period, min_bars(settings.rm_atr_period))
+
+
 def make_sim_broker(settings: Settings) -> SimBroker:
     series = {symbol: load_bundled(symbol) for symbol in settings.sim_symbols}
     calendar = next(iter(series.values())).ts
     start = int(np.searchsorted(calendar, np.datetime64(settings.sim_start, "s")))
-    warmup = 10 * settings.rm_atr_period
-    if start < max(warmup, min_bars(settings.rm_atr_period)) or start >= len(calendar) - 1:
+    warmup = sim_warmup_bars(settings)
+    if start < warmup or start >= len(calendar) - 1:
         raise ValueError(
             f"SIM_START {settings.sim_start} leaves too few bars: the bundled data runs "
             f"{calendar[0].astype('datetime64[D]')}..{calendar[-1].astype('datetime64[D]')} and the "

@@ -99,13 +99,17 @@ def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = N
     with the Q-learning agent or the ATR rule sizing. With `train`, the agent first learns over the training
     window's dates in the same scratch database; in the test window it keeps learning online, as it does live.
     `calendar`: the dates of the track's bars, which the replay covers exactly."""
+    from backend.bootstrap import sim_warmup_bars
     from backend.config import load_settings
+    from backend.data.bundled import load_bundled
     from backend.replay import run_replay
 
     with tempfile.TemporaryDirectory() as scratch:
         base = load_settings(sizing_policy=policy, database_url=f"sqlite:///{scratch}/replay.db",
                              rl_sizing_seed=seed)
-        for dates in ([] if train is None else [train]) + [calendar]:
+        if train is not None:  # the first bars of the data only warm the indicators up
+            train = train[train >= load_bundled(base.sim_symbols[0]).ts[sim_warmup_bars(base)]]
+        for dates in ([train] if train is not None and len(train) > 1 else []) + [calendar]:
             day = lambda i: dates[i].astype("datetime64[D]").item()  # noqa: E731
             curve = run_replay(base.model_copy(update={"sim_start": day(0)}), day(-1)).curve
     if not np.array_equal(curve.dates, calendar.astype("datetime64[D]")):

@@ -2,10 +2,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
+from backend.data.bundled import load_bundled
+from backend.evaluation.tracks import replay_track
+from backend.evaluation.walkforward import windows
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "ppo-sizer" / "model.pt"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -45,6 +49,16 @@ def test_evaluate_the_regime_trader_trains_per_window_and_plots_its_regimes(tmp_
     assert "dominance" in window["collapse"]
     for name in ("equity.png", "drawdown.png", "actions.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
+
+
+def test_the_q_agent_learns_from_the_first_bars_the_indicators_allow():
+    """The first window trains from the data's first year, whose first bars only warm the indicators up."""
+    ts = load_bundled("SP500").ts
+    first = windows(ts, train_years=1, test_years=1)[0]
+    assert str(ts[first.train_start].astype("datetime64[D]")) == "1999-01-04"
+    track = replay_track("qlearning", ts[first.track_rows], train=ts[first.train_start:first.train_end + 1])
+    assert len(track.equity) == first.test_end - first.test_start + 2 and track.equity[0] == 1.0
+    assert np.isfinite(track.equity).all() and (track.turnover > 0).any()
 
 
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
