@@ -83,12 +83,9 @@ class Executor:
         )
         try:
             self._broker.submit(order)
-        except OrderRejected as exc:
-            # unless a concurrent delivery of this signal placed it first (a second client id is refused)
-            if self._broker.find_order(order.client_order_id) is None:
-                self._store.reject_trade(trade.id, f"broker: {exc}")
-                return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision),
-                                       trade.id)
+        except OrderRejected as exc:  # a concurrent delivery's order is no refusal: submit returns it instead
+            self._store.reject_trade(trade.id, f"broker: {exc}")
+            return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision), trade.id)
         log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
                  trade.symbol, trade.size_usd, trade.leverage, trade.policy)
         return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision_to_json(decision), trade.id)
