@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -99,13 +100,16 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @api.exception_handler(BrokerUnavailable)
-    async def _broker_down(request: Request, exc: BrokerUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+    async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        """A dependency is down: say which and why; the request changed nothing, so it can be sent again."""
+        if isinstance(exc, OperationalError):
+            detail = f"database unavailable: {exc.orig}"
+        else:
+            detail = f"{'broker unavailable' if isinstance(exc, BrokerUnavailable) else 'signal not queued'}: {exc}"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
-    @api.exception_handler(BusUnavailable)
-    async def _bus_down(request: Request, exc: BusUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": f"signal not queued: {exc}"}, status_code=503, headers={"Retry-After": "5"})
+    for unavailable in (BrokerUnavailable, BusUnavailable, OperationalError):
+        api.add_exception_handler(unavailable, _dependency_down)
 
     @api.exception_handler(SizingError)
     async def _sizing_error(request: Request, exc: SizingError) -> JSONResponse:

@@ -5,11 +5,12 @@ import json
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import func, select
 
 from backend.api.app import create_app
 from backend.store.tables import OutcomeRow, SignalRow, TradeRow
-from tests.conftest import make_settings
+from tests.conftest import PG_ADMIN_URL, make_settings
 
 SIGNAL = {"signal_id": "api-1", "symbol": "SP500", "side": "buy", "confidence": 0.8}
 
@@ -144,3 +145,25 @@ async def test_health_metrics_and_openapi(api):
     spec = (await api.get("/openapi.json")).json()
     assert {"/v1/signals", "/v1/decisions", "/v1/qtable", "/v1/qtable/top", "/v1/agent", "/v1/outcomes",
             "/v1/trades", "/v1/positions", "/healthz", "/metrics"} <= set(spec["paths"])
+
+
+async def test_a_database_outage_answers_503_and_the_service_recovers(pg_url):
+    app = create_app(make_settings(database_url=pg_url, rl_sizing_min_state_visits=0), run_clock=False)
+    name = sa.engine.make_url(pg_url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
+            with admin.connect() as conn:  # the database refuses connections and drops the open ones
+                conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = :name"), {"name": name})
+            try:
+                r = await client.post("/v1/signals", json={**SIGNAL, "signal_id": "db-down"})
+                assert r.status_code == 503 and r.json()["detail"].startswith("database unavailable: ")
+                assert (await client.get("/healthz")).json()["checks"]["database"].startswith("down")
+            finally:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            r = await client.post("/v1/signals", json={**SIGNAL, "signal_id": "db-back"})
+            assert r.status_code == 201, r.text
+    admin.dispose()
