@@ -11,7 +11,7 @@ of their window. Action masks come from here and are used in training and at inf
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -279,6 +279,13 @@ class ContinuousSizingEnv(SizingEnv):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._recent = torch.zeros(self.n, self.cfg.smoothing_window, device=self.device)
+        # the action played is the mean of the new one and these earlier ones: the policy must see them
+        lags = tuple(f"action_lag_{k}" for k in range(self.cfg.smoothing_window - 1, 0, -1))
+        self.spec = replace(self.spec, account_features=self.spec.account_features + lags)
+
+    def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        recent = self._recent if rows is None else self._recent[rows]
+        return torch.cat([super().observe(rows), recent[:, 1:]], dim=1)
 
     def _reset(self, which: torch.Tensor) -> None:
         super()._reset(which)

@@ -31,6 +31,16 @@ def test_shapes_mask_and_hold_zone():
     assert float(env.units[2] * 100) == pytest.approx(0.5 * BASE, rel=1e-5)  # BUY half the base allocation
 
 
+def test_the_observation_shows_the_earlier_actions_the_smoothing_mixes_in():
+    env = make(np.full(300, 100.0), n=2, smoothing_window=3)
+    obs, _ = env.reset()
+    assert obs.shape == (2, env.spec.size) and env.spec.account_features[-2:] == ("action_lag_2", "action_lag_1")
+    assert obs[:, -2:].abs().sum() == 0
+    step(env, 0.9, -0.4)
+    obs, *_ = step(env, 0.2, 0.3)
+    assert torch.allclose(obs[:, -2:], torch.tensor([[0.9, 0.2], [-0.4, 0.3]]))
+
+
 def test_smoothing_and_minimum_trade_value():
     env = make(np.full(300, 100.0), n=2, smoothing_window=3, min_trade_value=25.0)
     env.reset()
