@@ -137,10 +137,11 @@ class PositionMonitor:
             notes.append(message)
             log.warning("reconciliation: %s", message)
 
+        held = self._held()  # one read of the account: settling trades does not change its positions
         for trade in self._store.active_trades():
             if trade.status == "pending" and not self._sync_pending(trade, note, 0.0 if alone else None):
                 continue
-            self._settle_if_gone(self._store.trade_by_order(trade.client_order_id), self._held(), report=note)
+            self._settle_if_gone(self._store.trade_by_order(trade.client_order_id), held, report=note)
         tracked = {t.symbol: t for t in self._store.active_trades()}
         for position in self._broker.positions():
             if position.symbol not in tracked:

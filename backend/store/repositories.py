@@ -304,32 +304,21 @@ class Store:
         self._changed(trade_id)
 
     def mark_closing(self, trade_id: int, reason: str) -> None:
-        with self._sessions.begin() as s:
-            s.execute(
-                update(TradeRow)
-                .where(TradeRow.id == trade_id, TradeRow.status == "open")
-                .values(status="closing", exit_reason=reason)
-            )
-        self._changed(trade_id)
+        self._transition(trade_id, ("open",), status="closing", exit_reason=reason)
 
     def reopen(self, trade_id: int, note: str) -> None:
         """Its exit order ended unfilled: the trade is open again, so a later exit can be tried."""
-        with self._sessions.begin() as s:
-            s.execute(
-                update(TradeRow)
-                .where(TradeRow.id == trade_id, TradeRow.status == "closing")
-                .values(status="open", exit_reason=None, reason=note)
-            )
-        self._changed(trade_id)
+        self._transition(trade_id, ("closing",), status="open", exit_reason=None, reason=note)
 
     def cancel_trade(self, trade_id: int, reason: str) -> None:
         """An active trade the broker knows nothing of: no outcome, no reward."""
+        self._transition(trade_id, ACTIVE_TRADE_STATUSES, status="canceled", reason=reason)
+
+    def _transition(self, trade_id: int, from_statuses: tuple[str, ...], **values) -> None:
+        """Move a trade on, only from the given statuses (a late or replayed event changes nothing)."""
         with self._sessions.begin() as s:
-            s.execute(
-                update(TradeRow)
-                .where(TradeRow.id == trade_id, TradeRow.status.in_(ACTIVE_TRADE_STATUSES))
-                .values(status="canceled", reason=reason)
-            )
+            s.execute(update(TradeRow).where(TradeRow.id == trade_id, TradeRow.status.in_(from_statuses))
+                      .values(**values))
         self._changed(trade_id)
 
     def _changed(self, trade_id: int) -> None:
