@@ -19,6 +19,7 @@ from backend.bus.redis_streams import RedisBus
 from backend.config import Settings
 from backend.data.bundled import load_bundled
 from backend.domain.model import Fill, OrderEnded, Signal
+from backend.domain.rewards import REWARDS
 from backend.execution.executor import Executor
 from backend.execution.monitor import PENDING_GRACE_S, PositionMonitor
 from backend.indicators import min_bars
@@ -26,7 +27,8 @@ from backend.metrics import Metrics
 from backend.risk import RiskManager
 from backend.sizing.atr import AtrRule
 from backend.sizing.base import SizingPolicy
-from backend.sizing.qlearning import QLearningPolicy
+from backend.sizing.fixed import FixedExposure
+from backend.sizing.qlearning import KellyPolicy, QLearningPolicy
 from backend.store.db import make_engine, run_migrations
 from backend.store.hot import HotTrades
 from backend.store.repositories import Store
@@ -134,6 +136,7 @@ def make_sim_broker(settings: Settings) -> SimBroker:
         shorting_enabled=settings.sim_shorting_enabled,
         slippage_bps=settings.sim_slippage_bps,
         commission_bps=settings.sim_commission_bps,
+        maintenance_margin=settings.rm_maintenance_margin,
     )
 
 
@@ -143,7 +146,16 @@ def make_broker(settings: Settings) -> Broker:
     return make_sim_broker(settings)
 
 
-def make_policy(settings: Settings, store: Store, broker: Broker, fallback: AtrRule) -> SizingPolicy:
+def make_q_agent(settings: Settings, store: Store) -> QLearningPolicy:
+    """The Q-learning agent. It learns from every closed trade, whichever policy sized it."""
+    return QLearningPolicy(store, settings.exposure_menu(), REWARDS[settings.rl_sizing_reward],
+                           confidence_z=settings.rl_sizing_confidence_z, prior_trades=settings.rl_sizing_prior_trades,
+                           horizon_trades=settings.rl_sizing_horizon_trades,
+                           maintenance=settings.rm_maintenance_margin, rng=random.Random(settings.rl_sizing_seed))
+
+
+def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, broker: Broker,
+                fallback: AtrRule) -> SizingPolicy:
     if not settings.rl_position_sizing_enabled or settings.sizing_policy == "atr":
         return fallback
     if settings.sizing_policy == "ppo":
@@ -151,27 +163,33 @@ def make_policy(settings: Settings, store: Store, broker: Broker, fallback: AtrR
         from backend.sizing.ppo import PPOPolicy
 
         return PPOPolicy(load(settings.model_path), broker, reference_equity=broker.account().equity)
-    rng = random.Random(settings.rl_sizing_seed)
-    return QLearningPolicy(store, rng, settings.rl_sizing_min_state_visits, fallback)
+    if settings.sizing_policy == "fixed":
+        return FixedExposure(settings.sizing_fixed_exposure)
+    if settings.sizing_policy == "kelly":
+        return KellyPolicy(store, settings.exposure_menu(), settings.sizing_kelly_fraction)
+    return q_agent
 
 
-def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool = False) -> App:
+def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool = False,
+              policy: SizingPolicy | None = None) -> App:
     """The service for `sizer serve` or, with `worker`, for `sizer worker`. With workers (uses_workers) the API
     process validates and enqueues signals, listens to the broker's trade updates (publishing them on the bus),
-    polls open trades and reconciles at start-up; the workers consume SIGNALS, FILLS and ORDER_ENDS."""
+    polls open trades and reconciles at start-up; the workers consume SIGNALS, FILLS and ORDER_ENDS. `broker`
+    and `policy` replace the configured ones (backtests on generated markets, benchmarks)."""
     if settings.auto_migrate:
         run_migrations(settings.database_url)
     distributed = uses_workers(settings)
     bus: EventBus = RedisBus.from_settings(settings, WORKER_GROUP, TRANSIENT) if distributed else InProcessBus()
     hot = HotTrades(bus.client, bus.prefix) if distributed else None
     store = Store(make_engine(settings.database_url), hot)
-    store.ensure_agent(settings.rl_sizing_alpha, settings.rl_sizing_epsilon)
+    store.ensure_agent(settings.rl_sizing_epsilon)
     if hot is not None:
         hot.rebuild(store.active_trades())
     broker = broker or make_broker(settings)
     metrics = Metrics()
     atr = AtrRule()
-    policy = make_policy(settings, store, broker, atr)
+    q_agent = make_q_agent(settings, store)
+    policy = policy or make_policy(settings, q_agent, store, broker, atr)
     window = settings.rl_sizing_win_rate_window
     risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr)
 
@@ -181,7 +199,7 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
 
     # with workers, a pending trade's order may be on its way from a worker until its message is reclaimed
     grace = 3 * settings.bus_claim_idle_ms / 1000 if distributed else PENDING_GRACE_S
-    monitor = PositionMonitor(settings, store, broker, on_reward=on_reward, pending_grace_s=grace)
+    monitor = PositionMonitor(settings, store, broker, learner=q_agent, on_reward=on_reward, pending_grace_s=grace)
     executor = Executor(settings, store, broker, risk, monitor)
     if worker or not distributed:
         bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))

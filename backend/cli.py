@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import tempfile
 from datetime import datetime
@@ -135,7 +134,7 @@ def _print_summaries(summaries) -> None:
             "-" if s.win_rate is None else f"{s.win_rate:.1%}",
             f"{s.total_return:+.2%}",
             f"{s.max_drawdown:.2%}",
-            f"{s.visited_cells}/7500 ({s.coverage:.1%}) / {s.visited_states}/300",
+            f"{s.visited_cells}/{300 * s.actions} ({s.coverage:.1%}) / {s.visited_states}/300",
         )
     Console().print(table)
 
@@ -265,70 +264,61 @@ def _store():
     settings = _settings()
     run_migrations(settings.database_url)
     store = Store(make_engine(settings.database_url))
-    store.ensure_agent(settings.rl_sizing_alpha, settings.rl_sizing_epsilon)
+    store.ensure_agent(settings.rl_sizing_epsilon)
     return settings, store
 
 
 @qtable.command("export")
 def qtable_export(path: Annotated[Path, typer.Argument(help="JSON file to write, - for stdout")]) -> None:
-    """Write q_table, outcomes and metadata as the predecessors' state file did."""
+    """Write the Q-table (format sizer.qtable.v2, see the README), the outcomes and the agent's metadata."""
+    from backend.sizing.qtable_file import export_document
+
     settings, store = _store()
     _, rows = store.q_values(None, 0, 10**9)
     agent = store.agent()
-    doc = {
-        "q_table": {f"{r.state_key}|{r.action_key}": r.q for r in rows},
-        "outcomes": [
-            {"state_key": o.state_key, "action_key": o.action_key, "reward": o.reward, "pnl_pct": o.pnl_pct,
-             "duration_hours": o.duration_hours, "max_drawdown_pct": o.max_drawdown_pct,
-             "timestamp": o.closed_at.isoformat()}
+    doc = export_document(
+        rows, settings.exposure_menu(), settings.rl_sizing_reward,
+        outcomes=[
+            {"state_key": o.state_key, "action_key": o.action_key, "exposure": o.exposure, "reward": o.reward,
+             "trade_return": o.trade_return, "pnl_pct": o.pnl_pct, "duration_hours": o.duration_hours,
+             "max_drawdown_pct": o.max_drawdown_pct, "timestamp": o.closed_at.isoformat()}
             for o in store.iter_outcomes()
         ],
-        "metadata": {
-            "learning_rate": agent.alpha,
+        metadata={
             "exploration_rate": agent.epsilon,
             "recent_win_rate": store.recent_win_rate(settings.rl_sizing_win_rate_window),
             "total_updates": agent.total_updates,
             "last_updated": agent.last_updated_at.isoformat() if agent.last_updated_at else None,
         },
-    }
+    )
     text = json.dumps(doc, indent=2)
     if str(path) == "-":
         sys.stdout.write(text + "\n")
     else:
         path.write_text(text)
-        typer.echo(f"wrote {len(doc['q_table'])} Q-values and {len(doc['outcomes'])} outcomes to {path}")
+        typer.echo(f"wrote {len(doc['q_table'])} cells and {len(doc['outcomes'])} outcomes to {path}")
 
 
 @qtable.command("import")
 def qtable_import(
-    path: Annotated[Path, typer.Argument(help="JSON file in the seed's format")],
+    path: Annotated[Path, typer.Argument(help="JSON file: sizer.qtable.v2, or the predecessors' size_mult|leverage")],
     replace: Annotated[bool, typer.Option(help="Drop the current Q-table first")] = False,
 ) -> None:
-    """Load Q-values from a state file. Outcomes in the file are history and stay in the file."""
-    from backend.domain.state import Action, validate_state_key
+    """Load Q-table cells from a file. Outcomes in the file are history and stay in the file."""
+    from backend.sizing.qtable_file import import_cells
 
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         _fail(f"cannot read {path}: {exc}")
-    if not isinstance(doc, dict) or not isinstance(doc.get("q_table"), dict):
-        _fail(f"{path}: expected an object with a 'q_table' object")
-    cells = {}
-    for key, value in doc["q_table"].items():
-        parts = str(key).split("|")
-        try:
-            if len(parts) != 6:
-                raise ValueError("expected regime|confidence|exposure|performance|size|leverage")
-            state = validate_state_key("|".join(parts[:4]))
-            action = Action.parse("|".join(parts[4:])).key
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"value {value!r} is not a finite number")
-        except ValueError as exc:
-            _fail(f"{path}: q_table[{key!r}]: {exc}; nothing was imported")
-        cells[(state, action)] = float(value)
+    settings = _settings()
+    try:
+        cells = import_cells(doc, settings.exposure_menu())
+    except ValueError as exc:
+        _fail(f"{path}: {exc}; nothing was imported")
     _, store = _store()
     n = store.import_q_table(cells, replace=replace)
-    typer.echo(f"imported {n} Q-values" + (" (table replaced)" if replace else ""))
+    typer.echo(f"imported {n} cells" + (" (table replaced)" if replace else ""))
 
 
 if __name__ == "__main__":

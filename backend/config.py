@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backend.domain.state import BucketEdges
+from backend.domain.state import MIN_EXPOSURE, BucketEdges, exposure_menu
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -60,36 +60,50 @@ class Settings(BaseSettings):
     )
 
     # --- sizing policy -------------------------------------------------------------------------
-    sizing_policy: Literal["qlearning", "ppo", "atr"] = Field(
-        "qlearning", description="Which policy sizes trades; the ATR rule is always the fallback"
+    sizing_policy: Literal["qlearning", "ppo", "atr", "fixed", "kelly"] = Field(
+        "qlearning", description="Which policy sizes trades: qlearning, ppo, atr (the rule), fixed (SIZING_FIXED_"
+        "EXPOSURE) or kelly (SIZING_KELLY_FRACTION of the best exposure over all past trades); the ATR rule is "
+        "always the fallback, and the Q-table learns from every trade whichever policy sized it"
+    )
+    sizing_fixed_exposure: float = Field(
+        0.5, gt=0, description="SIZING_POLICY=fixed: every signal gets this exposure (notional / equity)"
+    )
+    sizing_kelly_fraction: float = Field(
+        0.5, gt=0, le=1, description="SIZING_POLICY=kelly: the share of the estimated Kelly exposure (0.5: half Kelly)"
     )
     model_path: Path = Field(
         Path(__file__).resolve().parents[1] / "models" / "ppo-sizer" / "model.pt",
         description="PPO checkpoint served when SIZING_POLICY=ppo (default: the model shipped in models/)",
     )
     rl_position_sizing_enabled: bool = Field(True, description="False: every trade is sized by the ATR rule")
-    rl_sizing_alpha: float = Field(0.15, gt=0, le=1, description="Q-learning rate: Q += alpha (reward - Q)")
-    rl_sizing_epsilon: float = Field(0.10, ge=0, le=1, description="Initial exploration rate (random action)")
-    rl_sizing_epsilon_min: float = Field(0.02, ge=0, le=1, description="Exploration never decays below this")
-    rl_sizing_epsilon_decay: float = Field(
-        1.0, gt=0, le=1, description="Epsilon is multiplied by this after every Q update (1.0: no decay)"
+    rl_sizing_confidence_z: float = Field(
+        1.64, ge=0, description="Exposures are ranked by their expected reward less this many standard errors: an "
+        "edge that is not yet this clear gets no size (0: rank by the plain estimate)"
     )
-    rl_sizing_discount: float = Field(
-        0.95,
-        ge=0,
-        le=1,
-        description="Discount factor. Each trade is a one-step episode (its outcome is terminal), so the "
-        "update has no bootstrap term and gamma does not enter it; kept for compatibility and reported",
+    rl_sizing_prior_trades: float = Field(
+        50.0, ge=0, description="Before any trade the agent believes in no edge, as firmly as if this many trades had "
+        "earned nothing; the evidence of real trades outweighs it as they accumulate"
+    )
+    rl_sizing_horizon_trades: float | None = Field(
+        None, gt=1, description="Forgetting horizon: each state's older rewards fade with weight (1 - 1/N) per newer "
+        "one, for markets that change (empty: remember everything equally)"
+    )
+    rl_sizing_epsilon: float = Field(
+        0.0, ge=0, le=1, description="Initial exploration rate (a random exposure that fits the caps). Every trade "
+        "teaches every exposure, so none is needed"
+    )
+    rl_sizing_epsilon_min: float = Field(0.0, ge=0, le=1, description="Exploration never decays below this")
+    rl_sizing_epsilon_decay: float = Field(
+        1.0, gt=0, le=1, description="Epsilon is multiplied by this after every learned trade (1.0: no decay)"
     )
     rl_sizing_reward: Literal["seed", "log_growth"] = Field(
-        "log_growth", description="Reward function: seed (linear pnl%, favours leverage) or log_growth (Kelly)"
+        "log_growth", description="Reward: log_growth (Kelly's objective) or seed (the predecessors' pnl% on margin "
+        "less time and drawdown penalties)"
     )
     rl_sizing_seed: int | None = Field(None, description="Seed of the exploration RNG (None: from the OS)")
-    rl_sizing_min_state_visits: int = Field(
-        1,
-        ge=0,
-        description="A state with fewer recorded outcomes is sized by the ATR rule (its action is still "
-        "recorded and learned from). 0: the Q-table always decides",
+    rl_shadow_cost_bps: float = Field(
+        6.0, ge=0, description="Round-trip cost (slippage and commission, basis points of notional) charged to a "
+        "signal sized 0, which is followed without an order so that every exposure learns from it"
     )
     rl_sizing_win_rate_window: int = Field(20, ge=1, description="Performance bucket: win rate of the last N outcomes")
     rl_state_high_vol_atr_pct: float = Field(0.02, gt=0, description="ATR/price above this is high volatility")
@@ -99,21 +113,41 @@ class Settings(BaseSettings):
         (0.45, 0.55, 0.70, 0.85), description="Confidence bucket edges, JSON list of 4"
     )
     rl_state_exposure_edges: tuple[float, float, float] = Field(
-        (0.30, 0.60, 0.80), description="Gross exposure / equity bucket edges, JSON list of 3"
+        (0.5, 1.0, 2.0), description="Gross exposure / equity bucket edges (light | moderate | heavy | max), JSON list "
+        "of 3"
     )
     rl_state_performance_edges: tuple[float, float] = Field(
         (0.45, 0.60), description="Win-rate bucket edges (bad | neutral | good), JSON list of 2"
     )
 
     # --- risk manager: hard caps no policy can exceed --------------------------------------------
-    rm_max_leverage: float = Field(5.0, ge=1, description="Most leverage a trade may use (also capped by the broker)")
-    rm_max_position_usd: float = Field(25_000.0, gt=0, description="Largest notional of one position")
-    rm_min_position_usd: float = Field(100.0, ge=0, description="Smaller positions are not placed")
-    rm_risk_per_trade_pct: float = Field(
-        0.005, gt=0, le=0.2, description="Base risk: fraction of equity lost if the stop is hit (ATR rule, RL base)"
+    rm_max_leverage: float = Field(
+        5.0, ge=1, description="Most leverage (notional / equity) a trade may use; also capped by the account's "
+        "multiplier"
     )
-    rm_max_risk_pct: float = Field(0.015, gt=0, le=0.5, description="No trade may risk more than this fraction")
-    rm_max_exposure: float = Field(1.5, gt=0, description="Gross exposure after the trade, as a multiple of equity")
+    rm_max_position_exposure: float = Field(
+        3.0, gt=0, description="Largest notional of one position, as a multiple of equity"
+    )
+    rm_max_position_usd: float | None = Field(
+        None, gt=0, description="Optional fixed ceiling on one position's notional, USD (empty: none)"
+    )
+    rm_min_position_usd: float = Field(
+        100.0, ge=0, description="A smaller position is not placed; the signal is followed without an order"
+    )
+    rm_risk_per_trade_pct: float = Field(
+        0.005, gt=0, le=0.2, description="The ATR rule's risk: fraction of equity lost if the stop is hit"
+    )
+    rm_max_risk_pct: float = Field(
+        0.08, gt=0, le=0.5, description="No trade may lose more than this fraction of equity at its stop"
+    )
+    rm_max_exposure: float = Field(
+        3.0, gt=0, description="Gross exposure of all positions after the trade, as a multiple of equity"
+    )
+    rm_maintenance_margin: float = Field(
+        0.25, gt=0, lt=1, description="The broker's maintenance margin: equity below this share of the gross position "
+        "value is liquidated. The simulator enforces it; the Q agent assumes it when it reckons what every exposure "
+        "would have earned"
+    )
     rm_atr_stop_multiple: float = Field(2.0, gt=0, description="Stop distance in ATRs when a signal has none")
     rm_atr_period: int = Field(14, ge=2, le=200, description="ATR and ADX period (Wilder), in bars")
     rm_default_time_limit_hours: float | None = Field(
@@ -157,13 +191,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
-        if self.rm_min_position_usd > self.rm_max_position_usd:
+        if self.rm_max_position_usd is not None and self.rm_min_position_usd > self.rm_max_position_usd:
             raise ValueError("RM_MIN_POSITION_USD must not exceed RM_MAX_POSITION_USD")
         if self.rm_risk_per_trade_pct > self.rm_max_risk_pct:
             raise ValueError("RM_RISK_PER_TRADE_PCT must not exceed RM_MAX_RISK_PCT")
         if self.rl_sizing_epsilon_min > self.rl_sizing_epsilon:
             raise ValueError("RL_SIZING_EPSILON_MIN must not exceed RL_SIZING_EPSILON")
         self.bucket_edges()  # validates the edges
+        self.exposure_menu()
         if self.sizer_api_key is None and self.host not in LOOPBACK_HOSTS:
             raise ValueError(f"SIZER_API_KEY must be set when HOST is {self.host!r} (not a loopback address): "
                              "anyone who can reach the API could trade")
@@ -174,6 +209,14 @@ class Settings(BaseSettings):
                 raise ValueError("ALPACA_PAPER=false trades real money: it also needs "
                                  "ALPACA_LIVE_TRADING_CONFIRMED=true; refusing to start")
         return self
+
+    def exposure_menu(self) -> tuple[float, ...]:
+        """The Q agent's actions: 0 and the exposures up to the most any trade could be allowed."""
+        top = min(self.rm_max_leverage, self.rm_max_position_exposure, self.rm_max_exposure)
+        if top < MIN_EXPOSURE:
+            raise ValueError(f"RM_MAX_POSITION_EXPOSURE and RM_MAX_EXPOSURE must allow at least {MIN_EXPOSURE}x "
+                             "equity: no exposure could be placed")
+        return exposure_menu(top)
 
     def bucket_edges(self) -> BucketEdges:
         return BucketEdges(

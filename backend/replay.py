@@ -8,28 +8,35 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from backend.bootstrap import App, build_app
-from backend.brokers.sim import EndOfData
+from backend.brokers.sim import EndOfData, SimBroker
 from backend.config import Settings
 from backend.domain.model import Side, Signal
-from backend.domain.state import ACTIONS, ALL_STATE_KEYS
+from backend.domain.state import ALL_STATE_KEYS
 from backend.risk import SizingError
+from backend.sizing.base import SizingPolicy
+
+SignalSource = Callable[[App], Iterable[Signal]]  # the signals due at the current bar, reading bars up to it
 
 
 class TrendSignals:
     """A plain trend follower: buy above the 20-bar mean after a rising week, sell below it after a falling
     week, signalling only when that view changes. Confidence grows with the distance from the mean in ATRs."""
 
-    def __init__(self, lookback: int = 20, momentum: int = 5) -> None:
+    def __init__(self, symbols: Iterable[str], lookback: int = 20, momentum: int = 5) -> None:
+        self._symbols = tuple(symbols)
         self._lookback = lookback
         self._momentum = momentum
         self._view: dict[str, Side | None] = {}
 
-    def __call__(self, app: App, symbol: str) -> Signal | None:
+    def __call__(self, app: App) -> list[Signal]:
+        return [s for s in (self._signal(app, symbol) for symbol in self._symbols) if s is not None]
+
+    def _signal(self, app: App, symbol: str) -> Signal | None:
         bars = app.broker.history(symbol, self._lookback + 1)
         close = bars.close
         mean = close[-self._lookback:].mean()
@@ -67,30 +74,30 @@ class Summary:
     signals: int
     visited_cells: int
     visited_states: int
+    actions: int
     curve: "Curve"
 
     @property
     def coverage(self) -> float:
-        return self.visited_cells / (len(ALL_STATE_KEYS) * len(ACTIONS))
+        return self.visited_cells / (len(ALL_STATE_KEYS) * self.actions)
 
 
 def run_replay(
-    settings: Settings, end: date | None = None, on_bar: Callable[[int, int], None] | None = None
+    settings: Settings, end: date | None = None, on_bar: Callable[[int, int], None] | None = None, *,
+    broker: SimBroker | None = None, policy: SizingPolicy | None = None, signals: SignalSource | None = None,
 ) -> Summary:
-    """Run the whole loop from SIM_START to `end` (or the data's last bar) and summarise it."""
-    app = build_app(settings)
+    """Run the whole loop from SIM_START (or `broker`'s first bar) to `end` (or the data's last bar) and
+    summarise it. `signals` defaults to the trend follower on SIM_SYMBOLS."""
+    app = build_app(settings, broker=broker, policy=policy)
     try:
-        signals = TrendSignals()
+        signals = signals or TrendSignals(settings.sim_symbols)
         end_ts = np.datetime64(end, "s") if end else None
         total = app.broker.bars_left if end_ts is None else app.broker.bars_until(end_ts)
         account = app.broker.account()
         dates, equity, exposure, traded = [app.broker.now().date()], [account.equity], [], []
         sent = 0
         for step in range(total):
-            for symbol in settings.sim_symbols:
-                signal = signals(app, symbol)
-                if signal is None:
-                    continue
+            for signal in signals(app):
                 sent += 1
                 try:
                     app.executor.handle(signal)
@@ -118,7 +125,7 @@ def run_replay(
 def _summarise(app: App, curve: Curve, sent: int) -> Summary:
     equity = curve.equity
     peak = np.maximum.accumulate(equity)
-    outcomes = list(app.store.iter_outcomes())
+    outcomes = [o for o in app.store.iter_outcomes() if o.exposure != 0]  # trades placed, not followed at size 0
     cells, states = app.store.q_coverage()
     return Summary(
         policy=app.risk.policy_name,
@@ -129,5 +136,6 @@ def _summarise(app: App, curve: Curve, sent: int) -> Summary:
         signals=sent,
         visited_cells=cells,
         visited_states=states,
+        actions=len(app.settings.exposure_menu()),
         curve=curve,
     )

@@ -1,13 +1,12 @@
-"""The risk manager: builds the sizing context, asks a policy, and applies every hard cap.
+"""The risk manager: builds the sizing context, asks a policy for an exposure, and applies every hard cap.
 
-This module is the only place caps live. Each cap is a small function of (size_usd, leverage, limits)
-that may only shrink the size or the leverage; a new protection is one more entry in CAPS.
+This module is the only place caps live. Each cap is the most notional it allows for the trade (cap_limits);
+the size is the smallest of them and the policy's, and a new cap is one more entry there.
 """
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 from backend.brokers.base import Broker, OrderRejected
@@ -29,68 +28,36 @@ class SizingError(ValueError):
         self.field = field
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_leverage: float
-    max_position_usd: float
-    min_position_usd: float
-    max_risk_usd: float
-    stop_distance_pct: float
-    exposure_room_usd: float
-    buying_power: float
-
-    @staticmethod
-    def of(settings: Settings, account: Account, stop_distance_pct: float, asset: AssetRules) -> "Limits":
-        """Leverage is clamped to the account's multiplier; an asset that is not marginable (crypto) gets
-        none, and only the buying power that unleveraged assets may use."""
-        if asset.marginable:
-            max_leverage, buying_power = min(settings.rm_max_leverage, account.multiplier), account.buying_power
-        else:
-            max_leverage = 1.0
-            buying_power = min(account.buying_power, account.non_marginable_buying_power
-                               if account.non_marginable_buying_power is not None else account.cash)
-        return Limits(
-            max_leverage=max_leverage,
-            max_position_usd=settings.rm_max_position_usd,
-            min_position_usd=settings.rm_min_position_usd,
-            max_risk_usd=max(0.0, account.equity * settings.rm_max_risk_pct),
-            stop_distance_pct=stop_distance_pct,
-            exposure_room_usd=max(0.0, account.equity * settings.rm_max_exposure - account.gross_position_value),
-            buying_power=max(0.0, buying_power),
-        )
+def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, asset: AssetRules) -> dict[str, float]:
+    """The most notional (USD) each cap allows for one new trade. Caps are fractions of equity, so they grow and
+    shrink with the account; RM_MAX_POSITION_USD is an optional fixed ceiling. Leverage (notional / equity) is
+    clamped to the account's multiplier; an asset that is not marginable (crypto) gets none, and only the
+    buying power that unleveraged assets may use."""
+    equity = account.equity
+    if asset.marginable:
+        max_leverage, buying_power = min(settings.rm_max_leverage, account.multiplier), account.buying_power
+    else:
+        max_leverage = 1.0
+        buying_power = min(account.buying_power, account.non_marginable_buying_power
+                           if account.non_marginable_buying_power is not None else account.cash)
+    limits = {
+        "max_leverage": max_leverage * equity,
+        "max_position": settings.rm_max_position_exposure * equity,
+        "max_risk": settings.rm_max_risk_pct * equity / stop_distance_pct,
+        "max_exposure": settings.rm_max_exposure * equity - account.gross_position_value,
+        "buying_power": buying_power,
+    }
+    if settings.rm_max_position_usd is not None:
+        limits["max_position_usd"] = settings.rm_max_position_usd
+    return {name: max(0.0, limit) for name, limit in limits.items()}
 
 
-Cap = Callable[[float, float, Limits], tuple[float, float]]
-
-
-def _cap_leverage(size: float, lev: float, lim: Limits) -> tuple[float, float]:
-    if lev > lim.max_leverage:  # keep the capital committed, borrow less
-        return size * lim.max_leverage / lev, lim.max_leverage
-    return size, lev
-
-
-CAPS: dict[str, Cap] = {
-    "max_leverage": _cap_leverage,
-    "max_position_usd": lambda s, lev, lim: (min(s, lim.max_position_usd), lev),
-    "max_risk": lambda s, lev, lim: (min(s, lim.max_risk_usd / lim.stop_distance_pct), lev),
-    "max_exposure": lambda s, lev, lim: (min(s, lim.exposure_room_usd), lev),
-    "buying_power": lambda s, lev, lim: (min(s, lim.buying_power), lev),
-}
-
-
-def apply_caps(size: float, leverage: float, lim: Limits) -> tuple[float, float, tuple[str, ...]]:
-    """Every cap in turn; returns the capped size and leverage and the names of the caps that bound."""
-    bound: list[str] = []
+def apply_caps(size: float, limits: dict[str, float]) -> tuple[float, tuple[str, ...]]:
+    """The notional after every cap, and the names of the caps that bound. Caps only ever shrink a size."""
+    bound = [name for name, limit in limits.items() if not size <= limit]
     if not math.isfinite(size) or size < 0:
-        size, bound = 0.0, ["invalid_size"]
-    if not math.isfinite(leverage) or leverage < 1:
-        leverage, bound = 1.0, bound + ["invalid_leverage"]
-    for name, cap in CAPS.items():
-        new_size, new_lev = cap(size, leverage, lim)
-        if new_size < size or new_lev < leverage:
-            bound.append(name)
-        size, leverage = min(size, new_size), min(leverage, new_lev)
-    return size, leverage, tuple(bound)
+        return 0.0, ("invalid_size",)
+    return min(size, *limits.values()), tuple(bound)
 
 
 class RiskManager:
@@ -158,9 +125,9 @@ class RiskManager:
             )
         stop_pct = abs(price - stop) / price
 
-        def reject(reason: str, proposal: Proposal | None = None) -> Decision:
-            return self._decision(signal, price, stop, proposal, 0.0, 1.0, (), account.equity, approved=False,
-                                  note=reason)
+        def reject(reason: str) -> Decision:
+            return self._decision(signal, price, stop, None, None, 0.0, (), account.equity, approved=False,
+                                  note=f"rejected: {reason}")
 
         if account.equity <= 0:
             return reject(f"account equity is {account.equity:.2f}: nothing can be risked")
@@ -173,18 +140,13 @@ class RiskManager:
         if signal.side is Side.SELL and not asset.shortable:
             return reject(f"{signal.symbol} may not be sold short")
 
-        limits = Limits.of(self._s, account, stop_pct, asset)
-
-        def fits_caps(size: float, lev: float) -> bool:
-            _, _, bound = apply_caps(size, lev, limits)
-            return not bound and size >= limits.min_position_usd
-
+        equity = account.equity
+        limits = cap_limits(self._s, account, stop_pct, asset)
         ctx = SizingContext(
             signal=signal,
             market=market,
             account=account,
             stop_distance_pct=stop_pct,
-            base_size_usd=account.equity * self._s.rm_risk_per_trade_pct / stop_pct,
             state_key=state_key(
                 atr_pct=market.atr_pct,
                 adx=market.adx,
@@ -193,21 +155,23 @@ class RiskManager:
                 win_rate=self._win_rate(),
                 edges=self._edges,
             ),
-            fits_caps=fits_caps,
+            max_exposure=min(limits.values()) / equity,
+            min_exposure=self._s.rm_min_position_usd / equity,
+            atr_exposure=self._s.rm_risk_per_trade_pct / stop_pct,
         )
         proposal = self._propose(ctx)
-        size, lev, bound = apply_caps(proposal.size_usd, proposal.leverage, limits)
+        size, bound = apply_caps(proposal.exposure * equity, limits)
         quantity = size / price
         if not asset.fractionable:
             quantity = math.floor(quantity)
             size = quantity * price
-        if size < limits.min_position_usd or quantity <= 0:
-            return reject(
-                f"size ${size:,.2f} after caps ({', '.join(bound) or 'none bound'}) is below the minimum "
-                f"${limits.min_position_usd:,.2f}",
-                proposal,
-            )
-        return self._decision(signal, price, stop, proposal, size, lev, bound, account.equity, approved=True,
+        if size < self._s.rm_min_position_usd or quantity <= 0:
+            reason = ("the policy skips it" if proposal.exposure == 0 else
+                      f"size ${size:,.2f} after caps ({', '.join(bound) or 'none bound'}) is below the minimum "
+                      f"${self._s.rm_min_position_usd:,.2f}")
+            return self._decision(signal, price, stop, proposal, ctx.state_key, 0.0, bound, equity,
+                                  approved=False, skipped=True, note=f"sized 0: {reason}; followed without an order")
+        return self._decision(signal, price, stop, proposal, ctx.state_key, size, bound, equity, approved=True,
                               quantity=quantity)
 
     def _propose(self, ctx: SizingContext) -> Proposal:
@@ -218,7 +182,7 @@ class RiskManager:
         except Exception as exc:  # a broken policy must never stop trading: the rule sizes instead
             log.exception("sizing policy %s failed; ATR rule sizes this trade", self._policy.name)
             p = self._fallback.propose(ctx)
-            return Proposal(p.size_usd, p.leverage, p.policy, f"{self._policy.name} failed ({exc!r}): {p.why}")
+            return Proposal(p.exposure, p.policy, f"{self._policy.name} failed ({exc!r}): {p.why}")
 
     def _decision(
         self,
@@ -226,12 +190,13 @@ class RiskManager:
         price: float,
         stop: float,
         proposal: Proposal | None,
+        state: str | None,
         size: float,
-        leverage: float,
         bound: tuple[str, ...],
         equity: float,
         *,
         approved: bool,
+        skipped: bool = False,
         quantity: float = 0.0,
         note: str = "",
     ) -> Decision:
@@ -239,23 +204,26 @@ class RiskManager:
         if bound:
             why += f"; capped by {', '.join(bound)}"
         if note:
-            why += f"; rejected: {note}"
+            why += f"; {note}"
+        exposure = size / equity if equity > 0 else 0.0
         return Decision(
             approved=approved,
             symbol=signal.symbol,
             side=signal.side,
             size_usd=size,
             quantity=quantity,
-            leverage=leverage,
+            leverage=max(1.0, exposure),
             price=price,
             stop_price=stop,
             target_price=signal.target_price,
             policy=proposal.policy if proposal else "none",
             reasoning=why,
-            state_key=proposal.state_key if proposal else None,
+            state_key=state,
             action_key=proposal.action_key if proposal else None,
             q_value=proposal.q_value if proposal else None,
             model_version=proposal.model_version if proposal else None,
             capped_by=bound,
             equity=equity,
+            exposure=exposure,
+            skipped=skipped,
         )

@@ -8,6 +8,8 @@ import numpy as np
 from backend.brokers.base import BrokerPosition, OrderAck, OrderRequest
 from backend.data.bundled import Series
 from backend.domain.model import Account, AssetRules
+from backend.domain.state import ROOT_KEY, action_key
+from backend.sizing.qlearning import Cell, Learning
 
 
 def random_walk(n: int = 200, start: float = 100.0, vol: float = 0.01, seed: int = 0, symbol: str = "TEST") -> Series:
@@ -59,3 +61,32 @@ class StaticBroker:
 
     def asset(self, symbol: str) -> AssetRules:
         return self._asset
+
+
+class MemoryQTable:
+    """The QTable port in memory, adding a Learning's rewards as the store does (decayed sums)."""
+
+    def __init__(self, epsilon: float = 0.0) -> None:
+        self.cells: dict[str, dict[str, Cell]] = {}
+        self.epsilon = epsilon
+
+    def q_cells(self, state_keys):
+        return {k: dict(self.cells[k]) for k in state_keys if k in self.cells}, self.epsilon
+
+    def add(self, learning: Learning) -> None:
+        d = learning.decay
+        for state, action, r in learning.rewards:
+            c = self.cells.setdefault(state, {}).get(action, Cell())
+            self.cells[state][action] = Cell(c.weight * d + 1, c.reward_sum * d + r, c.reward_sq_sum * d + r * r,
+                                             c.visits + 1)
+
+
+def experienced_cells(menu, trades: int = 2000, edge: float = 0.003, vol: float = 0.015) -> dict:
+    """Q-table cells (all trades' level) as if `trades` trades had returned `edge` per unit of exposure on
+    average with volatility `vol`: a clear edge, so a Q agent sizes instead of skipping."""
+    cells = {}
+    for e in menu:
+        mean = 100 * (e * edge - (e * vol) ** 2 / 2)
+        cells[(ROOT_KEY, action_key(e))] = Cell(trades, mean * trades, (mean**2 + (100 * e * vol) ** 2) * trades,
+                                                trades)
+    return cells

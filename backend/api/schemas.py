@@ -51,12 +51,14 @@ class SignalIn(DecisionIn):
 
 
 class DecisionOut(BaseModel):
-    approved: bool
+    approved: bool = Field(description="An order of `quantity` is (to be) placed")
+    skipped: bool = Field(False, description="Sized 0: no order; the signal is followed so every size learns")
     symbol: str
     side: str
+    exposure: float = Field(0.0, description="Notional / equity")
     size_usd: float
     quantity: float
-    leverage: float
+    leverage: float = Field(description="Notional / equity, at least 1")
     price: float
     stop_price: float
     target_price: float | None
@@ -71,7 +73,7 @@ class DecisionOut(BaseModel):
 
 class SignalOut(BaseModel):
     signal_id: str
-    status: Literal["placed", "rejected", "exit"]
+    status: Literal["placed", "skipped", "rejected", "exit"]
     reason: str
     replayed: bool
     trade_id: int | None
@@ -85,7 +87,7 @@ class SignalQueued(BaseModel):
 
 
 class SignalState(BaseModel):
-    """A handled signal as stored: status placed | rejected | exit; trade_status follows its trade."""
+    """A handled signal as stored: status placed | skipped | rejected | exit; trade_status follows its trade."""
 
     signal_id: str
     symbol: str
@@ -109,12 +111,14 @@ class Page(BaseModel):
 class AgentOut(BaseModel):
     policy: str
     reward_fn: str
-    alpha: float
+    confidence_z: float
+    prior_trades: float
+    horizon_trades: float | None
+    menu: list[float] = Field(description="The exposures (notional / equity) the Q agent chooses from")
     epsilon: float
     epsilon_initial: float
     epsilon_min: float
     epsilon_decay: float
-    discount: float
     recent_win_rate: float | None
     win_rate_window: int
     total_updates: int

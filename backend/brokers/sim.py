@@ -17,7 +17,7 @@ import numpy as np
 
 from backend.brokers.base import BrokerPosition, OrderAck, OrderRequest, OrderRejected
 from backend.data.bundled import Series
-from backend.domain.model import Account, AssetRules, Fill, Side
+from backend.domain.model import Account, AssetRules, Fill, Side, bracket_exit
 
 
 @dataclass
@@ -235,25 +235,15 @@ class SimBroker:
         if pos.stop is None and pos.target is None:
             return None
         s = self._series[symbol]
-        o, h, lo = float(s.open[self._i]), float(s.high[self._i]), float(s.low[self._i])
         long = pos.quantity > 0
-        exit_side = Side.SELL if long else Side.BUY
-        level, reason = None, ""
-        if pos.stop is not None:
-            if long and lo <= pos.stop:
-                level, reason = min(o, pos.stop), "stop"
-            elif not long and h >= pos.stop:
-                level, reason = max(o, pos.stop), "stop"
-        if level is None and pos.target is not None:
-            if long and h >= pos.target:
-                level, reason = max(o, pos.target), "target"
-            elif not long and lo <= pos.target:
-                level, reason = min(o, pos.target), "target"
-        if level is None:
+        hit = bracket_exit(Side.BUY if long else Side.SELL, pos.stop, pos.target, float(s.open[self._i]),
+                           float(s.high[self._i]), float(s.low[self._i]))
+        if hit is None:
             return None
+        level, reason = hit
         price = level * (1 - (1 if long else -1) * self._slip) if reason == "stop" else level
         leg = f"{pos.bracket_id}-{'sl' if reason == 'stop' else 'tp'}"
-        return self._execute(symbol, exit_side, abs(pos.quantity), price, ts, leg, reason)
+        return self._execute(symbol, Side.SELL if long else Side.BUY, abs(pos.quantity), price, ts, leg, reason)
 
     def _margin_call(self) -> None:
         acct = self.account()

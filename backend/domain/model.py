@@ -80,28 +80,28 @@ class MarketContext:
 
 @dataclass(frozen=True)
 class Proposal:
-    """A policy's raw answer, before the risk manager's caps."""
+    """A policy's raw answer, before the risk manager's caps: an exposure (notional / equity; 0 skips)."""
 
-    size_usd: float  # notional exposure
-    leverage: float
+    exposure: float
     policy: str
     why: str
-    state_key: str | None = None
     action_key: str | None = None
-    q_value: float | None = None
+    q_value: float | None = None  # the Q agent's estimate of the action's expected reward
     model_version: str | None = None
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The risk manager's final answer. `approved` False means: place nothing."""
+    """The risk manager's final answer. `approved`: place an order of `quantity`. `skipped`: the trade could be
+    taken but is sized 0 (the policy's skip, or the caps leave less than the minimum order); it is followed
+    without an order, so that every size learns from it. Neither: rejected (market closed, not shortable...)."""
 
     approved: bool
     symbol: str
     side: Side
     size_usd: float
     quantity: float
-    leverage: float
+    leverage: float  # notional / equity, at least 1: what the position borrows
     price: float
     stop_price: float
     target_price: float | None
@@ -113,6 +113,8 @@ class Decision:
     model_version: str | None = None
     capped_by: tuple[str, ...] = field(default_factory=tuple)
     equity: float | None = None  # the account equity it was sized against
+    exposure: float = 0.0  # size_usd / equity
+    skipped: bool = False
 
 
 class BrokerEvent:
@@ -176,14 +178,68 @@ class AssetRules:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a closed trade taught us."""
+    """What a closed trade earned, or what a trade of `exposure` on the same path would have earned."""
 
+    exposure: float  # notional / equity at entry
     pnl_usd: float
-    pnl_pct: float  # on the margin the trade committed, in percent
+    pnl_pct: float  # on the margin the trade committed (notional / max(1, exposure)), in percent
     duration_hours: float
     max_drawdown_pct: float  # worst adverse excursion on that margin, percent, >= 0
     equity_at_entry: float
+    trade_return: float  # the path's return per unit of exposure, after costs (the same for every size)
+    liquidated: bool = False
 
     @property
     def won(self) -> bool:
-        return self.pnl_usd > 0
+        """Whether the trade's path paid, whatever its size (a trade sized 0 wins or loses too)."""
+        return self.trade_return > 0
+
+
+@dataclass(frozen=True)
+class TradePath:
+    """A closed trade's prices: all it takes to say what any size of it would have earned. The stop and the
+    exit are the same price for every size; costs scale with it; a margin call depends on it."""
+
+    side: Side
+    entry_price: float
+    exit_price: float
+    worst_price: float  # the most adverse price while it was open
+    cost_rate: float  # round-trip costs (commissions; slippage is in the prices) / entry notional
+    duration_hours: float
+
+    def _return_at(self, price: float) -> float:
+        return self.side.sign * (price / self.entry_price - 1)
+
+    def outcome(self, exposure: float, equity: float, maintenance: float | None) -> Outcome:
+        """A trade of `exposure` x `equity` on this path. With a `maintenance` margin, an exposure whose equity
+        would have fallen below that share of its position at the worst price is liquidated there (the
+        conservative reading: a real margin call fills at or beyond that level). A realised trade is read
+        without (None): its exit already is what happened."""
+        worst = min(0.0, self._return_at(self.worst_price))
+        liquidated = maintenance is not None and exposure > 0 and (
+            1 + exposure * worst < maintenance * exposure * self.worst_price / self.entry_price)
+        path_return = self._return_at(self.exit_price)
+        gross = worst if liquidated else path_return
+        on_margin = 100 * max(1.0, exposure)  # percent of the margin per unit of price return
+        return Outcome(
+            exposure=exposure,
+            pnl_usd=max(-equity, exposure * equity * (gross - self.cost_rate)),
+            pnl_pct=on_margin * (gross - self.cost_rate),
+            duration_hours=self.duration_hours,
+            max_drawdown_pct=on_margin * max(0.0, -worst, -gross),
+            equity_at_entry=equity,
+            trade_return=path_return - self.cost_rate,
+            liquidated=liquidated,
+        )
+
+
+def bracket_exit(side: Side, stop: float | None, target: float | None, bar_open: float, high: float,
+                 low: float) -> tuple[float, str] | None:
+    """Where a position's stop or target leaves it within a bar: at the level, or at the open when the bar
+    gapped through it; a bar touching both is read as the stop first (the conservative reading)."""
+    long = side is Side.BUY
+    if stop is not None and (low <= stop if long else high >= stop):
+        return (min(bar_open, stop) if long else max(bar_open, stop)), "stop"
+    if target is not None and (high >= target if long else low <= target):
+        return (max(bar_open, target) if long else min(bar_open, target)), "target"
+    return None

@@ -1,19 +1,20 @@
-"""Turning a closed trade into a reward.
+"""Turning a closed trade into rewards: for the size it had, and for every size it could have had.
 
-`seed` is the predecessors' formula. It is linear in pnl% on the margin a trade commits, so with any
-positive edge its expectation grows with leverage without bound: an agent maximising it learns to use the
-highest leverage it is offered. `log_growth` is the change in log account equity over the trade: concave,
-so its expectation peaks at the Kelly fraction and falls beyond it; over-leverage is punished by the reward
-itself, not only by the caps.
+`seed` is the predecessors' formula. It is linear in pnl% on the margin a trade commits, so it sees leverage x
+return only: every exposure up to 1x earns it the same, and beyond 1x its expectation grows with the
+exposure whenever the edge outweighs half the drawdown term. `log_growth` is the change in log account equity
+over the trade: concave, so its expectation peaks at the Kelly exposure and falls beyond it; over-leverage is
+punished by the reward itself, not only by the caps.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
-from backend.domain.model import Outcome
+from backend.domain.model import Outcome, TradePath
 
 RewardFn = Callable[[Outcome], float]
+RUIN = -1000.0  # 100 x ln(e^-10): a wiped-out account's reward, the worst there is, but finite
 
 
 def seed_reward(o: Outcome) -> float:
@@ -28,9 +29,18 @@ def seed_reward(o: Outcome) -> float:
 def log_growth_reward(o: Outcome) -> float:
     """100 x ln(equity after / equity before): percent-like units, comparable to `seed`."""
     ratio = (o.equity_at_entry + o.pnl_usd) / o.equity_at_entry
-    if ratio <= 0:  # the trade wiped the account out: the worst reward there is, but finite
-        return -1000.0
-    return 100.0 * math.log(ratio)
+    return max(RUIN, 100.0 * math.log(ratio)) if ratio > 0 else RUIN
 
 
 REWARDS: dict[str, RewardFn] = {"seed": seed_reward, "log_growth": log_growth_reward}
+
+
+def reward_of(outcome: Outcome, fn: RewardFn) -> float:
+    """A trade sized 0 earns nothing, whatever the reward function."""
+    return 0.0 if outcome.exposure == 0 else fn(outcome)
+
+
+def counterfactual_rewards(path: TradePath, menu: Sequence[float], equity: float, fn: RewardFn,
+                           maintenance: float) -> list[float]:
+    """The reward each exposure of the menu would have earned on this trade's path, margin calls included."""
+    return [reward_of(path.outcome(exposure, equity, maintenance), fn) for exposure in menu]

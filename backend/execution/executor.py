@@ -26,7 +26,7 @@ def client_order_id(signal_id: str) -> str:
 @dataclass(frozen=True)
 class ExecutionResult:
     signal_id: str
-    status: str  # placed | rejected | exit
+    status: str  # placed | skipped (sized 0, followed without an order) | rejected | exit
     reason: str
     decision: dict[str, Any] | None
     trade_id: int | None = None
@@ -52,16 +52,18 @@ class Executor:
         if active is not None:
             return self._against_active(signal, active)
         decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
-        if not decision.approved:
+        if not (decision.approved or decision.skipped):
             return self._reject(signal, decision, decision.reasoning)
         limit = signal.time_limit_hours or self._s.rm_default_time_limit_hours
+        now = self._broker.now()
         try:
             trade = self._store.record_trade(
                 signal,
                 decision,
                 client_order_id=client_order_id(signal.signal_id),
                 equity=decision.equity,
-                deadline_at=self._broker.now() + timedelta(hours=limit) if limit else None,
+                decided_at=now,
+                deadline_at=now + timedelta(hours=limit) if limit else None,
             )
         except DuplicateSignal:  # a concurrent delivery of the same signal won the race
             return self._replay(self._store.signal(signal.signal_id))
@@ -70,6 +72,10 @@ class Executor:
             if active is not None:
                 return self._against_active(signal, active)
             return self._reject(signal, decision, f"another trade in {signal.symbol} became active first")
+        if trade.shadow:
+            log.info("skipped %s %s (sized 0, followed for learning): %s", signal.side.value, signal.symbol,
+                     decision.reasoning)
+            return ExecutionResult(trade.signal_id, "skipped", decision.reasoning, decision_to_json(decision), trade.id)
         return self._submit(trade, decision)
 
     def _submit(self, trade: TradeRow, decision: Decision) -> ExecutionResult:
@@ -105,8 +111,9 @@ class Executor:
             policy="none", reasoning="",
         )
         if active.side == signal.side.value or active.status != "open":
+            shadow = " and sized 0, followed without an order" if active.shadow else ""
             return self._reject(signal, blank, f"trade {active.id} in {signal.symbol} is {active.status} "
-                                               f"({active.side}); one active trade per symbol")
+                                               f"({active.side}{shadow}); one active trade per symbol")
         try:
             self._store.record_signal(signal, blank, "exit", f"opposite signal: closing trade {active.id}")
         except DuplicateSignal:
@@ -118,12 +125,13 @@ class Executor:
     def _replay(self, seen: SignalRow) -> ExecutionResult:
         """A signal id seen before: answer as the first time, and finish a submit a crash interrupted."""
         trade = self._store.trade_for_signal(seen.signal_id)
-        if trade is not None and trade.status == "pending" and self._broker.find_order(trade.client_order_id) is None:
+        if (trade is not None and not trade.shadow and trade.status == "pending"
+                and self._broker.find_order(trade.client_order_id) is None):
             log.warning("re-submitting %s: its trade was stored but the order never reached the broker",
                         trade.client_order_id)
             result = self._submit(trade, _decision_from_json(seen.decision))
             return ExecutionResult(**{**result.__dict__, "replayed": True})
-        status = "placed" if trade is not None and trade.status != "rejected" else seen.status
+        status = seen.status if trade is None or trade.status != "rejected" else "rejected"
         reason = trade.reason if trade is not None and trade.status == "rejected" else seen.reason
         return ExecutionResult(seen.signal_id, status, reason or seen.decision.get("reasoning", ""), seen.decision,
                                trade.id if trade else None, replayed=True)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Protocol
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
-from backend.domain.model import Fill, OrderEnded, Outcome, Side
-from backend.domain.rewards import REWARDS
+from backend.domain.model import Fill, OrderEnded, Side, TradePath, bracket_exit
+from backend.domain.rewards import REWARDS, reward_of
+from backend.sizing.qlearning import Learning
 from backend.store.repositories import Reward, Store
 from backend.store.tables import TradeRow, utcnow
 
@@ -31,32 +32,42 @@ def entry_order_id(client_order_id: str) -> str | None:
 
 
 def adverse_excursion_pct(trade: TradeRow, worst_price: float) -> float:
-    """Loss at `worst_price` as a percent of the margin the trade committed (0 when it is a gain)."""
-    margin = trade.quantity * trade.entry_price / trade.leverage
-    loss = (trade.entry_price - worst_price) * trade.quantity * (1 if trade.side == "buy" else -1)
-    return max(0.0, 100.0 * loss / margin)
-
-
-def outcome_of(trade: TradeRow, exit_price: float, closed_at: datetime, exit_commission: float) -> Outcome:
+    """Loss at `worst_price` as a percent of the margin the trade committed (0 when it is a gain). The margin is
+    notional / leverage, so per unit of price move this is leverage x the adverse return."""
     sign = 1 if trade.side == "buy" else -1
-    pnl = sign * (exit_price - trade.entry_price) * trade.quantity - trade.commission_usd - exit_commission
-    margin = trade.quantity * trade.entry_price / trade.leverage
-    return Outcome(
-        pnl_usd=pnl,
-        pnl_pct=100.0 * pnl / margin,
+    return max(0.0, 100.0 * trade.leverage * sign * (trade.entry_price - worst_price) / trade.entry_price)
+
+
+def more_adverse(trade: TradeRow, a: float, b: float | None) -> float:
+    return a if b is None else (min(a, b) if trade.side == "buy" else max(a, b))
+
+
+def path_of(trade: TradeRow, exit_price: float, closed_at: datetime, cost_rate: float,
+            worst: float | None = None) -> TradePath:
+    """The trade's path; `worst`: an adverse price seen since its worst was last stored."""
+    worst_price = more_adverse(trade, exit_price, trade.worst_price)
+    return TradePath(
+        side=Side(trade.side),
+        entry_price=trade.entry_price,
+        exit_price=exit_price,
+        worst_price=worst_price if worst is None else more_adverse(trade, worst, worst_price),
+        cost_rate=cost_rate,
         duration_hours=(closed_at - trade.opened_at).total_seconds() / 3600.0,
-        max_drawdown_pct=max(trade.max_adverse_pct, adverse_excursion_pct(trade, exit_price)),
-        equity_at_entry=trade.equity_at_entry,
     )
 
 
+class Learner(Protocol):
+    def learn(self, path: TradePath, state_key: str, equity: float) -> Learning: ...
+
+
 class PositionMonitor:
-    def __init__(self, settings: Settings, store: Store, broker: Broker, on_reward=None,
-                 pending_grace_s: float = PENDING_GRACE_S) -> None:
+    def __init__(self, settings: Settings, store: Store, broker: Broker, learner: Learner | None = None,
+                 on_reward=None, pending_grace_s: float = PENDING_GRACE_S) -> None:
         self._s = settings
         self._pending_grace_s = pending_grace_s
         self._store = store
         self._broker = broker
+        self._learner = learner
         self._reward_fn = REWARDS[settings.rl_sizing_reward]
         self._on_reward = on_reward or (lambda trade, outcome, reward: None)
 
@@ -69,7 +80,8 @@ class PositionMonitor:
             return
         # any other fill against an active trade's side closes it: our exit, a bracket leg, or a close by hand
         trade = self._store.active_trade(fill.symbol)
-        if trade is None or trade.status not in ("open", "closing") or trade.side == fill.side.value:
+        if (trade is None or trade.shadow or trade.status not in ("open", "closing")
+                or trade.side == fill.side.value):
             log.warning("fill %s (%s %s %s) matches no open trade; ignored", fill.client_order_id,
                         fill.side.value, fill.quantity, fill.symbol)
             return
@@ -102,27 +114,37 @@ class PositionMonitor:
             self._store.reopen(trade.id, f"exit order {note}")
 
     def close(self, trade: TradeRow, fill: Fill) -> bool:
-        """Record the outcome and apply its reward; False if this close was already recorded."""
-        outcome = outcome_of(trade, fill.price, fill.ts, fill.commission)
+        """Record the outcome of a trade its exit fill closed, and what it teaches; False if this close was
+        already recorded."""
+        costs = (trade.commission_usd + fill.commission) / (trade.quantity * trade.entry_price)
+        exposure = trade.quantity * trade.entry_price / trade.equity_at_entry
+        return self._settle(trade, path_of(trade, fill.price, fill.ts, costs), exposure,
+                            trade.exit_reason or fill.reason, fill.ts, fill.commission)
+
+    def _close_shadow(self, trade: TradeRow, price: float, reason: str, worst: float | None = None) -> bool:
+        """A trade sized 0 ends where a placed one would have; its path is charged RL_SHADOW_COST_BPS."""
+        now = self._broker.now()
+        path = path_of(trade, price, now, self._s.rl_shadow_cost_bps / 1e4, worst)
+        return self._settle(trade, path, 0.0, reason, now, 0.0)
+
+    def _settle(self, trade: TradeRow, path: TradePath, exposure: float, reason: str, at: datetime,
+                commission: float) -> bool:
+        outcome = path.outcome(exposure, trade.equity_at_entry, None)  # what really happened
         reward = Reward(
-            value=self._reward_fn(outcome),
+            value=reward_of(outcome, self._reward_fn),
             fn=self._s.rl_sizing_reward,
-            alpha=self._s.rl_sizing_alpha,
             epsilon_decay=self._s.rl_sizing_epsilon_decay,
             epsilon_min=self._s.rl_sizing_epsilon_min,
         )
-        first = self._store.close_and_learn(
-            trade,
-            exit_price=fill.price,
-            exit_reason=trade.exit_reason or fill.reason,
-            closed_at=fill.ts,
-            commission=fill.commission,
-            outcome=outcome,
-            reward=reward,
-        )
+        learning = None
+        if self._learner is not None and trade.rl_state_key is not None:
+            learning = self._learner.learn(path, trade.rl_state_key, trade.equity_at_entry)
+        first = self._store.close_and_learn(trade, exit_price=path.exit_price, exit_reason=reason, closed_at=at,
+                                            commission=commission, outcome=outcome, reward=reward, learning=learning)
         if first:
-            log.info("closed trade %s %s: pnl %.2f%% dd %.2f%% reward %.4f (%s)", trade.id, trade.symbol,
-                     outcome.pnl_pct, outcome.max_drawdown_pct, reward.value, reward.fn)
+            log.info("closed %strade %s %s: return %.2f%% at %.2fx, reward %.4f (%s)",
+                     "shadow " if trade.shadow else "", trade.id, trade.symbol, 100 * outcome.trade_return,
+                     exposure, reward.value, reward.fn)
             self._on_reward(trade, outcome, reward)
         return first
 
@@ -138,11 +160,21 @@ class PositionMonitor:
             log.warning("reconciliation: %s", message)
 
         held = self._held()  # one read of the account: settling trades does not change its positions
+        now = self._broker.now()
         for trade in self._store.active_trades():
+            if trade.shadow:
+                gone = ("the market's clock went back (a restarted simulator)" if trade.decided_at > now else
+                        "its time limit passed while nobody followed it" if trade.deadline_at and trade.deadline_at
+                        < now else None)
+                if gone:
+                    self._store.cancel_trade(trade.id, gone)
+                    note(f"shadow trade {trade.id} ({trade.symbol}, decided {trade.decided_at:%Y-%m-%d %H:%M}) "
+                         f"canceled: {gone}")
+                continue
             if trade.status == "pending" and not self._sync_pending(trade, note, 0.0 if alone else None):
                 continue
             self._settle_if_gone(self._store.trade_by_order(trade.client_order_id), held, report=note)
-        tracked = {t.symbol: t for t in self._store.active_trades()}
+        tracked = {t.symbol: t for t in self._store.active_trades() if not t.shadow}
         for position in self._broker.positions():
             if position.symbol not in tracked:
                 note(f"position {position.quantity:g} {position.symbol} is not a sizer trade; left alone")
@@ -205,14 +237,17 @@ class PositionMonitor:
     # --- every bar (simulator) or poll (real broker) ----------------------------------------------------
     def on_bar(self) -> None:
         """Mark every open trade: worst adverse excursion since entry, stops the broker does not hold,
-        time limits, and positions that closed without a fill event reaching us."""
+        time limits, and positions that closed without a fill event reaching us. Trades sized 0 (shadows)
+        are opened, marked and closed here on the market's prices."""
         now = self._broker.now()
-        worst: dict[int, float] = {}
+        worst: dict[int, tuple[float, float]] = {}
         active = self._store.active_trades()
         for trade in active:
-            if trade.status == "pending":
+            if trade.shadow:
+                self._mark_shadow(trade, now, worst)
+            elif trade.status == "pending":
                 self._sync_pending(trade)
-        open_trades = [t for t in active if t.status == "open"]
+        open_trades = [t for t in active if t.status == "open" and not t.shadow]
         held = self._held() if open_trades else {}
         for trade in open_trades:
             if held.get(trade.symbol, 0.0) * Side(trade.side).sign <= 0:
@@ -221,7 +256,8 @@ class PositionMonitor:
             span = self._broker.price_range(trade.symbol, trade.opened_at)
             if span is not None:
                 low, high = span
-                worst[trade.id] = adverse_excursion_pct(trade, low if trade.side == "buy" else high)
+                price = low if trade.side == "buy" else high
+                worst[trade.id] = (price, adverse_excursion_pct(trade, price))
                 exit_reason = self._exit_level_crossed(trade, low, high)
                 if exit_reason:
                     self.request_close(trade, exit_reason)
@@ -230,19 +266,46 @@ class PositionMonitor:
                 self.request_close(trade, "time_limit")
         self._store.update_adverse_excursions(worst)
 
+    def _mark_shadow(self, trade: TradeRow, now: datetime, worst: dict[int, tuple[float, float]]) -> None:
+        """A shadow opens at the first bar (or poll) after its decision, at the price it was sized at, and ends
+        where a placed trade would: its stop or target within a bar (the open when the bar gapped through), or
+        the last price at its time limit."""
+        if trade.status == "pending":
+            self._store.mark_open(trade.id, quantity=0.0, entry_price=trade.decision_price, at=now, commission=0.0)
+            return
+        if trade.status != "open":
+            return
+        span = self._broker.price_range(trade.symbol, trade.opened_at)
+        if span is not None:
+            low, high = span
+            price = more_adverse(trade, low if trade.side == "buy" else high, trade.worst_price)
+            worst[trade.id] = (price, adverse_excursion_pct(trade, price))
+            hit = bracket_exit(Side(trade.side), trade.stop_price, trade.target_price, self._last_bar(trade).open[-1],
+                               high, low)
+            if hit is not None:
+                self._close_shadow(trade, *hit, worst=price)
+                return
+        if trade.deadline_at is not None and now >= trade.deadline_at:
+            self._close_shadow(trade, float(self._last_bar(trade).close[-1]), "time_limit",
+                               worst=worst.get(trade.id, (None,))[0])
+
+    def _last_bar(self, trade: TradeRow):
+        return self._broker.history(trade.symbol, 1)
+
     def _exit_level_crossed(self, trade: TradeRow, low: float, high: float) -> str | None:
+        """The stop or target a broker does not hold, crossed since entry (where within the bar does not matter
+        here: the exit order fills at the market)."""
         if self._broker.asset(trade.symbol).broker_stops:
             return None
-        sign = 1 if trade.side == "buy" else -1
-        if (low if sign > 0 else high) * sign <= trade.stop_price * sign:
-            return "stop"
-        if trade.target_price is not None and (high if sign > 0 else low) * sign >= trade.target_price * sign:
-            return "target"
-        return None
+        hit = bracket_exit(Side(trade.side), trade.stop_price, trade.target_price, trade.entry_price, high, low)
+        return hit[1] if hit else None
 
     def request_close(self, trade: TradeRow, reason: str) -> None:
         """Send the exit order. Idempotent: its client id derives from the trade's; an attempt the broker
-        ended unfilled is followed by a fresh id."""
+        ended unfilled is followed by a fresh id. A shadow trade ends at once, at the last price."""
+        if trade.shadow:
+            self._close_shadow(trade, float(self._last_bar(trade).close[-1]), reason)
+            return
         for attempt in range(1, EXIT_ATTEMPTS + 1):
             order = OrderRequest(
                 client_order_id=exit_order_id(trade.client_order_id, attempt),

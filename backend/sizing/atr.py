@@ -10,11 +10,10 @@ class AtrRule:
 
     def propose(self, ctx: SizingContext) -> Proposal:
         return Proposal(
-            size_usd=ctx.base_size_usd,
-            leverage=1.0,
+            exposure=ctx.atr_exposure,
             policy=self.name,
             why=(
-                f"ATR rule: risk {ctx.base_size_usd * ctx.stop_distance_pct / ctx.account.equity:.2%} of equity "
-                f"with the stop {ctx.stop_distance_pct:.2%} away (ATR {ctx.market.atr_pct:.2%} of price)"
+                f"ATR rule: {ctx.atr_exposure:.3g}x equity risks {ctx.atr_exposure * ctx.stop_distance_pct:.2%} of "
+                f"equity with the stop {ctx.stop_distance_pct:.2%} away (ATR {ctx.market.atr_pct:.2%} of price)"
             ),
         )

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from backend.domain.model import Account, MarketContext, Proposal, Signal
 
@@ -13,9 +13,14 @@ class SizingContext:
     market: MarketContext
     account: Account
     stop_distance_pct: float  # |price - stop| / price
-    base_size_usd: float  # the notional that risks RM_RISK_PER_TRADE_PCT of equity at the stop
     state_key: str
-    fits_caps: Callable[[float, float], bool]  # (size_usd, leverage) -> would no cap change it?
+    max_exposure: float  # the largest exposure (notional / equity) every cap allows for this trade
+    min_exposure: float  # a smaller positive exposure is below the minimum order (RM_MIN_POSITION_USD)
+    atr_exposure: float  # the ATR rule's: RM_RISK_PER_TRADE_PCT of equity lost at the stop
+
+    def feasible(self, exposure: float) -> bool:
+        """Whether the caps would place this exposure unchanged (0, the skip, always is)."""
+        return exposure == 0 or self.min_exposure <= exposure <= self.max_exposure * (1 + 1e-9)
 
 
 class SizingPolicy(Protocol):

@@ -58,11 +58,11 @@ class PPOPolicy:
         self._counts[action] += 1
         odds = ", ".join(f"{ACTION_NAMES[a]} {float(probs[a]):.2f}" for a in (HOLD, *side))
         if action == HOLD:
-            return Proposal(0.0, 1.0, self.name, f"PPO holds ({odds})", action_key=ACTION_NAMES[HOLD],
+            return Proposal(0.0, self.name, f"PPO holds ({odds})", action_key=ACTION_NAMES[HOLD],
                             model_version=self._p.version)
         room = max(0.0, cfg.max_position_pct * account.equity - abs(held))
         size = min(float(base_dollars(f(account.equity), cfg)) * SIZE[action], room)
-        return Proposal(size, 1.0, self.name, f"PPO {ACTION_NAMES[action]} ({odds})",
+        return Proposal(size / account.equity, self.name, f"PPO {ACTION_NAMES[action]} ({odds})",
                         action_key=ACTION_NAMES[action], model_version=self._p.version)
 
     def collapse(self) -> tuple[float, float]:

@@ -1,74 +1,191 @@
-"""Tabular Q-learning over 300 states x 25 (size multiplier, leverage) actions.
+"""The Q-learning sizer: 300 states x a menu of exposures, learned from every size at once.
 
-Each trade is a one-step episode: the reward arrives when the trade closes, and the update
-Q(s, a) += alpha (r - Q(s, a)) runs in the database (Store.close_and_learn). This class only chooses.
-The decision's own state and action keys travel with it; nothing is remembered as "last" here.
+Every trade is a one-step episode, and its price path tells what every exposure of the menu would have earned
+(backend.domain.rewards.counterfactual_rewards): a closed trade updates all actions of its state, and of the
+coarser states it pools with, in the transaction that records its outcome. With full information no
+exploration is needed (epsilon defaults to 0).
+
+The estimate of an action in a state is the average of its rewards (decayed over RL_SIZING_HORIZON_TRADES when
+set), pooled with coarser states (all trades -> confidence -> regime + confidence -> the state) by empirical
+Bayes: a finer bucket keeps its own average only as far as the buckets beside it differ by more than chance,
+so buckets that carry no information share all their data, and informative ones (a confidence that predicts
+the outcome) keep theirs. Actions are ranked by a lower confidence bound of that estimate: an edge that is not
+yet significant gets no size, and as the evidence grows the chosen exposure approaches the growth-optimal one.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import replace
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
-from backend.domain.model import Proposal
-from backend.domain.state import ACTIONS, Action
-from backend.sizing.atr import AtrRule
+import numpy as np
+
+from backend.domain.model import Proposal, TradePath
+from backend.domain.rewards import RewardFn, counterfactual_rewards
+from backend.domain.state import ROOT_KEY, action_key, pooled_keys, pooling_tree
 from backend.sizing.base import SizingContext
 
 
-class QTableReader(Protocol):
-    def q_lookup(self, state_key: str) -> tuple[dict[str, tuple[float, int]], float]:
-        """({action_key: (q, visits)} for the state, current epsilon)"""
+@dataclass(frozen=True)
+class Cell:
+    """What one action earned in one (pooled) state: decayed sums of its rewards."""
+
+    weight: float = 0.0  # decayed count of the rewards
+    reward_sum: float = 0.0
+    reward_sq_sum: float = 0.0
+    visits: int = 0  # every reward ever, undecayed
+
+
+@dataclass(frozen=True)
+class Learning:
+    """What one closed trade teaches: a reward per (state, action), to be added atomically with the outcome.
+    Each cell's earlier sums are multiplied by `decay` first (1: a plain average)."""
+
+    rewards: tuple[tuple[str, str, float], ...]  # (state key, action key, reward)
+    decay: float
+
+
+class QTable(Protocol):
+    """The Q-table port: cells read in one go (the store caches them), written by Store.close_and_learn."""
+
+    def q_cells(self, state_keys: Sequence[str]) -> tuple[dict[str, dict[str, Cell]], float]:
+        """({state key: {action key: cell}} for the keys that have any, the current epsilon)"""
+
+
+SPLIT_SIGMAS = 2.0  # buckets are told apart only when their spread exceeds chance by this many standard deviations
+
+
+def _arrays(cells: dict[str, Cell] | None, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    row = cells or {}
+    get = lambda k: row.get(k, Cell())  # noqa: E731
+    return (np.array([get(k).weight for k in keys]), np.array([get(k).reward_sum for k in keys]),
+            np.array([get(k).reward_sq_sum for k in keys]))
+
+
+def _variance(w: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """The rewards' variance as it would be without an edge: their mean square, never below the variance
+    around their mean, so a short lucky run does not look certain (inf where fewer than two rewards)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(w > 1, s2 / w, np.inf)
+
+
+def estimate(tree: Sequence[tuple[str, Sequence[str]]], cells: dict[str, dict[str, Cell]], keys: Sequence[str],
+             prior_trades: float) -> tuple[np.ndarray, np.ndarray]:
+    """(expected reward, its standard error) of each action in the tree's last state.
+
+    All trades: their average, shrunk towards 0 (no edge) as if `prior_trades` trades had earned nothing.
+    Each finer level: B x its own average + (1 - B) x the coarser estimate, with B = tau^2 / (tau^2 + se^2),
+    where se^2 is the sampling variance of its own average and tau^2 the spread between it and its siblings
+    beyond chance (DerSimonian-Laird, less SPLIT_SIGMAS standard deviations of chance). The two are
+    correlated (the coarser level holds the finer one's trades), so the error is taken as if perfectly so:
+    B x se + (1 - B) x the coarser error, never less than the truth."""
+    root = tree[0][0]
+    w, s1, s2 = _arrays(cells.get(root), keys)
+    var = _variance(w, s2)
+    evident = w > 1
+    mean = np.where(evident, s1 / np.where(evident, w + prior_trades, 1), 0.0)
+    error = np.where(evident, np.sqrt(var / (w + prior_trades)), np.inf)
+    parent_var = var
+    for level, siblings in tree[1:]:
+        stats = [_arrays(cells.get(k), keys) for k in siblings]
+        own_w, own_s1, own_s2 = _arrays(cells.get(level), keys)
+        n = np.array([s[0] for s in stats])  # (siblings, actions)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            m = np.where(n > 0, np.array([s[1] for s in stats]) / n, 0.0)
+            prec = np.where(parent_var > 0, n / parent_var, 0.0)
+            total = prec.sum(0)
+            pooled = (prec * m).sum(0) / total
+            q = (prec * (m - pooled) ** 2).sum(0)
+            k = (n > 0).sum(0)
+            chance = (k - 1) + SPLIT_SIGMAS * np.sqrt(2.0 * np.maximum(k - 1, 0))
+            tau2 = np.maximum(0.0, (q - chance) / (total - (prec * prec).sum(0) / total))
+            se2 = parent_var / own_w
+            b = np.where((k > 1) & (own_w > 0) & np.isfinite(se2) & (parent_var > 0), tau2 / (tau2 + se2), 0.0)
+            b = np.nan_to_num(b)
+            own_mean = np.where(own_w > 0, own_s1 / own_w, 0.0)
+            mean = mean + b * (own_mean - mean)
+            error = np.where(b > 0, b * np.sqrt(se2) + (1 - b) * error, error)
+        parent_var = _variance(own_w, own_s2)
+    return mean, error
 
 
 class QLearningPolicy:
     name = "qlearning"
 
-    def __init__(self, table: QTableReader, rng: random.Random, min_state_visits: int, fallback: AtrRule) -> None:
+    def __init__(self, table: QTable, menu: Sequence[float], reward: RewardFn, *, confidence_z: float,
+                 prior_trades: float, horizon_trades: float | None, maintenance: float, rng: random.Random) -> None:
         self._table = table
+        self._maintenance = maintenance
+        self.menu = tuple(menu)
+        self._keys = tuple(action_key(e) for e in self.menu)
+        self._reward = reward
+        self._z = confidence_z
+        self._prior = prior_trades
+        self._decay = 1.0 if horizon_trades is None else 1.0 - 1.0 / horizon_trades
         self._rng = rng
-        self._min_visits = min_state_visits
-        self._fallback = fallback
 
-    def size_of(self, action: Action, ctx: SizingContext) -> float:
-        """The action's size multiplier scales the capital committed; leverage scales the notional on it."""
-        return ctx.base_size_usd * action.size_mult * action.leverage
+    def estimates(self, state_key: str) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """(expected reward, lower confidence bound) per menu action in this state, the trades behind the full
+        state's own average, and epsilon."""
+        tree = pooling_tree(state_key)
+        cells, epsilon = self._table.q_cells(sorted({k for _, siblings in tree for k in siblings}))
+        mean, error = estimate(tree, cells, self._keys, self._prior)
+        lcb = np.where(np.isfinite(error), mean - self._z * np.where(np.isfinite(error), error, 0.0), -np.inf)
+        lcb[0] = 0.0  # skipping earns exactly nothing
+        return mean, lcb, cells.get(state_key, {}).get(self._keys[0], Cell()).weight, epsilon
 
     def propose(self, ctx: SizingContext) -> Proposal:
-        row, epsilon = self._table.q_lookup(ctx.state_key)
-        visits = sum(n for _, n in row.values())
-        if visits < self._min_visits:
-            # no experience here: the ATR rule sizes the trade, and its action (1.0 x 1) is learned from
-            p = self._fallback.propose(ctx)
-            action = Action(1.0, 1)
-            return replace(
-                p,
-                state_key=ctx.state_key,
-                action_key=action.key,
-                q_value=row.get(action.key, (0.0, 0))[0],
-                why=f"state {ctx.state_key} has {visits} outcome(s), fewer than {self._min_visits}: {p.why}",
-            )
-        valid = [a for a in ACTIONS if ctx.fits_caps(self.size_of(a, ctx), a.leverage)]
-        masked = len(ACTIONS) - len(valid)
-        if not valid:  # nothing fits: the smallest action, which the caps will cut or reject
-            valid = [min(ACTIONS, key=lambda a: a.size_mult * a.leverage)]
-        if self._rng.random() < epsilon:
-            action, how = self._rng.choice(valid), f"explored (epsilon {epsilon:.3f})"
+        mean, lcb, trades, epsilon = self.estimates(ctx.state_key)
+        feasible = np.array([ctx.feasible(e) for e in self.menu])
+        if epsilon > 0 and self._rng.random() < epsilon:
+            i = self._rng.choice(np.flatnonzero(feasible).tolist())
+            how = f"explored (epsilon {epsilon:.3f})"
         else:
-            best = max(row.get(a.key, (0.0, 0))[0] for a in valid)
-            action = self._rng.choice([a for a in valid if row.get(a.key, (0.0, 0))[0] == best])
-            how = "greedy"
-        q, n = row.get(action.key, (0.0, 0))
+            i = int(np.argmax(np.where(feasible, lcb, -np.inf)))  # ties: the smaller exposure
+            how = "the best lower confidence bound"
+        exposure = self.menu[i]
+        above = int((~feasible).sum())
         return Proposal(
-            size_usd=self.size_of(action, ctx),
-            leverage=float(action.leverage),
+            exposure=exposure,
             policy=self.name,
-            state_key=ctx.state_key,
-            action_key=action.key,
-            q_value=q,
+            action_key=self._keys[i],
+            q_value=float(mean[i]),
             why=(
-                f"Q-learning {how}: state {ctx.state_key}, action size x{action.size_mult} leverage "
-                f"{action.leverage}x (Q={q:.4f} over {n} outcome(s)); {masked} of {len(ACTIONS)} actions "
-                f"masked by the caps"
+                f"Q-learning, {how}: state {ctx.state_key} ({trades:.0f} trade(s) of its own), exposure "
+                f"{exposure:g}x (expected reward {mean[i]:.3f}, lower bound {lcb[i]:.3f}; the best expected: "
+                f"{self.menu[int(np.argmax(np.where(feasible, mean, -np.inf)))]:g}x); {above} of "
+                f"{len(self.menu)} exposures above the caps"
             ),
         )
+
+    def learn(self, path: TradePath, state_key: str, equity: float) -> Learning:
+        """Every action's counterfactual reward on this path, for the state and each coarser level."""
+        rewards = counterfactual_rewards(path, self.menu, equity, self._reward, self._maintenance)
+        return Learning(
+            rewards=tuple((state, key, r) for state in pooled_keys(state_key) for key, r in zip(self._keys, rewards)),
+            decay=self._decay,
+        )
+
+
+class KellyPolicy:
+    """Kelly's exposure estimated online: the menu point whose average reward over all past trades is the best
+    (their empirical growth-optimal exposure, without pooling or confidence bounds), times `fraction` (0.5:
+    half Kelly). It reads the Q-table's all-trades row, so it needs log_growth rewards to mean Kelly."""
+
+    name = "kelly"
+
+    def __init__(self, table: QTable, menu: Sequence[float], fraction: float) -> None:
+        self._table = table
+        self.menu = tuple(menu)
+        self._keys = tuple(action_key(e) for e in self.menu)
+        self._fraction = fraction
+
+    def propose(self, ctx: SizingContext) -> Proposal:
+        cells, _ = self._table.q_cells((ROOT_KEY,))
+        w, s1, _ = _arrays(cells.get(ROOT_KEY), self._keys)
+        if w[0] < 2:
+            return Proposal(0.0, self.name, f"Kelly x{self._fraction:g}: fewer than 2 trades to estimate it from")
+        best = self.menu[int(np.argmax(np.where(w > 0, s1 / np.where(w > 0, w, 1.0), -np.inf)))]
+        exposure = min(self._fraction * best, ctx.max_exposure)
+        return Proposal(exposure, self.name, f"Kelly x{self._fraction:g}: the best exposure over {w[0]:.0f} trades "
+                                             f"is {best:g}x, so {exposure:.3g}x")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.domain.model import Decision, Outcome, Signal
+from backend.sizing.qlearning import Cell, Learning
 from backend.store.hot import HotTrades
 from backend.store.tables import (
     ACTIVE_TRADE_STATUSES,
@@ -40,7 +41,6 @@ class SymbolBusy(Exception):
 class Reward:
     value: float
     fn: str
-    alpha: float
     epsilon_decay: float
     epsilon_min: float
 
@@ -64,6 +64,8 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
         "model_version": d.model_version,
         "capped_by": list(d.capped_by),
         "equity": d.equity,
+        "exposure": d.exposure,
+        "skipped": d.skipped,
     }
 
 
@@ -82,16 +84,15 @@ class Store:
         return self._sessions()
 
     # --- agent ----------------------------------------------------------------------------------
-    def ensure_agent(self, alpha: float, epsilon: float) -> None:
+    def ensure_agent(self, epsilon: float) -> None:
         """Create the agent row; a changed configured epsilon restarts the exploration schedule."""
         with self._sessions.begin() as s:
             s.execute(
                 self._insert(AgentRow)
-                .values(name=AGENT, alpha=alpha, epsilon_initial=epsilon, epsilon=epsilon, total_updates=0)
+                .values(name=AGENT, epsilon_initial=epsilon, epsilon=epsilon, total_updates=0)
                 .on_conflict_do_nothing()
             )
             row = s.get(AgentRow, AGENT)
-            row.alpha = alpha
             if row.epsilon_initial != epsilon:
                 row.epsilon_initial = row.epsilon = epsilon
 
@@ -119,23 +120,30 @@ class Store:
         self._read_cache[key] = (now, value)
         return value
 
-    def q_lookup(self, state_key: str) -> tuple[dict[str, tuple[float, int]], float]:
-        """The state's Q-values {action: (q, visits)} and the current epsilon (cached, see _cached)."""
-        return self._cached(("q", state_key), lambda: self._load_q(state_key))
+    def q_cells(self, state_keys: Sequence[str]) -> tuple[dict[str, dict[str, Cell]], float]:
+        """The cells of these states {state: {action: cell}} and the current epsilon, in one query (cached, see
+        _cached). The QTable port of the Q-learning policy."""
+        keys = tuple(state_keys)
+        return self._cached(("q", keys), lambda: self._load_cells(keys))
 
-    def _load_q(self, state_key: str) -> tuple[dict[str, tuple[float, int]], float]:
+    def _load_cells(self, keys: tuple[str, ...]) -> tuple[dict[str, dict[str, Cell]], float]:
         q = QValueRow.__table__
         agent = AgentRow.__table__
         stmt = (
-            select(agent.c.epsilon, q.c.action_key, q.c.q, q.c.visits)
-            .select_from(agent.outerjoin(q, q.c.state_key == state_key))
+            select(agent.c.epsilon, q.c.state_key, q.c.action_key, q.c.weight, q.c.reward_sum, q.c.reward_sq_sum,
+                   q.c.visits)
+            .select_from(agent.outerjoin(q, q.c.state_key.in_(keys)))
             .where(agent.c.name == AGENT)
         )
         with self.engine.connect() as c:
             rows = c.execute(stmt).all()
         if not rows:
             raise LookupError("the agent row is missing: run migrations and start the service once")
-        return {a: (v, n) for _, a, v, n in rows if a is not None}, rows[0][0]
+        cells: dict[str, dict[str, Cell]] = {}
+        for _, state, action, weight, s1, s2, visits in rows:
+            if state is not None:
+                cells.setdefault(state, {})[action] = Cell(weight, s1, s2, visits)
+        return cells, rows[0][0]
 
     def q_values(self, state_key: str | None, offset: int, limit: int) -> tuple[int, list[QValueRow]]:
         with self._sessions() as s:
@@ -148,32 +156,33 @@ class Store:
             return total, list(rows)
 
     def top_q_values(self, limit: int, min_visits: int) -> list[QValueRow]:
+        """The full-state cells with the best average reward (pooled levels are left out)."""
         with self._sessions() as s:
             return list(
                 s.scalars(
-                    select(QValueRow).where(QValueRow.visits >= min_visits).order_by(QValueRow.q.desc()).limit(limit)
+                    select(QValueRow)
+                    .where(QValueRow.visits >= min_visits, QValueRow.weight > 0, ~QValueRow.state_key.contains("*"))
+                    .order_by((QValueRow.reward_sum / QValueRow.weight).desc()).limit(limit)
                 )
             )
 
     def q_coverage(self) -> tuple[int, int]:
-        """(visited state-action cells, visited states)."""
+        """(visited state-action cells, visited states), full states only."""
         with self._sessions() as s:
-            cells = s.scalar(select(func.count()).select_from(QValueRow).where(QValueRow.visits > 0))
-            states = s.scalar(select(func.count(func.distinct(QValueRow.state_key))).where(QValueRow.visits > 0))
+            visited = [QValueRow.visits > 0, ~QValueRow.state_key.contains("*")]
+            cells = s.scalar(select(func.count()).select_from(QValueRow).where(*visited))
+            states = s.scalar(select(func.count(func.distinct(QValueRow.state_key))).where(*visited))
             return cells, states
 
-    def import_q_table(self, cells: dict[tuple[str, str], float], replace: bool) -> int:
-        """Write Q-values (visits unknown to the JSON format: counted as 1 when the value is non-zero)."""
+    def import_q_table(self, cells: dict[tuple[str, str], Cell], replace: bool) -> int:
+        """Write cells (state, action) -> sums, replacing those with the same keys."""
         with self._sessions.begin() as s:
             if replace:
                 s.query(QValueRow).delete()
             now = utcnow()
-            for (state, action), q in cells.items():
-                row = s.get(QValueRow, (state, action))
-                if row is None:
-                    s.add(QValueRow(state_key=state, action_key=action, q=q, visits=int(q != 0), updated_at=now))
-                else:
-                    row.q, row.updated_at = q, now
+            for (state, action), cell in cells.items():
+                s.merge(QValueRow(state_key=state, action_key=action, visits=cell.visits, weight=cell.weight,
+                                  reward_sum=cell.reward_sum, reward_sq_sum=cell.reward_sq_sum, updated_at=now))
         self._read_cache.clear()
         return len(cells)
 
@@ -202,16 +211,19 @@ class Store:
         *,
         client_order_id: str,
         equity: float,
+        decided_at: datetime,
         deadline_at: datetime | None,
     ) -> TradeRow:
         """Signal and its pending trade in one transaction, before the order is sent: a crash after this
-        leaves a trade that the executor re-submits under the same client order id on replay."""
+        leaves a trade that the executor re-submits under the same client order id on replay. A decision
+        sized 0 (skipped) gets a shadow trade, which no order ever belongs to."""
         trade = TradeRow(
             signal_id=signal.signal_id,
             client_order_id=client_order_id,
             symbol=decision.symbol,
             side=decision.side.value,
             status="pending",
+            shadow=decision.skipped,
             quantity=decision.quantity,
             size_usd=decision.size_usd,
             leverage=decision.leverage,
@@ -224,10 +236,12 @@ class Store:
             q_value=decision.q_value,
             model_version=decision.model_version,
             equity_at_entry=equity,
+            decided_at=decided_at,
+            decision_price=decision.price,
         )
         try:
             with self._sessions.begin() as s:
-                s.add(_signal_row(signal, decision, "placed", ""))
+                s.add(_signal_row(signal, decision, "skipped" if decision.skipped else "placed", ""))
                 s.flush()
                 s.add(trade)
         except IntegrityError as exc:
@@ -328,16 +342,18 @@ class Store:
                 trade = s.get(TradeRow, trade_id)
             self.hot.sync(trade.symbol, trade)
 
-    def update_adverse_excursions(self, worst: dict[int, float]) -> None:
-        """Raise each trade's max adverse excursion to the given value (it never goes down)."""
+    def update_adverse_excursions(self, worst: dict[int, tuple[float, float]]) -> None:
+        """Raise each trade's max adverse excursion to the given (worst price, percent on margin); it never
+        goes down."""
         if not worst:
             return
         with self._sessions.begin() as s:
-            for trade_id, pct in worst.items():
+            for trade_id, (price, pct) in worst.items():
                 s.execute(
                     update(TradeRow)
-                    .where(TradeRow.id == trade_id, TradeRow.max_adverse_pct < pct)
-                    .values(max_adverse_pct=pct)
+                    .where(TradeRow.id == trade_id,
+                           (TradeRow.max_adverse_pct < pct) | TradeRow.worst_price.is_(None))
+                    .values(max_adverse_pct=pct, worst_price=price)
                 )
 
     # --- the learning transaction ------------------------------------------------------------------
@@ -351,17 +367,17 @@ class Store:
         commission: float,
         outcome: Outcome,
         reward: Reward,
+        learning: Learning | None,
     ) -> bool:
-        """Close the trade, record its outcome and apply its reward to the Q-table, all or nothing.
+        """Close the trade, record its outcome and add what it teaches to the Q-table, all or nothing.
 
-        The outcome's unique trade_id makes this exactly-once: a replayed close returns False and
-        changes nothing. The Q update is one UPDATE evaluated on the row's latest version, so
-        concurrent updates of one cell serialise on its row lock and none is lost.
+        The outcome's unique trade_id makes this exactly-once: a replayed close returns False and changes
+        nothing. Each cell is updated by one INSERT ... ON CONFLICT DO UPDATE evaluated on the row's latest
+        version, so concurrent closes serialise on the row locks (taken in one order) and none is lost.
         """
         try:
             with self._sessions.begin() as s:
-                learns = trade.rl_state_key is not None and trade.rl_action_key is not None
-                outcome_row = OutcomeRow(
+                s.add(OutcomeRow(
                     trade_id=trade.id,
                     symbol=trade.symbol,
                     policy=trade.policy,
@@ -369,14 +385,15 @@ class Store:
                     action_key=trade.rl_action_key,
                     reward_fn=reward.fn,
                     reward=reward.value,
+                    exposure=outcome.exposure,
+                    trade_return=outcome.trade_return,
                     pnl_usd=outcome.pnl_usd,
                     pnl_pct=outcome.pnl_pct,
                     duration_hours=outcome.duration_hours,
                     max_drawdown_pct=outcome.max_drawdown_pct,
                     won=outcome.won,
                     closed_at=closed_at,
-                )
-                s.add(outcome_row)
+                ))
                 s.flush()  # the unique trade_id decides here whether this close is the first
                 s.execute(
                     update(TradeRow)
@@ -385,8 +402,8 @@ class Store:
                             pnl_usd=outcome.pnl_usd, commission_usd=TradeRow.commission_usd + commission,
                             max_adverse_pct=outcome.max_drawdown_pct)
                 )
-                if learns:
-                    outcome_row.q_after = self._apply_q_update(s, trade.rl_state_key, trade.rl_action_key, reward)
+                if learning is not None:
+                    self._add_rewards(s, learning, reward)
             self._read_cache.clear()
             first = True
         except IntegrityError:
@@ -394,20 +411,19 @@ class Store:
         self._changed(trade.id)
         return first
 
-    def _apply_q_update(self, s: Session, state_key: str, action_key: str, reward: Reward) -> float:
+    def _add_rewards(self, s: Session, learning: Learning, reward: Reward) -> None:
         now = utcnow()
-        s.execute(
-            self._insert(QValueRow)
-            .values(state_key=state_key, action_key=action_key, q=0.0, visits=0, updated_at=now)
-            .on_conflict_do_nothing()
-        )
-        q_after = s.scalar(
-            update(QValueRow)
-            .where(QValueRow.state_key == state_key, QValueRow.action_key == action_key)
-            .values(q=QValueRow.q + reward.alpha * (reward.value - QValueRow.q), visits=QValueRow.visits + 1,
-                    updated_at=now)
-            .returning(QValueRow.q)
-        )
+        rows = [dict(state_key=state, action_key=action, visits=1, weight=1.0, reward_sum=r, reward_sq_sum=r * r,
+                     updated_at=now) for state, action, r in sorted(learning.rewards)]
+        q = self._insert(QValueRow).values(rows)
+        decay = learning.decay
+        s.execute(q.on_conflict_do_update(
+            index_elements=[QValueRow.state_key, QValueRow.action_key],
+            set_=dict(visits=QValueRow.visits + 1, weight=QValueRow.weight * decay + q.excluded.weight,
+                      reward_sum=QValueRow.reward_sum * decay + q.excluded.reward_sum,
+                      reward_sq_sum=QValueRow.reward_sq_sum * decay + q.excluded.reward_sq_sum,
+                      updated_at=q.excluded.updated_at),
+        ))
         decayed = AgentRow.epsilon * reward.epsilon_decay
         s.execute(
             update(AgentRow)
@@ -415,7 +431,6 @@ class Store:
             .values(total_updates=AgentRow.total_updates + 1, last_updated_at=now,
                     epsilon=case((decayed < reward.epsilon_min, reward.epsilon_min), else_=decayed))
         )
-        return q_after
 
     # --- outcomes -----------------------------------------------------------------------------------
     def recent_win_rate(self, n: int) -> float | None:

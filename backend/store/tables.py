@@ -50,13 +50,15 @@ class SignalRow(Base):
     side: Mapped[str] = mapped_column(String(4))
     confidence: Mapped[float] = mapped_column(Float)
     decision: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16))  # placed | rejected
+    status: Mapped[str] = mapped_column(String(16))  # placed | skipped | rejected | exit
     reason: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class TradeRow(Base):
-    """A position sizer opened, with the decision's RL keys stored on the trade itself."""
+    """A position sizer opened, with the decision's RL keys stored on the trade itself. A `shadow` trade is a
+    signal sized 0: no order, quantity 0, followed on the market's prices exactly like a trade (stop, target,
+    time limit, opposite signal) so that its path teaches every exposure what it would have earned."""
 
     __tablename__ = "trade"
     __table_args__ = (
@@ -76,6 +78,7 @@ class TradeRow(Base):
     symbol: Mapped[str] = mapped_column(String(32), index=True)
     side: Mapped[str] = mapped_column(String(4))
     status: Mapped[str] = mapped_column(String(16), index=True)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
     quantity: Mapped[float] = mapped_column(Float)
     size_usd: Mapped[float] = mapped_column(Float)
     leverage: Mapped[float] = mapped_column(Float)
@@ -88,6 +91,8 @@ class TradeRow(Base):
     q_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     equity_at_entry: Mapped[float] = mapped_column(Float)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # on the market's clock
+    decision_price: Mapped[float | None] = mapped_column(Float, nullable=True)  # the price it was sized at
     entry_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     exit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -96,6 +101,7 @@ class TradeRow(Base):
     commission_usd: Mapped[float] = mapped_column(Float, default=0.0)
     pnl_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_adverse_pct: Mapped[float] = mapped_column(Float, default=0.0)
+    worst_price: Mapped[float | None] = mapped_column(Float, nullable=True)  # the most adverse price while open
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -113,24 +119,34 @@ class OutcomeRow(Base):
     action_key: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reward_fn: Mapped[str] = mapped_column(String(16))
     reward: Mapped[float] = mapped_column(Float)
+    exposure: Mapped[float | None] = mapped_column(Float, nullable=True)  # notional / equity at entry; 0: shadow
+    trade_return: Mapped[float | None] = mapped_column(Float, nullable=True)  # per unit of exposure, after costs
     pnl_usd: Mapped[float] = mapped_column(Float)
     pnl_pct: Mapped[float] = mapped_column(Float)
     duration_hours: Mapped[float] = mapped_column(Float)
     max_drawdown_pct: Mapped[float] = mapped_column(Float)
     won: Mapped[bool] = mapped_column(Boolean)
-    q_after: Mapped[float | None] = mapped_column(Float, nullable=True)
     closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class QValueRow(Base):
+    """What one exposure (action) earned in one state or pooled level (`*|high|*|*`): decayed sums of its
+    rewards. Q, the average, is reward_sum / weight."""
+
     __tablename__ = "q_value"
 
     state_key: Mapped[str] = mapped_column(String(80), primary_key=True)
     action_key: Mapped[str] = mapped_column(String(16), primary_key=True)
-    q: Mapped[float] = mapped_column(Float, default=0.0)
     visits: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[float] = mapped_column(Float, default=0.0)
+    reward_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    reward_sq_sum: Mapped[float] = mapped_column(Float, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def q(self) -> float:
+        return self.reward_sum / self.weight if self.weight > 0 else 0.0
 
 
 class AgentRow(Base):
@@ -139,7 +155,6 @@ class AgentRow(Base):
     __tablename__ = "agent"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    alpha: Mapped[float] = mapped_column(Float)
     epsilon_initial: Mapped[float] = mapped_column(Float)
     epsilon: Mapped[float] = mapped_column(Float)
     total_updates: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import httpx
 import pytest
@@ -11,16 +12,19 @@ from sqlalchemy import func, select
 from backend.api.app import create_app
 from backend.store.tables import OutcomeRow, SignalRow, TradeRow
 from tests.conftest import PG_ADMIN_URL, make_settings
+from tests.fakes import experienced_cells
 
 SIGNAL = {"signal_id": "api-1", "symbol": "SP500", "side": "buy", "confidence": 0.8}
 
 
 @pytest.fixture
 async def api(sqlite_url):
-    app = create_app(make_settings(database_url=sqlite_url, rl_sizing_min_state_visits=0), run_clock=False)
+    """The Q agent with experience: a Q-table whose trades so far show a clear edge, so it sizes."""
+    app = create_app(make_settings(database_url=sqlite_url), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             client.sizer = app.state.sizer
+            client.sizer.store.import_q_table(experienced_cells(client.sizer.settings.exposure_menu()), replace=True)
             yield client
 
 
@@ -39,7 +43,8 @@ async def test_decision_sizes_without_placing_anything(api):
     d = r.json()
     assert d["approved"] and d["policy"] == "qlearning" and d["symbol"] == "SP500"
     assert d["size_usd"] > 0 and d["quantity"] == pytest.approx(d["size_usd"] / d["price"])
-    assert 1 <= d["leverage"] <= 4  # the simulated account's multiplier is 4
+    assert d["exposure"] == pytest.approx(d["size_usd"] / 100_000) and d["exposure"] >= 1  # a clear edge
+    assert d["leverage"] == pytest.approx(d["exposure"]) and d["leverage"] <= 3  # RM_MAX_EXPOSURE
     assert d["state_key"].count("|") == 3 and d["action_key"] and d["reasoning"]
     assert d["stop_price"] < d["price"]
     assert nothing_written(api)
@@ -116,14 +121,23 @@ async def test_signal_trade_outcome_and_learning_through_the_api(api):
     assert (await api.get("/v1/trades", params={"status": "closed"})).json()["total"] == 1
 
     outcomes = (await api.get("/v1/outcomes")).json()
-    assert outcomes["total"] == 1 and outcomes["items"][0]["state_key"] == trade["rl_state_key"]
+    outcome = outcomes["items"][0]
+    assert outcomes["total"] == 1 and outcome["state_key"] == trade["rl_state_key"]
+    assert outcome["exposure"] == pytest.approx(placed["decision"]["exposure"], rel=0.05)  # filled at the next open
     q = (await api.get("/v1/qtable", params={"state": trade["rl_state_key"]})).json()
-    assert q["total"] == 1 and q["items"][0]["visits"] == 1
-    assert q["items"][0]["q"] == pytest.approx(0.15 * outcomes["items"][0]["reward"])
+    menu = api.sizer.settings.exposure_menu()
+    assert q["total"] == len(menu) and {c["visits"] for c in q["items"]} == {1}
+    cells = {c["action_key"]: c["q"] for c in q["items"]}  # what every exposure would have earned on its path
+    chosen = float(placed["decision"]["action_key"])
+    assert cells["0"] == 0 and cells[placed["decision"]["action_key"]] == pytest.approx(
+        100 * math.log(1 + chosen * outcome["trade_return"]))
+    pooled = (await api.get("/v1/qtable", params={"state": "*|*|*|*"})).json()
+    assert {c["visits"] for c in pooled["items"]} == {2001}  # the experience it started with, and this trade
     top = (await api.get("/v1/qtable/top")).json()
     assert top[0]["state_key"] == trade["rl_state_key"]
     agent = (await api.get("/v1/agent")).json()
-    assert agent["total_updates"] == 1 and agent["visited_cells"] == 1 and agent["states"] == 300
+    assert agent["total_updates"] == 1 and agent["visited_cells"] == len(menu) and agent["states"] == 300
+    assert agent["menu"] == list(menu) and agent["actions"] == len(menu)
     assert agent["recent_win_rate"] in (0.0, 1.0)
     assert rows(api, OutcomeRow) == 1
 
@@ -148,7 +162,7 @@ async def test_health_metrics_and_openapi(api):
 
 
 async def test_a_database_outage_answers_503_and_the_service_recovers(pg_url):
-    app = create_app(make_settings(database_url=pg_url, rl_sizing_min_state_visits=0), run_clock=False)
+    app = create_app(make_settings(database_url=pg_url, sizing_policy="atr"), run_clock=False)
     name = sa.engine.make_url(pg_url).database
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     async with app.router.lifespan_context(app):

@@ -58,7 +58,9 @@ def test_the_q_agent_learns_from_the_first_bars_the_indicators_allow():
     assert str(ts[first.train_start].astype("datetime64[D]")) == "1999-01-04"
     track = replay_track("qlearning", ts[first.track_rows], train=ts[first.train_start:first.train_end + 1])
     assert len(track.equity) == first.test_end - first.test_start + 2 and track.equity[0] == 1.0
-    assert np.isfinite(track.equity).all() and (track.turnover > 0).any()
+    assert np.isfinite(track.equity).all() and (track.exposure <= 3 + 1e-9).all()
+    atr = replay_track("atr", ts[first.track_rows])
+    assert (atr.turnover > 0).any()  # the same signals traded by the rule
 
 
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):

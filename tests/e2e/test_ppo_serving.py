@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from backend.api.app import create_app
+from backend.domain.state import validate_state_key
 from backend.rl.env import ACTION_NAMES
 from tests.conftest import make_settings
 from tests.e2e.test_cli import sizer
@@ -29,13 +30,14 @@ async def test_the_shipped_checkpoint_sizes_decisions_within_the_caps(api):
             assert r.status_code == 200, r.text
             d = r.json()
             assert d["policy"] == "ppo" and d["model_version"].startswith("ppo-")
-            assert d["action_key"] in ACTION_NAMES and d["state_key"] is None
+            assert d["action_key"] in ACTION_NAMES
+            assert validate_state_key(d["state_key"])  # the Q agent learns from trades the PPO sizes too
             assert d["size_usd"] <= 2_000 + 1e-9 and d["leverage"] == 1.0
-            assert d["approved"] == (d["action_key"] != "HOLD")
+            assert d["approved"] == (d["action_key"] != "HOLD") and d["skipped"] == (d["action_key"] == "HOLD")
             seen.add(d["action_key"])
     # the model was trained long-only: selling short is masked, so a sell signal with no position is declined
     r = await api.post("/v1/decisions", json={"symbol": "SP500", "side": "sell", "confidence": 0.9})
-    assert r.json()["approved"] is False and r.json()["action_key"] == "HOLD"
+    assert r.json()["approved"] is False and r.json()["action_key"] == "HOLD" and r.json()["exposure"] == 0
     metrics = (await api.get("/metrics")).text
     assert "sizer_policy_action_dominance" in metrics and "sizer_policy_action_entropy" in metrics
 

@@ -3,6 +3,7 @@ and TradingStream pointed at a fake Alpaca server on 127.0.0.1, and the real sto
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import pytest
@@ -37,8 +38,8 @@ def fake():
 
 
 def start_app(fake: FakeAlpaca, db_url: str, **overrides):
-    settings = make_settings(database_url=db_url, rl_sizing_min_state_visits=0, rl_sizing_epsilon=0.0,
-                             rl_sizing_epsilon_min=0.0, **{**fake.settings(), **overrides})
+    settings = make_settings(database_url=db_url, sizing_policy="fixed", sizing_fixed_exposure=0.5,
+                             **{**fake.settings(), **overrides})
     app = build_app(settings)
     wait_for(lambda: fake.streaming, what="the trade-update stream to connect")
     return app
@@ -83,9 +84,10 @@ def test_open_fill_bracket_exit_and_reward(app, fake):
     assert t.pnl_usd == pytest.approx(10.0 * order.qty)
     with app.store.session() as s:
         outcome = s.scalar(select(OutcomeRow))
-        q = s.get(QValueRow, (t.rl_state_key, t.rl_action_key))
+        q = s.get(QValueRow, (t.rl_state_key, "0.5"))
     assert outcome.trade_id == t.id and outcome.max_drawdown_pct > 0 and outcome.won
-    assert q.visits == 1 and q.q == pytest.approx(app.settings.rl_sizing_alpha * outcome.reward)
+    # the fixed rule sized it; the Q agent learned what 0.5x (and every other exposure) would have earned
+    assert q.visits == 1 and q.q == pytest.approx(100 * math.log(1 + 0.5 * 0.10))
 
 
 def test_partial_fills_update_the_trade(app, fake):
@@ -274,7 +276,7 @@ def test_a_pending_trade_without_an_order_is_given_a_grace_period(app, fake):
     """Its order may still be on its way (another worker, another thread): only an old one is orphaned."""
     signal = Signal("g-1", "SPY", Side.BUY, 0.8, stop_price=95.0)
     app.store.record_trade(signal, app.risk.decide(signal), client_order_id=client_order_id("g-1"),
-                           equity=1e5, deadline_at=None)
+                           equity=1e5, decided_at=app.broker.now(), deadline_at=None)
     app.advance_clock()
     assert trade(app, "g-1").status == "pending"
     PositionMonitor(app.settings, app.store, app.broker, pending_grace_s=0.0).on_bar()

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from backend.bootstrap import build_app
 from backend.data.bundled import load_bundled
 from backend.domain.model import Side, Signal
+from backend.domain.state import pooled_keys
 from backend.store.tables import OutcomeRow, SignalRow, TradeRow
 from tests.conftest import make_settings
 
@@ -19,9 +20,10 @@ START = date(2008, 3, 3)
 
 @pytest.fixture
 def app(db_url):
+    """A fixed rule sizes the trades (0.5x equity); the Q agent learns from every one of them."""
     settings = make_settings(
-        database_url=db_url, sim_start=START, rl_sizing_min_state_visits=0, rl_sizing_epsilon=0.0,
-        rl_sizing_epsilon_min=0.0, rl_sizing_reward="seed", sim_slippage_bps=2, sim_commission_bps=1,
+        database_url=db_url, sim_start=START, sizing_policy="fixed", sizing_fixed_exposure=0.5,
+        rl_sizing_reward="seed", sim_slippage_bps=2, sim_commission_bps=1,
     )
     app = build_app(settings)
     yield app
@@ -40,9 +42,10 @@ def test_signal_to_reward_end_to_end(app):
     assert result.status == "placed", result.reason
     trade = app.store.trade_for_signal("sig-1")
     # the decision's own keys are on the trade row
-    assert trade.status == "pending" and trade.rl_state_key and trade.rl_action_key
-    assert trade.rl_state_key == result.decision["state_key"] and trade.policy == "qlearning"
+    assert trade.status == "pending" and not trade.shadow and trade.rl_state_key
+    assert trade.rl_state_key == result.decision["state_key"] and trade.policy == "fixed"
     assert trade.rl_state_key.endswith("|light|neutral")  # no positions yet, no outcomes yet
+    assert result.decision["exposure"] == pytest.approx(0.5) and result.decision["leverage"] == 1
 
     app.advance_clock()  # fills at the next bar's open
     trade = app.store.trade_for_signal("sig-1")
@@ -78,10 +81,15 @@ def test_signal_to_reward_end_to_end(app):
     expected_reward = outcome.pnl_pct - outcome.duration_hours / 24 * 0.01 - 0.5 * mae + (0.1 if pnl > 0 else 0)
     assert outcome.reward == pytest.approx(expected_reward, rel=1e-9)
 
-    # the Q-table learned exactly this reward in exactly this cell: Q = 0 + alpha (r - 0)
-    (cell,) = app.store.q_values(trade.rl_state_key, 0, 100)[1]
-    assert cell.action_key == trade.rl_action_key and cell.visits == 1
-    assert cell.q == pytest.approx(0.15 * expected_reward)
+    # the Q-table learned what every exposure would have earned, in the state and each level it pools with;
+    # up to 1x the seed reward sees the same pnl% on margin, so 0.5x earned exactly this trade's reward
+    total, cells = app.store.q_values(None, 0, 1000)
+    menu = app.settings.exposure_menu()
+    assert total == 4 * len(menu) and all(c.visits == 1 for c in cells)
+    for level in pooled_keys(trade.rl_state_key):
+        (cell,) = [c for c in cells if c.state_key == level and c.action_key == "0.5"]
+        assert cell.q == pytest.approx(expected_reward, rel=1e-9)
+    assert {c.q for c in cells if c.action_key == "0"} == {0.0}
     agent = app.store.agent()
     assert agent.total_updates == 1 and agent.last_updated_at is not None
     assert app.broker.positions() == []
@@ -99,14 +107,14 @@ def test_replayed_signal_places_nothing_and_replayed_close_rewards_once(app):
         exit_fills = [f for f in app.advance_clock() if f.side is Side.BUY]
     trade = app.store.trade_for_signal("sig-r")
     assert trade.status == "closed"
-    q_before = app.store.q_values(trade.rl_state_key, 0, 100)[1][0].q
+    before = [(c.state_key, c.action_key, c.visits, c.weight, c.reward_sum) for c in app.store.q_values(None, 0, 1000)[1]]
 
     # the broker delivers the same close event twice (a redelivered stream message, a restart...)
     assert app.monitor.close(trade, exit_fills[0]) is False
     app.monitor.on_fill(exit_fills[0])
     assert count(app, OutcomeRow) == 1
-    (cell,) = app.store.q_values(trade.rl_state_key, 0, 100)[1]
-    assert cell.visits == 1 and cell.q == q_before
+    after = [(c.state_key, c.action_key, c.visits, c.weight, c.reward_sum) for c in app.store.q_values(None, 0, 1000)[1]]
+    assert after == before and {c[2] for c in after} == {1}
     assert app.store.agent().total_updates == 1
 
 
@@ -129,8 +137,8 @@ def test_exposure_in_the_state_is_the_real_portfolio(app):
     account = app.broker.account()
     assert account.gross_position_value > 0
     decision = app.risk.decide(Signal("", "NASDAQ", Side.BUY, 0.9))
-    expected_bucket = ["light", "moderate", "heavy", "max"][int(np.searchsorted([0.3, 0.6, 0.8], account.exposure,
-                                                                                side="right"))]
+    edges = app.settings.rl_state_exposure_edges
+    expected_bucket = ["light", "moderate", "heavy", "max"][int(np.searchsorted(edges, account.exposure, side="right"))]
     assert decision.state_key.split("|")[2] == expected_bucket
     assert math.isclose(account.exposure, account.gross_position_value / account.equity)
 
@@ -155,18 +163,63 @@ def test_a_crash_between_store_and_submit_is_repaired_on_replay(app, monkeypatch
 
 
 def test_a_restart_cancels_trades_the_fresh_simulated_account_cannot_settle(db_url):
-    settings = make_settings(database_url=db_url, sim_start=START)
+    settings = make_settings(database_url=db_url, sim_start=START, sizing_policy="fixed")
     first = build_app(settings)
     first.executor.handle(Signal("before", "SP500", Side.BUY, 0.7))
     first.advance_clock()
     assert first.store.trade_for_signal("before").status == "open"
+    fresh_agent = build_app(settings.model_copy(update={"sizing_policy": "qlearning"}), broker=first.broker)
+    assert fresh_agent.executor.handle(Signal("skip", "NASDAQ", Side.BUY, 0.7)).status == "skipped"  # size 0
+    fresh_agent.close()
+    first.advance_clock()
+    first.advance_clock()
+    assert first.store.trade_for_signal("skip").status == "open"
     first.close()
 
-    second = build_app(settings)  # the simulated account starts afresh: no position, no order
+    second = build_app(settings)  # the simulated account and its clock start afresh: no position, no order
     try:
         trade = second.store.trade_for_signal("before")
         assert trade.status == "canceled" and "no position and no closing order" in trade.reason
+        shadow = second.store.trade_for_signal("skip")
+        assert shadow.status == "canceled" and "clock went back" in shadow.reason
         assert count(second, OutcomeRow) == 0 and second.store.agent().total_updates == 0
         assert second.executor.handle(Signal("after", "SP500", Side.BUY, 0.7)).status == "placed"
     finally:
         second.close()
+
+
+def test_a_signal_sized_0_is_followed_without_an_order_and_teaches_every_exposure(db_url):
+    """A fresh Q agent skips (no evidence of an edge yet). The signal becomes a shadow trade: no order, opened at
+    the next bar at the price it was sized at, marked and closed on the bars like a placed trade, and its path
+    (charged RL_SHADOW_COST_BPS) teaches every exposure what it would have earned."""
+    spx = load_bundled("SP500")
+    app = build_app(make_settings(database_url=db_url, sim_start=START, rl_shadow_cost_bps=6.0))
+    try:
+        i0 = app.broker.index
+        result = app.executor.handle(Signal("s-1", "SP500", Side.BUY, 0.8, time_limit_hours=72))
+        assert result.status == "skipped" and result.decision["exposure"] == 0 and result.decision["skipped"]
+        assert "sized 0" in result.reason
+        again = app.executor.handle(Signal("s-1", "SP500", Side.BUY, 0.8, time_limit_hours=72))
+        assert again.status == "skipped" and again.replayed
+        refused = app.executor.handle(Signal("s-2", "SP500", Side.BUY, 0.9))
+        assert refused.status == "rejected" and "sized 0" in refused.reason  # one active trade per symbol
+        fills = []
+        while app.store.trade_for_signal("s-1").status != "closed":
+            fills += app.advance_clock()
+        assert fills == [] and app.broker.positions() == []
+        trade = app.store.trade_for_signal("s-1")
+        exit_i = app.broker.index
+        assert trade.shadow and trade.quantity == 0 and trade.exit_reason == "time_limit"
+        assert trade.entry_price == spx.close[i0] and trade.exit_price == spx.close[exit_i]
+        (outcome,) = app.store.outcomes(0, 10)[1]
+        assert outcome.exposure == 0 and outcome.pnl_usd == 0 and outcome.reward == 0
+        path_return = spx.close[exit_i] / spx.close[i0] - 1 - 6e-4
+        assert outcome.trade_return == pytest.approx(path_return)
+        worst = min(spx.low[i0 + 1:exit_i + 1].min(), spx.close[exit_i])
+        assert trade.worst_price == pytest.approx(worst)
+        cells = {(c.state_key, c.action_key): c for c in app.store.q_values(trade.rl_state_key, 0, 100)[1]}
+        assert len(cells) == len(app.settings.exposure_menu()) and cells[(trade.rl_state_key, "0")].q == 0
+        assert cells[(trade.rl_state_key, "1")].q == pytest.approx(100 * math.log(1 + path_return))
+        assert app.store.agent().total_updates == 1
+    finally:
+        app.close()

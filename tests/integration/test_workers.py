@@ -60,7 +60,8 @@ class Stack:
         self.pg_url, self.redis_url, self.logs = pg_url, redis_url, tmp_path
         self.prefix = f"test:{uuid.uuid4().hex[:12]}:"
         self.overrides = dict(database_url=pg_url, redis_url=redis_url, redis_prefix=self.prefix, auto_migrate=False,
-                              bus_claim_idle_ms=1_000, rl_sizing_min_state_visits=0, **self.fake.settings())
+                              bus_claim_idle_ms=1_000, sizing_policy="fixed", sizing_fixed_exposure=0.1,
+                              **self.fake.settings())
         self.api = build_app(make_settings(**self.overrides))
         wait_for(lambda: self.fake.streaming, what="the trade-update stream")
         self.workers: dict[subprocess.Popen, Path] = {}
@@ -179,7 +180,7 @@ async def test_the_api_enqueues_and_a_worker_executes(stack):
     assert stack.entry_orders() == [client_order_id("q-1")]
     hot = redis.Redis.from_url(stack.redis_url, decode_responses=True).hgetall(f"{stack.prefix}trade:S00")
     assert hot["id"] == str(state["trade_id"]) and hot["client_order_id"] == client_order_id("q-1")
-    assert hot["rl_state_key"] and hot["rl_action_key"]
+    assert hot["rl_state_key"] == state["decision"]["state_key"] and "rl_action_key" in hot
     wait_for(lambda: stack.trades()[0].status == "open", what="the entry fill through the bus")
     worker.terminate()
     assert worker.wait(timeout=15) == 0  # SIGTERM ends the consumer loop cleanly

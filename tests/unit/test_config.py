@@ -14,7 +14,8 @@ def test_defaults_are_valid_and_mirror_env_example():
 @pytest.mark.parametrize(
     "env, name",
     [
-        ({"RL_SIZING_ALPHA": "2"}, "RL_SIZING_ALPHA"),
+        ({"RL_SIZING_CONFIDENCE_Z": "-1"}, "RL_SIZING_CONFIDENCE_Z"),
+        ({"RM_MAX_EXPOSURE": "0.01"}, "RM_MAX_EXPOSURE"),
         ({"RL_SIZING_EPSILON": "abc"}, "RL_SIZING_EPSILON"),
         ({"RM_MAX_LEVERAGE": "0.5"}, "RM_MAX_LEVERAGE"),
         ({"BROKER": "binance"}, "BROKER"),

@@ -9,12 +9,14 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from backend.config import Settings
 from backend.domain.model import Account, AssetRules, Proposal, Side, Signal
+from backend.domain.rewards import log_growth_reward
+from backend.domain.state import action_key, exposure_menu
+from backend.risk import RiskManager, apply_caps
 from backend.rl import checkpoint
-from backend.sizing.ppo import PPOPolicy
-from backend.domain.state import ACTIONS
-from backend.risk import RiskManager, apply_caps, Limits
 from backend.sizing.atr import AtrRule
-from backend.sizing.qlearning import QLearningPolicy
+from backend.sizing.fixed import FixedExposure
+from backend.sizing.ppo import PPOPolicy
+from backend.sizing.qlearning import Cell, KellyPolicy, QLearningPolicy
 from tests.conftest import make_settings
 from tests.fakes import StaticBroker, random_walk
 
@@ -26,19 +28,21 @@ class HostilePolicy:
 
     name = "hostile"
 
-    def __init__(self, size: float, leverage: float) -> None:
-        self.size, self.leverage = size, leverage
+    def __init__(self, exposure: float) -> None:
+        self.exposure = exposure
 
     def propose(self, ctx) -> Proposal:
-        return Proposal(self.size, self.leverage, self.name, "anything")
+        return Proposal(self.exposure, self.name, "anything")
 
 
 class RandomQTable:
-    def __init__(self, values: dict[str, tuple[float, int]], epsilon: float) -> None:
-        self.values, self.eps = values, epsilon
+    """The same drawn cells for every state and pooled level asked for."""
 
-    def q_lookup(self, state_key):
-        return self.values, self.eps
+    def __init__(self, cells: dict[str, Cell], epsilon: float) -> None:
+        self.cells, self.eps = cells, epsilon
+
+    def q_cells(self, state_keys):
+        return {k: self.cells for k in state_keys}, self.eps
 
 
 accounts = st.builds(
@@ -59,20 +63,29 @@ assets = st.builds(AssetRules, tradable=st.booleans(), fractionable=st.booleans(
                    marginable=st.booleans(), market_open=st.booleans())
 caps = st.fixed_dictionaries({
     "rm_max_leverage": st.floats(1, 10, **finite),
-    "rm_max_position_usd": st.floats(1_000, 1e7, **finite),
+    "rm_max_position_exposure": st.floats(0.05, 10, **finite),
+    "rm_max_position_usd": st.one_of(st.none(), st.floats(1_000, 1e7, **finite)),
     "rm_min_position_usd": st.floats(0, 1_000, **finite),
     "rm_risk_per_trade_pct": st.floats(0.001, 0.01, **finite),
-    "rm_max_risk_pct": st.floats(0.01, 0.1, **finite),
-    "rm_max_exposure": st.floats(0.1, 5, **finite),
+    "rm_max_risk_pct": st.floats(0.01, 0.3, **finite),
+    "rm_max_exposure": st.floats(0.05, 10, **finite),
 })
+MENU = exposure_menu(10.0)
+cells = st.dictionaries(
+    st.sampled_from([action_key(e) for e in MENU]),
+    st.builds(lambda w, s1, s2, n: Cell(w, s1, abs(s2), n), st.floats(0, 1e4, **finite), st.floats(-1e5, 1e5, **finite),
+              st.floats(0, 1e7, **finite), st.integers(0, 10_000)),
+)
 policies = st.one_of(
-    st.builds(HostilePolicy, st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True, allow_infinity=True)),
+    st.builds(HostilePolicy, st.floats(allow_nan=True, allow_infinity=True)),
     st.builds(
-        lambda q, eps, seed, min_visits: QLearningPolicy(
-            RandomQTable(q, eps), random.Random(seed), min_visits, AtrRule()),
-        st.dictionaries(st.sampled_from([a.key for a in ACTIONS]), st.tuples(st.floats(-100, 100, **finite), st.integers(0, 50))),
-        st.floats(0, 1, **finite), st.integers(0, 2**32), st.integers(0, 3),
+        lambda q, eps, seed, z: QLearningPolicy(RandomQTable(q, eps), MENU, log_growth_reward, confidence_z=z,
+                                                prior_trades=50, horizon_trades=None, maintenance=0.25,
+                                                rng=random.Random(seed)),
+        cells, st.floats(0, 1, **finite), st.integers(0, 2**32), st.floats(0, 3, **finite),
     ),
+    st.builds(lambda q, f: KellyPolicy(RandomQTable(q, 0.0), MENU, f), cells, st.floats(0.1, 1, **finite)),
+    st.builds(FixedExposure, st.floats(0.01, 20, **finite)),
     st.just(AtrRule()),
     st.just("ppo"),  # the shipped checkpoint, built per example around its broker
 )
@@ -105,13 +118,16 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
 
     assert math.isfinite(d.size_usd) and math.isfinite(d.leverage)
     if not d.approved:
-        assert d.size_usd == 0 and d.quantity == 0
+        assert d.size_usd == 0 and d.quantity == 0 and d.exposure == 0
         return
     tol = 1e-9 * max(1.0, d.size_usd)
     stop_pct = abs(price - d.stop_price) / price
     assert account.equity > 0
+    assert math.isclose(d.exposure, d.size_usd / account.equity) and d.leverage == max(1.0, d.exposure)
     assert 1 <= d.leverage <= min(settings.rm_max_leverage, account.multiplier) + 1e-12
-    assert d.size_usd <= settings.rm_max_position_usd + tol
+    assert d.size_usd <= settings.rm_max_position_exposure * account.equity + tol
+    if settings.rm_max_position_usd is not None:
+        assert d.size_usd <= settings.rm_max_position_usd + tol
     assert d.size_usd * stop_pct <= account.equity * settings.rm_max_risk_pct + tol
     assert d.size_usd <= account.equity * settings.rm_max_exposure - account.gross_position_value + tol
     assert d.size_usd <= account.buying_power + tol
@@ -127,13 +143,15 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
         assert account.shorting_enabled and asset.shortable
 
 
-@given(size=st.floats(allow_nan=True, allow_infinity=True), lev=st.floats(allow_nan=True, allow_infinity=True))
-def test_caps_only_ever_shrink(size, lev):
-    lim = Limits(max_leverage=3, max_position_usd=1e6, min_position_usd=0, max_risk_usd=1e4,
-                 stop_distance_pct=0.02, exposure_room_usd=1e7, buying_power=1e7)
-    new_size, new_lev, bound = apply_caps(size, lev, lim)
-    assert 0 <= new_size <= 1e6 and 1 <= new_lev <= 3
+@given(size=st.floats(allow_nan=True, allow_infinity=True),
+       limits=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.floats(0, 1e7, **finite), min_size=1))
+def test_caps_only_ever_shrink(size, limits):
+    new_size, bound = apply_caps(size, limits)
+    assert 0 <= new_size <= min(limits.values())
     if math.isfinite(size) and size >= 0:
         assert new_size <= size
+        assert set(bound) == {name for name, limit in limits.items() if size > limit}
+    else:
+        assert bound == ("invalid_size",) and new_size == 0
     if not bound:
-        assert (new_size, new_lev) == (size, lev)
+        assert new_size == size

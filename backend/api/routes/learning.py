@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from backend.api.deps import Limit, Offset, Sizer, row_dict
 from backend.api.schemas import AgentOut, Page
-from backend.domain.state import ACTIONS, ALL_STATE_KEYS, validate_state_key
+from backend.domain.state import ALL_STATE_KEYS, validate_state_key
 
 router = APIRouter(prefix="/v1", tags=["learning"])
 
@@ -16,21 +16,27 @@ def _state(state: str | None) -> str | None:
     if state is None:
         return None
     try:
-        return validate_state_key(state)
+        return validate_state_key(state, pooled=True)
     except ValueError as exc:
         raise HTTPException(422, [{"loc": ["query", "state"], "msg": str(exc), "type": "value_error"}]) from None
 
 
+def _cell(row) -> dict:
+    return {**row_dict(row), "q": row.q}
+
+
 @router.get("/qtable", response_model=Page)
 def get_qtable(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
+    """Cells of the Q-table: per state (or pooled level such as `*|high|*|*`) and exposure, the decayed sums of
+    the rewards it earned; q is their average."""
     total, rows = sizer.store.q_values(_state(state), offset, limit)
-    return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])
+    return Page(total=total, offset=offset, limit=limit, items=[_cell(r) for r in rows])
 
 
 @router.get("/qtable/top", response_model=list[dict])
 def get_qtable_top(sizer: Sizer, limit: Limit = 10,
                    min_visits: Annotated[int, Query(ge=0)] = 1) -> list[dict]:
-    return [row_dict(r) for r in sizer.store.top_q_values(limit, min_visits)]
+    return [_cell(r) for r in sizer.store.top_q_values(limit, min_visits)]
 
 
 @router.get("/agent", response_model=AgentOut)
@@ -41,18 +47,20 @@ def get_agent(sizer: Sizer) -> AgentOut:
     return AgentOut(
         policy=sizer.risk.policy_name,
         reward_fn=s.rl_sizing_reward,
-        alpha=agent.alpha,
+        confidence_z=s.rl_sizing_confidence_z,
+        prior_trades=s.rl_sizing_prior_trades,
+        horizon_trades=s.rl_sizing_horizon_trades,
+        menu=list(s.exposure_menu()),
         epsilon=agent.epsilon,
         epsilon_initial=agent.epsilon_initial,
         epsilon_min=s.rl_sizing_epsilon_min,
         epsilon_decay=s.rl_sizing_epsilon_decay,
-        discount=s.rl_sizing_discount,
         recent_win_rate=sizer.store.recent_win_rate(s.rl_sizing_win_rate_window),
         win_rate_window=s.rl_sizing_win_rate_window,
         total_updates=agent.total_updates,
         last_updated=agent.last_updated_at,
         states=len(ALL_STATE_KEYS),
-        actions=len(ACTIONS),
+        actions=len(s.exposure_menu()),
         visited_cells=cells,
         visited_states=states,
     )
