@@ -63,7 +63,8 @@ class Run:
         self.db = sa.create_engine(db_url)
         self.bus = RedisBus(REDIS, "workers", prefix=self.prefix)
         env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": REDIS, "REDIS_PREFIX": self.prefix,
-               "AUTO_MIGRATE": "false", "LOG_LEVEL": "info", "RL_SIZING_MIN_STATE_VISITS": "0",
+               "AUTO_MIGRATE": "false", "LOG_LEVEL": "info",
+               "SIZING_POLICY": "fixed", "SIZING_FIXED_EXPOSURE": "0.02",  # every signal sized: 100 symbols fit
                **{k.upper(): str(v) for k, v in fake.settings().items()}, "ALPACA_TIMEOUT_SECONDS": "10"}
         self.logs = [logs / f"{self.prefix.replace(':', '-')}{i}.log" for i in range(workers)]
         self.procs: list[subprocess.Popen] = []

@@ -6,8 +6,8 @@ Run on demand (not part of the test suite), from the project root:
 
 What it does: creates a scratch database sizer_bench_<random> on 127.0.0.1:5432, starts
 `python -m backend.cli serve` on a free port against it (SIM_BAR_SECONDS=3600 so the simulated
-clock does not tick, RL_SIZING_MIN_STATE_VISITS=0 so the Q-learning policy decides; --policy ppo serves the shipped
-checkpoint instead), waits for
+clock does not tick; the Q-learning policy pools its estimates and ranks the whole menu on every decision, with or
+without experience; --policy ppo serves the shipped checkpoint instead), waits for
 GET /healthz, then drives it with a small raw asyncio HTTP/1.1 keep-alive client: N connections in
 one process, each sending requests back to back (closed loop), latency per request from
 perf_counter_ns. After a warmup, the measured phases alternate decisions / healthz --repeats times;
@@ -176,7 +176,7 @@ def main() -> int:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": f"postgresql+psycopg://{PG}/{db}", "PORT": str(port),
            "HOST": "127.0.0.1", "LOG_LEVEL": "warning", "SIM_BAR_SECONDS": "3600",
-           "RL_SIZING_MIN_STATE_VISITS": "0", "SIZING_POLICY": args.policy}
+           "SIZING_POLICY": args.policy}
     with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{db}"')
     proc = None

@@ -61,6 +61,10 @@ def _bucket(value: float, edges: tuple[float, ...], names: tuple[str, ...]) -> s
     return names[bisect.bisect_right(edges, value)]
 
 
+def confidence_bucket(confidence: float, edges: BucketEdges) -> str:
+    return _bucket(confidence, edges.confidence, CONFIDENCE_BUCKETS)
+
+
 def state_key(
     *, atr_pct: float, adx: float, confidence: float, exposure: float, win_rate: float | None, edges: BucketEdges
 ) -> str:
@@ -70,7 +74,7 @@ def state_key(
     return "|".join(
         (
             regime.value,
-            _bucket(confidence, edges.confidence, CONFIDENCE_BUCKETS),
+            confidence_bucket(confidence, edges),
             _bucket(exposure, edges.exposure, EXPOSURE_BUCKETS),
             perf,
         )

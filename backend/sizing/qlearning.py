@@ -55,11 +55,13 @@ class QTable(Protocol):
 SPLIT_SIGMAS = 2.0  # buckets are told apart only when their spread exceeds chance by this many standard deviations
 
 
+EMPTY = Cell()
+
+
 def _arrays(cells: dict[str, Cell] | None, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights, reward sums, reward square sums) of a state's actions, in `keys` order."""
     row = cells or {}
-    get = lambda k: row.get(k, Cell())  # noqa: E731
-    return (np.array([get(k).weight for k in keys]), np.array([get(k).reward_sum for k in keys]),
-            np.array([get(k).reward_sq_sum for k in keys]))
+    return tuple(np.array([(c.weight, c.reward_sum, c.reward_sq_sum) for c in (row.get(k, EMPTY) for k in keys)]).T)
 
 
 def _variance(w: np.ndarray, s2: np.ndarray) -> np.ndarray:
@@ -132,7 +134,7 @@ class QLearningPolicy:
         mean, error = estimate(tree, cells, self._keys, self._prior)
         lcb = np.where(np.isfinite(error), mean - self._z * np.where(np.isfinite(error), error, 0.0), -np.inf)
         lcb[0] = 0.0  # skipping earns exactly nothing
-        return mean, lcb, cells.get(state_key, {}).get(self._keys[0], Cell()).weight, epsilon
+        return mean, lcb, cells.get(state_key, {}).get(self._keys[0], EMPTY).weight, epsilon
 
     def propose(self, ctx: SizingContext) -> Proposal:
         mean, lcb, trades, epsilon = self.estimates(ctx.state_key)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy import Engine, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -79,6 +79,16 @@ class Store:
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self._read_cache: dict[tuple, tuple[float, Any]] = {}
+        cells = QValueRow.__table__
+        insert = self._insert(cells)
+        decay = bindparam("decay")
+        self._add_cell = insert.on_conflict_do_update(  # add one reward to a cell, its earlier sums decayed
+            index_elements=[cells.c.state_key, cells.c.action_key],
+            set_=dict(visits=cells.c.visits + 1, weight=cells.c.weight * decay + insert.excluded.weight,
+                      reward_sum=cells.c.reward_sum * decay + insert.excluded.reward_sum,
+                      reward_sq_sum=cells.c.reward_sq_sum * decay + insert.excluded.reward_sq_sum,
+                      updated_at=insert.excluded.updated_at),
+        )
 
     def session(self) -> Session:
         return self._sessions()
@@ -414,16 +424,8 @@ class Store:
     def _add_rewards(self, s: Session, learning: Learning, reward: Reward) -> None:
         now = utcnow()
         rows = [dict(state_key=state, action_key=action, visits=1, weight=1.0, reward_sum=r, reward_sq_sum=r * r,
-                     updated_at=now) for state, action, r in sorted(learning.rewards)]
-        q = self._insert(QValueRow).values(rows)
-        decay = learning.decay
-        s.execute(q.on_conflict_do_update(
-            index_elements=[QValueRow.state_key, QValueRow.action_key],
-            set_=dict(visits=QValueRow.visits + 1, weight=QValueRow.weight * decay + q.excluded.weight,
-                      reward_sum=QValueRow.reward_sum * decay + q.excluded.reward_sum,
-                      reward_sq_sum=QValueRow.reward_sq_sum * decay + q.excluded.reward_sq_sum,
-                      updated_at=q.excluded.updated_at),
-        ))
+                     updated_at=now, decay=learning.decay) for state, action, r in sorted(learning.rewards)]
+        s.execute(self._add_cell, rows)  # one statement, many rows, in key order (row locks taken in one order)
         decayed = AgentRow.epsilon * reward.epsilon_decay
         s.execute(
             update(AgentRow)
