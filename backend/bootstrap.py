@@ -17,7 +17,8 @@ from backend.bus.base import FILLS, ORDER_ENDS, SIGNALS, BusUnavailable, EventBu
 from backend.bus.inprocess import InProcessBus
 from backend.bus.redis_streams import RedisBus
 from backend.config import Settings
-from backend.data.bundled import load_bundled
+from backend.data.bundled import Series, load_bundled
+from backend.data.files import BarsFileError, load_bars, on_shared_calendar, parse_bars_spec
 from backend.domain.model import Fill, OrderEnded, Signal
 from backend.domain.rewards import REWARDS
 from backend.execution.executor import Executor
@@ -117,16 +118,36 @@ def sim_warmup_bars(settings: Settings) -> int:
     return max(10 * settings.rm_atr_period, min_bars(settings.rm_atr_period))
 
 
+def sim_series(settings: Settings) -> dict[str, Series]:
+    """The bars the simulated broker replays: the files of SIM_BARS on the timestamps they all share, or the
+    bundled indices of SIM_SYMBOLS. BarsFileError names a file that cannot be used."""
+    if not settings.sim_bars:
+        return {symbol: load_bundled(symbol) for symbol in settings.sim_symbols}
+    series = {}
+    for spec in settings.sim_bars:
+        symbol, path = parse_bars_spec(spec)
+        if symbol in series:
+            raise BarsFileError(path, f"a second file for {symbol}")
+        series[symbol] = load_bars(path, symbol)
+    aligned = on_shared_calendar(series)
+    for symbol, s in series.items():
+        if len(s) != len(aligned[symbol]):
+            log.warning("%s: %d of its %d bars fall on timestamps another file lacks; the simulator skips them",
+                        symbol, len(s) - len(aligned[symbol]), len(s))
+    return aligned
+
+
 def make_sim_broker(settings: Settings) -> SimBroker:
-    series = {symbol: load_bundled(symbol) for symbol in settings.sim_symbols}
+    series = sim_series(settings)
     calendar = next(iter(series.values())).ts
-    start = int(np.searchsorted(calendar, np.datetime64(settings.sim_start, "s")))
     warmup = sim_warmup_bars(settings)
+    start = warmup if settings.sim_start is None else int(
+        np.searchsorted(calendar, np.datetime64(settings.sim_start, "s")))
     if start < warmup or start >= len(calendar) - 1:
         raise ValueError(
-            f"SIM_START {settings.sim_start} leaves too few bars: the bundled data runs "
-            f"{calendar[0].astype('datetime64[D]')}..{calendar[-1].astype('datetime64[D]')} and the "
-            f"indicators need {warmup} bars before the start"
+            f"SIM_START {settings.sim_start or '(the first bar after the warm-up)'} leaves too few bars: the data "
+            f"runs {calendar[0].astype('datetime64[D]')}..{calendar[-1].astype('datetime64[D]')} "
+            f"({len(calendar)} bars) and the indicators need {warmup} bars before the start"
         )
     return SimBroker(
         series,

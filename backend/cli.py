@@ -41,6 +41,13 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Overrides HOST")] = 
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(**overrides)
+    if settings.broker == "sim":  # bad bar files or SIM_START stop start-up with the reason
+        from backend.bootstrap import make_sim_broker
+
+        try:
+            make_sim_broker(settings)
+        except ValueError as exc:
+            _fail(str(exc))
     if settings.sizing_policy == "ppo":  # fail before the server starts, with the reason
         from backend.rl.checkpoint import load
 
@@ -94,14 +101,18 @@ def replay(
     seed: Annotated[int, typer.Option(help="Exploration seed")] = 7,
     keep: Annotated[bool, typer.Option(help="Learn into DATABASE_URL instead of a scratch database")] = False,
     compare: Annotated[bool, typer.Option(help="Also run the ATR rule on the same signals")] = True,
+    bars: Annotated[Optional[list[str]], typer.Option(
+        help="A bar file (CSV or Parquet) per symbol, SYMBOL=PATH or PATH named after its symbol; repeat it. "
+             "Default: SIM_BARS, else the bundled indices")] = None,
 ) -> None:
-    """Drive the whole loop over the bundled bars with a built-in signal source, then summarise."""
+    """Drive the whole loop over bars (bundled or your files) with a built-in signal source, then summarise."""
     from rich.progress import Progress
 
     from backend.replay import run_replay
 
-    base = _settings(**({"sim_start": start.date()} if start else {}), rl_sizing_seed=seed)
-    if end and end.date() <= base.sim_start:
+    base = _settings(**({"sim_start": start.date()} if start else {}), **({"sim_bars": tuple(bars)} if bars else {}),
+                     rl_sizing_seed=seed)
+    if end and base.sim_start and end.date() <= base.sim_start:
         _fail("--end must come after --start")
     runs = [("qlearning", {"sizing_policy": "qlearning"})] + ([("atr", {"sizing_policy": "atr"})] if compare else [])
     summaries = []
@@ -124,7 +135,8 @@ def _print_summaries(summaries) -> None:
     from rich.table import Table
 
     table = Table(title="replay summary")
-    for col in ("policy", "signals", "trades", "win rate", "return", "max drawdown", "Q coverage (cells / states)"):
+    for col in ("policy", "signals", "trades placed", "win rate", "return", "max drawdown",
+                "Q coverage (cells / states)"):
         table.add_column(col)
     for s in summaries:
         table.add_row(

@@ -155,8 +155,16 @@ class Settings(BaseSettings):
     )
 
     # --- simulated broker -------------------------------------------------------------------------
-    sim_symbols: tuple[str, ...] = Field(("SP500", "NASDAQ"), description="Bundled daily series to trade")
-    sim_start: date = Field(date(2015, 1, 2), description="First bar the simulated clock shows")
+    sim_symbols: tuple[str, ...] = Field(("SP500", "NASDAQ"), description="Bundled daily series to trade (when "
+                                         "SIM_BARS is empty)")
+    sim_bars: tuple[str, ...] = Field(
+        (), description="Bar files the simulated broker replays instead, one per symbol: CSV or Parquet with a date "
+        "or timestamp column and open, high, low, close (volume optional), daily or intraday; each SYMBOL=PATH, or "
+        "PATH named after its symbol. JSON list"
+    )
+    sim_start: date | None = Field(
+        None, description="First bar the simulated clock shows (empty: the first after the indicators' warm-up)"
+    )
     sim_initial_cash: float = Field(100_000.0, gt=0, description="Starting cash of the simulated account")
     sim_multiplier: float = Field(4.0, ge=1, description="Margin multiplier of the simulated account")
     sim_shorting_enabled: bool = Field(True, description="Whether the simulated account may sell short")

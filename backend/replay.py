@@ -87,10 +87,10 @@ def run_replay(
     broker: SimBroker | None = None, policy: SizingPolicy | None = None, signals: SignalSource | None = None,
 ) -> Summary:
     """Run the whole loop from SIM_START (or `broker`'s first bar) to `end` (or the data's last bar) and
-    summarise it. `signals` defaults to the trend follower on SIM_SYMBOLS."""
+    summarise it. `signals` defaults to the trend follower on every symbol of the broker."""
     app = build_app(settings, broker=broker, policy=policy)
     try:
-        signals = signals or TrendSignals(settings.sim_symbols)
+        signals = signals or TrendSignals(app.broker.symbols)
         end_ts = np.datetime64(end, "s") if end else None
         total = app.broker.bars_left if end_ts is None else app.broker.bars_until(end_ts)
         account = app.broker.account()

@@ -157,7 +157,8 @@ def run(case: Case, policy: str, seed: int, t: Truth) -> RunResult:
         settings = settings_for(case, policy, url)
         broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=settings.sim_initial_cash,
                            multiplier=settings.sim_multiplier, slippage_bps=settings.sim_slippage_bps,
-                           commission_bps=settings.sim_commission_bps, maintenance_margin=settings.rm_maintenance_margin)
+                           commission_bps=settings.sim_commission_bps,
+                           maintenance_margin=settings.rm_maintenance_margin)
         summary = run_replay(settings, broker=broker, policy=injected(policy, settings, t, seed),
                              signals=scheduled(m, case.period))
         engine = sa.create_engine(url)

@@ -68,6 +68,10 @@ class SimBroker:
         self._orders: dict[str, OrderAck] = {}
         self._lock = threading.RLock()
 
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._series)
+
     # --- the clock -----------------------------------------------------------------------------
     @property
     def index(self) -> int:

@@ -170,5 +170,6 @@ def truth(case: Case, maintenance: float, samples: int = 100_000) -> Truth:
     if case.kind == "drift":
         f_star = {"all": max(0.0, (case.mu / 252 * (case.period - 1) - COSTS) / (daily**2 * (case.period - 1)))}
     else:
-        f_star = {k: max(0.0, (2 * float(p[rows].mean()) - 1) * case.a / (case.a**2 + noise)) for k, rows in keys.items()}
+        f_star = {k: max(0.0, (2 * float(p[rows].mean()) - 1) * case.a / (case.a**2 + noise))
+                  for k, rows in keys.items()}
     return Truth(growth, f_star)

@@ -125,16 +125,22 @@ class QLearningPolicy:
         self._prior = prior_trades
         self._decay = 1.0 if horizon_trades is None else 1.0 - 1.0 / horizon_trades
         self._rng = rng
+        self._memo: dict[str, tuple[object, tuple]] = {}  # state -> (the cells read, their estimates)
 
     def estimates(self, state_key: str) -> tuple[np.ndarray, np.ndarray, float, float]:
         """(expected reward, lower confidence bound) per menu action in this state, the trades behind the full
         state's own average, and epsilon."""
         tree = pooling_tree(state_key)
         cells, epsilon = self._table.q_cells(sorted({k for _, siblings in tree for k in siblings}))
+        memo = self._memo.get(state_key)
+        if memo is not None and memo[0] is cells:  # the same read (the store caches it): the same estimates
+            return (*memo[1], epsilon)
         mean, error = estimate(tree, cells, self._keys, self._prior)
         lcb = np.where(np.isfinite(error), mean - self._z * np.where(np.isfinite(error), error, 0.0), -np.inf)
         lcb[0] = 0.0  # skipping earns exactly nothing
-        return mean, lcb, cells.get(state_key, {}).get(self._keys[0], EMPTY).weight, epsilon
+        result = (mean, lcb, cells.get(state_key, {}).get(self._keys[0], EMPTY).weight)
+        self._memo[state_key] = (cells, result)
+        return (*result, epsilon)
 
     def propose(self, ctx: SizingContext) -> Proposal:
         mean, lcb, trades, epsilon = self.estimates(ctx.state_key)
@@ -146,7 +152,7 @@ class QLearningPolicy:
             i = int(np.argmax(np.where(feasible, lcb, -np.inf)))  # ties: the smaller exposure
             how = "the best lower confidence bound"
         exposure = self.menu[i]
-        above = int((~feasible).sum())
+        barred = int((~feasible).sum())
         return Proposal(
             exposure=exposure,
             policy=self.name,
@@ -155,8 +161,8 @@ class QLearningPolicy:
             why=(
                 f"Q-learning, {how}: state {ctx.state_key} ({trades:.0f} trade(s) of its own), exposure "
                 f"{exposure:g}x (expected reward {mean[i]:.3f}, lower bound {lcb[i]:.3f}; the best expected: "
-                f"{self.menu[int(np.argmax(np.where(feasible, mean, -np.inf)))]:g}x); {above} of "
-                f"{len(self.menu)} exposures above the caps"
+                f"{self.menu[int(np.argmax(np.where(feasible, mean, -np.inf)))]:g}x); {barred} of "
+                f"{len(self.menu)} exposures outside the caps"
             ),
         )
 

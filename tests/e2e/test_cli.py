@@ -139,3 +139,29 @@ def test_serve_on_embedded_defaults_trades_and_learns(tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert "Traceback" not in output, output
+
+
+def _write_bars(path, series) -> None:
+    import pandas as pd
+
+    pd.DataFrame({"date": series.ts.astype("datetime64[D]").astype(str), "open": series.open, "high": series.high,
+                  "low": series.low, "close": series.close}).to_csv(path, index=False)
+
+
+def test_replay_on_your_own_bar_files(env, tmp_path):
+    from tests.fakes import random_walk
+
+    _write_bars(tmp_path / "abc.csv", random_walk(400, seed=1, symbol="ABC"))
+    _write_bars(tmp_path / "other.csv", random_walk(400, start=50, seed=2, symbol="XYZ"))
+    r = sizer("replay", "--bars", str(tmp_path / "abc.csv"), "--bars", f"XYZ={tmp_path / 'other.csv'}", env=env)
+    assert r.returncode == 0, r.stderr
+    lines = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") > 5}
+    assert int(lines["atr"].split("│")[2]) > 5  # the trend follower found signals on both files' bars
+
+    broken = (tmp_path / "abc.csv").read_text().splitlines()
+    broken[5] = broken[5].replace(",", ",-", 1)  # a negative open on the file's fifth bar
+    (tmp_path / "bad.csv").write_text("\n".join(broken))
+    r = sizer("replay", "--bars", f"ABC={tmp_path / 'bad.csv'}", env=env)
+    assert r.returncode == 2 and "bad.csv: row 5, column 'open'" in r.stderr and "Traceback" not in r.stderr
+    r = sizer("serve", env={**env, "SIM_BARS": json.dumps([str(tmp_path / "bad.csv")])})
+    assert r.returncode == 2 and "row 5, column 'open'" in r.stderr and "Traceback" not in r.stderr

@@ -10,7 +10,7 @@ from backend.config import Settings
 from backend.data.synthetic import GRID, SYMBOL, WARMUP, Case, coin_case, market, scheduled, truth
 from backend.replay import run_replay
 
-TRADES = 300
+TRADES = 400
 WIDE = dict(rm_max_leverage=8.0, rm_max_position_exposure=8.0, rm_max_exposure=8.0, rm_max_risk_pct=0.5,
             rm_maintenance_margin=0.1, sim_multiplier=10.0)
 
@@ -33,14 +33,15 @@ def exposures(case: Case, tmp_path) -> list[float]:
 
 
 def test_the_agent_converges_to_the_oracles_exposure_on_a_clear_edge(tmp_path):
-    case = coin_case(f_star=1.5, t500=12, trades=TRADES)  # the edge is clear within a hundred trades
+    case = coin_case(f_star=3.0, t500=12, trades=TRADES)  # +-16% moves, the edge clear within a hundred trades
     oracle = truth(case, maintenance=0.1, samples=20_000).oracle("all")
     taken = np.array(exposures(case, tmp_path))
     assert taken[:10].max() == 0  # no evidence of an edge yet: skipped (followed without an order)
-    first, last = taken[:100].mean(), taken[-100:].mean()
-    assert first < last
-    # the last trades are sized within a menu step or two of the oracle (1.25..1.6 around 1.47), never past 2 f*
-    assert 0.75 * oracle <= np.median(taken[-100:]) <= 1.25 * oracle
+    thirds = [taken[i * TRADES // 3:(i + 1) * TRADES // 3].mean() for i in range(3)]
+    assert thirds[0] < thirds[1] <= thirds[2]  # more evidence, a bigger bet
+    # the last trades are sized towards the oracle's 3x, still a margin below it (the confidence bound); never
+    # past 2 f*
+    assert 0.6 * oracle <= np.median(taken[-100:]) <= 1.25 * oracle
     assert taken.max() <= 2 * oracle and oracle in GRID
 
 
