@@ -130,6 +130,63 @@ def replay(
     _print_summaries(summaries)
 
 
+@app.command()
+def backtest(
+    signals: Annotated[str, typer.Option(help="A signal CSV (timestamp, symbol, side, confidence; optional "
+                                              "signal_id, stop_price, target_price, time_limit_hours), or trend "
+                                              "(the built-in trend follower)")] = "trend",
+    policy: Annotated[str, typer.Option(help="Policies to compare, comma-separated: qlearning, ppo, atr, "
+                                             "fixed:EXPOSURE, kelly[:FRACTION]")] = "qlearning,atr,fixed:0.5,kelly",
+    bars: Annotated[Optional[list[str]], typer.Option(
+        help="A bar file (CSV or Parquet) per symbol, SYMBOL=PATH or PATH named after its symbol; repeat it. "
+             "Default: SIM_BARS, else the bundled indices")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.json, trades.csv and the plots")] = Path("runs/backtest"),
+    start: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="First bar (SIM_START)")] = None,
+    end: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="Last bar (default: data end)")] = None,
+    seed: Annotated[int, typer.Option(help="Exploration seed")] = 7,
+) -> None:
+    """How would each policy have sized these signals? The same bars, signals and costs through the live engine."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from backend.backtest import parse_policies, run_backtest
+    from backend.data.signals import load_signals
+
+    settings = _settings(**({"sim_start": start.date()} if start else {}),
+                         **({"sim_bars": tuple(bars)} if bars else {}), rl_sizing_seed=seed)
+    try:
+        specs = parse_policies(policy)
+        timed = None if signals == "trend" else load_signals(Path(signals))
+    except ValueError as exc:
+        _fail(str(exc))
+    with Progress(transient=False) as progress:
+        def on_policy(label: str):
+            task = progress.add_task(f"backtest {label}", total=None)
+            return lambda i, n: progress.update(task, completed=i, total=n)
+
+        try:
+            report = run_backtest(settings, specs, timed, out, end.date() if end else None, on_policy)
+        except ValueError as exc:
+            _fail(str(exc))
+    table = Table(title=f"backtest: {report['bars']['first']}..{report['bars']['last']}, "
+                        f"{', '.join(report['bars']['symbols'])}")
+    for col in ("policy", "final equity", "return", "log growth/yr", "Sharpe", "max DD", "trades", "win rate",
+                "mean exposure", "mean leverage"):
+        table.add_column(col)
+    for name, p in report["policies"].items():
+        pct = lambda x: "-" if x is None else f"{x:.1%}"  # noqa: E731
+        table.add_row(name, f"{p['final_equity']:,.0f}", f"{p['total_return']:+.1%}", pct(p["log_growth_per_year"]),
+                      f"{p['sharpe']:.2f}", pct(p["max_drawdown"]), str(p["trades"]), pct(p["win_rate"]),
+                      f"{p['mean_exposure']:.2f}", "-" if p["mean_leverage"] is None else f"{p['mean_leverage']:.2f}")
+    Console().print(table)
+    s = report["signals"]
+    if "read" in s:
+        skipped = "; ".join(f"{n} {reason}" for reason, n in s["skipped"].items()) or "none"
+        typer.echo(f"signals: {s['read']} read, {s['used']} used, not used: {skipped} (ids in report.json)")
+    typer.echo(f"report.json, trades.csv and plots in {out}")
+
+
 def _print_summaries(summaries) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from backend.brokers.sim import SimBroker  # noqa: E402
 from backend.config import Settings  # noqa: E402
 from backend.data.synthetic import (  # noqa: E402
-    GRID, SYMBOL, WARMUP, Case, Truth, bucket, coin_case, market, scheduled, truth,
+    GRID, SYMBOL, WARMUP, Case, Truth, bucket, coin_case, market, truth,
 )
 from backend.domain.model import Proposal  # noqa: E402
 from backend.domain.state import CONFIDENCE_BUCKETS  # noqa: E402
@@ -145,7 +145,6 @@ class RunResult:
     buckets: list[str]
     max_drawdown: float
     seconds: float
-    skipped_signals: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -160,7 +159,7 @@ def run(case: Case, policy: str, seed: int, t: Truth) -> RunResult:
                            commission_bps=settings.sim_commission_bps,
                            maintenance_margin=settings.rm_maintenance_margin)
         summary = run_replay(settings, broker=broker, policy=injected(policy, settings, t, seed),
-                             signals=scheduled(m, case.period))
+                             signals=m.schedule())
         engine = sa.create_engine(url)
         with engine.connect() as c:
             rows = c.execute(sa.text(
@@ -301,6 +300,7 @@ def main() -> int:
     ap.add_argument("--policies", default=",".join(POLICIES), help="which policies")
     ap.add_argument("--trades", type=int, default=1000, help="signals per case (the confidence case has twice)")
     ap.add_argument("--only", default="", help="run only the cases whose name contains this")
+    ap.add_argument("--resume", type=Path, help="a runs file (.jsonl) of an interrupted run: its runs are kept")
     args = ap.parse_args()
     chosen = [c for c in cases(args.trades, set(args.cases.split(","))) if args.only in c.name]
     wanted = args.policies.split(",")
@@ -311,10 +311,19 @@ def main() -> int:
              for s in range(args.seeds)]
     started = time.perf_counter()
     load = os.getloadavg()[0]
-    results = []
-    with ProcessPoolExecutor(args.jobs) as pool:
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    runs_file = args.resume or ROOT / "bench" / "results" / f"sizing-{stamp}.jsonl"
+    runs_file.parent.mkdir(exist_ok=True)
+    results = [RunResult(**json.loads(line)) for line in runs_file.read_text().splitlines()] if args.resume else []
+    done = {(r.case, r.policy, r.seed) for r in results}
+    tasks = [t for t in tasks if (t[0].name, t[1], t[2]) not in done]
+    print(f"{len(tasks)} runs to go ({len(done)} kept); each is appended to {runs_file} as it ends",
+          file=sys.stderr, flush=True)
+    with ProcessPoolExecutor(args.jobs) as pool, open(runs_file, "a") as log:
         for i, result in enumerate(pool.map(task, tasks), 1):
             results.append(result)
+            log.write(json.dumps(result.__dict__) + "\n")
+            log.flush()
             print(f"[{i}/{len(tasks)}] {result.case} {result.policy} seed {result.seed}: {result.seconds:.0f} s"
                   + (f" ({'; '.join(result.notes)})" if result.notes else ""), file=sys.stderr, flush=True)
     doc = {"run": {"at": datetime.now().isoformat(timespec="seconds"), "seeds": args.seeds, "trades": args.trades,
@@ -322,11 +331,11 @@ def main() -> int:
                    "settings": {k: v for k, v in Settings(_env_file=None).model_dump().items()
                                 if k.startswith(("rl_sizing", "rm_"))}},
            "cases": report(chosen, truths, results)}
-    out = ROOT / "bench" / "results" / f"sizing-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(exist_ok=True)
+    out = ROOT / "bench" / "results" / f"sizing-{stamp}.json"
     out.write_text(json.dumps(doc, indent=1, default=str))
     print(table(doc["cases"]))
-    print(f"\n{len(tasks)} runs in {doc['run']['minutes']:.1f} min, load average {load:.2f} at the start; {out}")
+    print(f"\n{len(results)} runs ({len(tasks)} now) in {doc['run']['minutes']:.1f} min, load average {load:.2f} at "
+          f"the start; {out}")
     return 0
 
 

@@ -72,6 +72,11 @@ class SimBroker:
     def symbols(self) -> tuple[str, ...]:
         return tuple(self._series)
 
+    @property
+    def calendar(self) -> np.ndarray:
+        """Every bar's timestamp (datetime64[s]), the ones still to come included."""
+        return self._ts
+
     # --- the clock -----------------------------------------------------------------------------
     @property
     def index(self) -> int:

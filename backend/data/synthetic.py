@@ -9,17 +9,16 @@ growth-optimal exposure is known from the parameters they were drawn with.
 - drift: log-normal daily returns (annual drift mu, volatility sigma), a BUY every 5 bars held 4 bars.
   f* = mu / sigma^2 (less costs).
 
-Every signal enters the live engine at its bar (`scheduled`), as a signal posted to the API would.
+Every signal enters the live engine at its bar (`Market.schedule`), as a signal posted to the API would.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
 from backend.data.bundled import Series
+from backend.data.signals import ScheduledSignals, TimedSignal
 from backend.domain.model import Side, Signal
 from backend.domain.state import CONFIDENCE_BUCKETS, BucketEdges, confidence_bucket
 
@@ -79,8 +78,16 @@ def bucket(confidence: float) -> str:
 @dataclass(frozen=True)
 class Market:
     series: Series
-    signals: list[Signal]  # the j-th at bar WARMUP + period x j
+    timed: list[TimedSignal]  # the j-th at bar WARMUP + period x j
     confidences: list[float]
+
+    @property
+    def signals(self) -> list[Signal]:
+        return [t.signal for t in self.timed]
+
+    def schedule(self) -> ScheduledSignals:
+        """The signal source for `run_replay`, with the simulated clock starting at bar WARMUP - 1."""
+        return ScheduledSignals.schedule(self.timed, self.series.ts, [SYMBOL], WARMUP - 1)
 
 
 def market(case: Case, seed: int) -> Market:
@@ -106,22 +113,12 @@ def market(case: Case, seed: int) -> Market:
     low = np.minimum(open_, close) * (1 - spread)
     ts = np.datetime64("2001-01-01", "s") + np.arange(n) * np.timedelta64(1, "D")
     stop_distance = 1.5 * case.a if case.kind != "drift" else 6 * daily * math.sqrt(case.period - 1)
-    signals = [Signal(f"{case.kind}-{seed}-{j}", SYMBOL, Side.BUY, round(c, 4),
-                      stop_price=float(close[WARMUP + case.period * j] * (1 - stop_distance)),
-                      time_limit_hours=24 * (case.period - 1))
-               for j, c in enumerate(confidences)]
-    return Market(Series(SYMBOL, ts, open_, high, low, close, np.zeros(n)), signals, confidences)
-
-
-def scheduled(m: Market, period: int) -> Callable:
-    """A signal source for `run_replay`: the j-th signal when the clock shows bar WARMUP + period x j."""
-    by_bar = {WARMUP + period * j: s for j, s in enumerate(m.signals)}
-
-    def due(app) -> list[Signal]:
-        signal = by_bar.get(app.broker.index)
-        return [signal] if signal is not None else []
-
-    return due
+    bars = [WARMUP + case.period * j for j in range(case.trades)]
+    timed = [TimedSignal(ts[i], Signal(f"{case.kind}-{seed}-{j}", SYMBOL, Side.BUY, round(c, 4),
+                                       stop_price=float(close[i] * (1 - stop_distance)),
+                                       time_limit_hours=24 * (case.period - 1)))
+             for j, (i, c) in enumerate(zip(bars, confidences))]
+    return Market(Series(SYMBOL, ts, open_, high, low, close, np.zeros(n)), timed, confidences)
 
 
 @dataclass

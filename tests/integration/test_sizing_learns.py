@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from backend.brokers.sim import SimBroker
 from backend.config import Settings
-from backend.data.synthetic import GRID, SYMBOL, WARMUP, Case, coin_case, market, scheduled, truth
+from backend.data.synthetic import GRID, SYMBOL, WARMUP, Case, coin_case, market, truth
 from backend.replay import run_replay
 
 TRADES = 400
@@ -22,7 +22,7 @@ def exposures(case: Case, tmp_path) -> list[float]:
     m = market(case, seed=3)
     broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=settings.sim_initial_cash,
                        multiplier=settings.sim_multiplier, maintenance_margin=settings.rm_maintenance_margin)
-    summary = run_replay(settings, broker=broker, signals=scheduled(m, case.period))
+    summary = run_replay(settings, broker=broker, signals=m.schedule())
     engine = sa.create_engine(url)
     with engine.connect() as c:
         rows = c.execute(sa.text("SELECT t.signal_id, o.exposure FROM outcome o JOIN trade t ON t.id = o.trade_id"))

@@ -1,0 +1,83 @@
+"""`sizer backtest` as a user runs it: their bars and signals, several policies, a report checked by hand."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+import pytest
+
+from tests.e2e.test_cli import _write_bars, sizer
+from tests.fakes import random_walk
+
+SLIP, COMMISSION = 2e-4, 1e-4  # the simulator's defaults
+
+
+def test_a_backtest_of_your_signals_checked_by_hand(sqlite_url, tmp_path):
+    bars = random_walk(260, start=100.0, vol=0.01, seed=4, symbol="ABC")
+    _write_bars(tmp_path / "ABC.csv", bars)
+    day = lambda i: str(bars.ts[i].astype("datetime64[D]"))  # noqa: E731
+    rows = [
+        {"timestamp": day(150), "symbol": "ABC", "side": "buy", "confidence": 0.7, "signal_id": "s1",
+         "stop_price": 0.9 * bars.close[150], "time_limit_hours": 48},  # 10% away: RM_MAX_RISK_PCT allows 0.8x
+        {"timestamp": day(160), "symbol": "ABC", "side": "sell", "confidence": 0.6, "signal_id": "s2",
+         "stop_price": 1.1 * bars.close[160], "time_limit_hours": 48},
+        {"timestamp": day(170), "symbol": "ABC", "side": "buy", "confidence": 0.9, "signal_id": "s3",
+         "stop_price": 0.9 * bars.close[170], "time_limit_hours": 48},
+        {"timestamp": day(100), "symbol": "ABC", "side": "buy", "confidence": 0.9, "signal_id": "early"},
+        {"timestamp": day(180), "symbol": "XYZ", "side": "buy", "confidence": 0.9, "signal_id": "other"},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "signals.csv", index=False)
+    out = tmp_path / "out"
+    r = sizer("backtest", "--bars", str(tmp_path / "ABC.csv"), "--signals", str(tmp_path / "signals.csv"),
+              "--policy", "fixed:0.5,atr,qlearning", "--out", str(out), env={"DATABASE_URL": sqlite_url})
+    assert r.returncode == 0, r.stderr
+    assert "1 unknown symbol" in r.stdout and "1 before the first bar" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["signals"]["read"] == 5 and report["signals"]["used"] == 3
+    assert report["signals"]["skipped_ids"] == {"unknown symbol": ["other"], "before the first bar": ["early"]}
+    trades = list(csv.DictReader(open(out / "trades.csv")))
+    assert {t["policy"] for t in trades} == {"fixed:0.5", "atr", "qlearning"} and len(trades) == 9
+
+    # by hand: sized at the signal bar's close (0.5 x equity), filled at the next open with slippage, out at the
+    # open after the 48 h limit (two bars on), 1 bp commission a side
+    equity = 100_000.0
+    fixed = {t["signal_id"]: t for t in trades if t["policy"] == "fixed:0.5"}
+    for sid, i, sign in (("s1", 150, 1), ("s2", 160, -1), ("s3", 170, 1)):
+        t = fixed[sid]
+        quantity = 0.5 * equity / bars.close[i]
+        entry, exit_ = bars.open[i + 1] * (1 + sign * SLIP), bars.open[i + 3] * (1 - sign * SLIP)
+        pnl = sign * (exit_ - entry) * quantity - (entry + exit_) * quantity * COMMISSION
+        assert t["approved"] == "True" and float(t["quantity"]) == pytest.approx(quantity)
+        assert float(t["entry_price"]) == pytest.approx(entry) and float(t["exit_price"]) == pytest.approx(exit_)
+        assert float(t["equity_before"]) == pytest.approx(equity)
+        assert float(t["equity_after"]) == pytest.approx(equity + pnl)
+        assert float(t["exposure"]) == pytest.approx(0.5 * entry / bars.close[i])  # at the fill's price
+        equity += pnl
+    p = report["policies"]["fixed:0.5"]
+    assert p["final_equity"] == pytest.approx(equity) and p["trades"] == 3 and p["mean_leverage"] == 1
+    assert report["policies"]["qlearning"]["trades"] == 0  # three trades are no evidence of an edge: skipped
+    assert all(t["approved"] == "False" and float(t["exposure"]) == 0 for t in trades if t["policy"] == "qlearning")
+    for plot in ("equity.png", "exposure_vs_confidence.png", "qtable.png"):
+        assert (out / plot).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("content, message", [
+    ("timestamp,symbol,side,confidence\n2001-01-01,ABC,buy,1.5\n", "row 1, column 'confidence'"),
+    ("timestamp,symbol,side,confidence\n2001-01-01,ABC,hold,0.5\n", "row 1, column 'side'"),
+    ("timestamp,symbol,side,confidence\nsoon,ABC,buy,0.5\n", "row 1, column 'timestamp'"),
+    ("timestamp,symbol,side,confidence,stop_price\n2001-01-01,ABC,buy,0.5,-3\n", "row 1, column 'stop_price'"),
+    ("timestamp,symbol,side,confidence,signal_id\n2001-01-01,ABC,buy,0.5,a\n2001-01-02,ABC,buy,0.5,a\n",
+     "row 2, column 'signal_id'"),
+    ("timestamp,symbol,side\n2001-01-01,ABC,buy\n", "missing column(s) confidence"),
+])
+def test_bad_signal_files_stop_with_the_row_and_column(sqlite_url, tmp_path, content, message):
+    (tmp_path / "signals.csv").write_text(content)
+    r = sizer("backtest", "--signals", str(tmp_path / "signals.csv"), "--policy", "atr",
+              "--out", str(tmp_path / "out"), env={"DATABASE_URL": sqlite_url})
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_unknown_policies_are_refused(sqlite_url, tmp_path):
+    r = sizer("backtest", "--policy", "qlearning,martingale", env={"DATABASE_URL": sqlite_url})
+    assert r.returncode == 2 and "unknown policy 'martingale'" in r.stderr
