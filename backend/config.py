@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         "less time and drawdown penalties)"
     )
     rl_sizing_seed: int | None = Field(None, description="Seed of the exploration RNG (None: from the OS)")
+    decision_report_hours: float = Field(
+        720.0, gt=0, description="How long the outcome of a POST /v1/decisions decision may be reported (hours) "
+        "before the decision expires unlearned"
+    )
     rl_shadow_cost_bps: float = Field(
         6.0, ge=0, description="Round-trip cost (slippage and commission, basis points of notional) charged to a "
         "signal sized 0, which is followed without an order so that every exposure learns from it"

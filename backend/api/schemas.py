@@ -1,12 +1,13 @@
 """All validation at the edge: anything that reaches the services is well-formed."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from backend.domain.model import Side, Signal
+from backend.domain.model import OutcomeReport, Side, Signal
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False, le=1e9)]
 Symbol = Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
@@ -51,6 +52,8 @@ class SignalIn(DecisionIn):
 
 
 class DecisionOut(BaseModel):
+    decision_id: str | None = Field(None, description="POST /v1/decisions: report the trade's outcome under this id "
+                                                      "(none when the trade cannot be taken)")
     approved: bool = Field(description="An order of `quantity` is (to be) placed")
     skipped: bool = Field(False, description="Sized 0: no order; the signal is followed so every size learns")
     symbol: str
@@ -69,6 +72,42 @@ class DecisionOut(BaseModel):
     model_version: str | None
     capped_by: list[str]
     reasoning: str
+
+
+class OutcomeIn(_In):
+    """How a trade sized by POST /v1/decisions went, placed by the bot elsewhere. Times without a zone are UTC."""
+
+    entry_price: Price
+    exit_price: Price
+    quantity: float = Field(gt=0, allow_inf_nan=False, le=1e12, description="What was traded (units)")
+    opened_at: datetime
+    closed_at: datetime
+    worst_price: Price = Field(description="The most adverse price while it was open (at or beyond the entry and "
+                                           "the exit)")
+    commission: float = Field(0.0, ge=0, allow_inf_nan=False, le=1e12, description="Both fills, account currency")
+
+    @model_validator(mode="after")
+    def _in_order(self) -> "OutcomeIn":
+        if _utc(self.closed_at) < _utc(self.opened_at):
+            raise PydanticCustomError("closed_before_opened", "closed_at must not come before opened_at")
+        return self
+
+    def to_report(self) -> OutcomeReport:
+        return OutcomeReport(self.entry_price, self.exit_price, self.quantity, _utc(self.opened_at),
+                             _utc(self.closed_at), self.worst_price, self.commission)
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+class OutcomeOut(BaseModel):
+    decision_id: str
+    learned: bool = Field(description="True: learned now; false: this same report was learned before")
+    exposure: float
+    trade_return: float = Field(description="The path's return per unit of exposure, after costs")
+    reward: float
+    trade_id: int
 
 
 class SignalOut(BaseModel):
@@ -121,6 +160,7 @@ class AgentOut(BaseModel):
     epsilon_decay: float
     recent_win_rate: float | None
     win_rate_window: int
+    decisions: dict[str, int] = Field(description="POST /v1/decisions decisions: awaiting_report, reported, expired")
     total_updates: int
     last_updated: datetime | None
     states: int

@@ -115,6 +115,7 @@ class Decision:
     equity: float | None = None  # the account equity it was sized against
     exposure: float = 0.0  # size_usd / equity
     skipped: bool = False
+    decision_id: str | None = None  # POST /v1/decisions: the id its outcome is reported under
 
 
 class BrokerEvent:
@@ -174,6 +175,19 @@ class AssetRules:
     marginable: bool = True  # False (e.g. crypto): no leverage, paid from non-marginable buying power
     market_open: bool = True
     broker_stops: bool = True  # the stop and target travel with the order; False: the monitor enforces them
+
+
+@dataclass(frozen=True)
+class OutcomeReport:
+    """How a trade sized by POST /v1/decisions went, as the bot that placed it elsewhere tells it."""
+
+    entry_price: float
+    exit_price: float
+    quantity: float
+    opened_at: datetime
+    closed_at: datetime
+    worst_price: float  # the most adverse price while it was open
+    commission: float = 0.0  # both fills, in the account's currency
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -77,6 +78,19 @@ class Executor:
                      decision.reasoning)
             return ExecutionResult(trade.signal_id, "skipped", decision.reasoning, decision_to_json(decision), trade.id)
         return self._submit(trade, decision)
+
+    def decide(self, signal: Signal) -> Decision:
+        """POST /v1/decisions: size a trade a bot will place elsewhere. A decision that could be taken (placed or
+        sized 0) is stored under a new decision_id, which the bot reports its outcome under
+        (PositionMonitor.report); it holds no symbol and sends nothing."""
+        decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
+        if not (decision.approved or decision.skipped):
+            return decision
+        decision = replace(decision, decision_id="dec-" + uuid.uuid4().hex)
+        self._store.record_trade(replace(signal, signal_id=decision.decision_id), decision,
+                                 client_order_id=client_order_id(decision.decision_id), equity=decision.equity,
+                                 decided_at=self._broker.now(), deadline_at=None, external=True)
+        return decision
 
     def _submit(self, trade: TradeRow, decision: Decision) -> ExecutionResult:
         order = OrderRequest(

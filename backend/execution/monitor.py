@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
-from backend.domain.model import Fill, OrderEnded, Side, TradePath, bracket_exit
+from backend.domain.model import Fill, OrderEnded, OutcomeReport, Side, TradePath, bracket_exit
 from backend.domain.rewards import REWARDS, reward_of
+from backend.risk import SizingError
 from backend.sizing.qlearning import Learning
 from backend.store.repositories import Reward, Store
 from backend.store.tables import TradeRow, utcnow
@@ -54,6 +55,14 @@ def path_of(trade: TradeRow, exit_price: float, closed_at: datetime, cost_rate: 
         cost_rate=cost_rate,
         duration_hours=(closed_at - trade.opened_at).total_seconds() / 3600.0,
     )
+
+
+class DecisionNotFound(LookupError):
+    """No POST /v1/decisions decision has this id."""
+
+
+class ReportConflict(Exception):
+    """The decision expired, or another outcome was learned for it already."""
 
 
 class Learner(Protocol):
@@ -127,8 +136,41 @@ class PositionMonitor:
         path = path_of(trade, price, now, self._s.rl_shadow_cost_bps / 1e4, worst)
         return self._settle(trade, path, 0.0, reason, now, 0.0)
 
+    def report(self, decision_id: str, report: OutcomeReport) -> tuple[bool, TradeRow]:
+        """The outcome of a POST /v1/decisions decision, traded elsewhere: it teaches as a trade sizer placed
+        itself (the counterfactual update), exactly once. Returns (True: learned now | False: this report was
+        already learned, trade). Raises DecisionNotFound, ReportConflict (expired, or another report learned
+        already), SizingError (a field that contradicts the decision)."""
+        trade = self._store.trade_for_signal(decision_id)
+        signal = self._store.signal(decision_id)
+        if trade is None or signal is None or signal.status != "decided":
+            raise DecisionNotFound(decision_id)
+        sign = Side(trade.side).sign
+        if sign * (report.worst_price - min(report.entry_price, report.exit_price, key=lambda p: sign * p)) > 0:
+            raise SizingError("worst_price", f"a {trade.side} trade's worst price is at or below (for a sell: above) "
+                                             "both its entry and its exit")
+        reported = dict(entry_price=report.entry_price, quantity=report.quantity, opened_at=report.opened_at,
+                        worst_price=report.worst_price)
+        if trade.status == "external":
+            if utcnow() - trade.created_at > timedelta(hours=self._s.decision_report_hours):
+                raise ReportConflict(f"decision {decision_id} expired unreported "
+                                     f"{self._s.decision_report_hours:g} h after it was made")
+            path = TradePath(Side(trade.side), report.entry_price, report.exit_price, report.worst_price,
+                             report.commission / (report.quantity * report.entry_price),
+                             (report.closed_at - report.opened_at).total_seconds() / 3600.0)
+            exposure = report.quantity * report.entry_price / trade.equity_at_entry
+            if self._settle(trade, path, exposure, "reported", report.closed_at, report.commission, reported):
+                return True, self._store.trade_for_signal(decision_id)
+            trade = self._store.trade_for_signal(decision_id)  # a concurrent report won
+        same = (trade.status == "closed" and trade.exit_price == report.exit_price and trade.closed_at ==
+                report.closed_at and all(getattr(trade, k) == v for k, v in reported.items())
+                and trade.commission_usd == report.commission)
+        if not same:
+            raise ReportConflict(f"decision {decision_id} already has another outcome")
+        return False, trade
+
     def _settle(self, trade: TradeRow, path: TradePath, exposure: float, reason: str, at: datetime,
-                commission: float) -> bool:
+                commission: float, reported: dict | None = None) -> bool:
         outcome = path.outcome(exposure, trade.equity_at_entry, None)  # what really happened
         reward = Reward(
             value=reward_of(outcome, self._reward_fn),
@@ -140,7 +182,8 @@ class PositionMonitor:
         if self._learner is not None and trade.rl_state_key is not None:
             learning = self._learner.learn(path, trade.rl_state_key, trade.equity_at_entry)
         first = self._store.close_and_learn(trade, exit_price=path.exit_price, exit_reason=reason, closed_at=at,
-                                            commission=commission, outcome=outcome, reward=reward, learning=learning)
+                                            commission=commission, outcome=outcome, reward=reward, learning=learning,
+                                            reported=reported)
         if first:
             log.info("closed %strade %s %s: return %.2f%% at %.2fx, reward %.4f (%s)",
                      "shadow " if trade.shadow else "", trade.id, trade.symbol, 100 * outcome.trade_return,

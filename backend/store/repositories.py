@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy import Engine, bindparam, case, func, select, update
@@ -66,6 +66,7 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
         "equity": d.equity,
         "exposure": d.exposure,
         "skipped": d.skipped,
+        "decision_id": d.decision_id,
     }
 
 
@@ -223,16 +224,18 @@ class Store:
         equity: float,
         decided_at: datetime,
         deadline_at: datetime | None,
+        external: bool = False,
     ) -> TradeRow:
         """Signal and its pending trade in one transaction, before the order is sent: a crash after this
         leaves a trade that the executor re-submits under the same client order id on replay. A decision
-        sized 0 (skipped) gets a shadow trade, which no order ever belongs to."""
+        sized 0 (skipped) gets a shadow trade, which no order ever belongs to. `external`: a decision of
+        POST /v1/decisions, traded elsewhere; it waits for its reported outcome and holds no symbol."""
         trade = TradeRow(
             signal_id=signal.signal_id,
             client_order_id=client_order_id,
             symbol=decision.symbol,
             side=decision.side.value,
-            status="pending",
+            status="external" if external else "pending",
             shadow=decision.skipped,
             quantity=decision.quantity,
             size_usd=decision.size_usd,
@@ -251,14 +254,15 @@ class Store:
         )
         try:
             with self._sessions.begin() as s:
-                s.add(_signal_row(signal, decision, "skipped" if decision.skipped else "placed", ""))
+                status = "decided" if external else "skipped" if decision.skipped else "placed"
+                s.add(_signal_row(signal, decision, status, ""))
                 s.flush()
                 s.add(trade)
         except IntegrityError as exc:
             if self.signal(signal.signal_id) is not None:
                 raise DuplicateSignal(signal.signal_id) from None
             raise SymbolBusy(decision.symbol) from exc
-        if self.hot is not None:
+        if self.hot is not None and not external:
             self.hot.sync(trade.symbol, trade)
         return trade
 
@@ -346,11 +350,13 @@ class Store:
         self._changed(trade_id)
 
     def _changed(self, trade_id: int) -> None:
-        """Write a trade's state, as committed, through to the hot state."""
+        """Write the state of a trade's symbol, as committed, through to the hot state."""
         if self.hot is not None:
             with self._sessions() as s:
-                trade = s.get(TradeRow, trade_id)
-            self.hot.sync(trade.symbol, trade)
+                symbol = s.scalar(select(TradeRow.symbol).where(TradeRow.id == trade_id))
+                active = s.scalar(select(TradeRow).where(TradeRow.symbol == symbol,
+                                                         TradeRow.status.in_(ACTIVE_TRADE_STATUSES)))
+            self.hot.sync(symbol, active)
 
     def update_adverse_excursions(self, worst: dict[int, tuple[float, float]]) -> None:
         """Raise each trade's max adverse excursion to the given (worst price, percent on margin); it never
@@ -378,8 +384,10 @@ class Store:
         outcome: Outcome,
         reward: Reward,
         learning: Learning | None,
+        reported: dict[str, Any] | None = None,
     ) -> bool:
         """Close the trade, record its outcome and add what it teaches to the Q-table, all or nothing.
+        `reported`: the entry a bot reported for a decision it traded elsewhere, stored on the trade.
 
         The outcome's unique trade_id makes this exactly-once: a replayed close returns False and changes
         nothing. Each cell is updated by one INSERT ... ON CONFLICT DO UPDATE evaluated on the row's latest
@@ -410,7 +418,7 @@ class Store:
                     .where(TradeRow.id == trade.id)
                     .values(status="closed", exit_price=exit_price, exit_reason=exit_reason, closed_at=closed_at,
                             pnl_usd=outcome.pnl_usd, commission_usd=TradeRow.commission_usd + commission,
-                            max_adverse_pct=outcome.max_drawdown_pct)
+                            max_adverse_pct=outcome.max_drawdown_pct, **(reported or {}))
                 )
                 if learning is not None:
                     self._add_rewards(s, learning, reward)
@@ -434,6 +442,18 @@ class Store:
                     epsilon=case((decayed < reward.epsilon_min, reward.epsilon_min), else_=decayed))
         )
 
+    def decision_counts(self, horizon_hours: float) -> dict[str, int]:
+        """POST /v1/decisions decisions: awaiting their report, reported, and expired unreported."""
+        cutoff = utcnow() - timedelta(hours=horizon_hours)
+        decided = select(SignalRow.signal_id).where(SignalRow.status == "decided")
+        waiting = TradeRow.status == "external"
+        with self._reads() as s:
+            row = s.execute(select(func.count().filter(waiting & (TradeRow.created_at >= cutoff)),
+                                   func.count().filter(TradeRow.status == "closed"),
+                                   func.count().filter(waiting & (TradeRow.created_at < cutoff)))
+                            .where(TradeRow.signal_id.in_(decided))).one()
+        return dict(zip(("awaiting_report", "reported", "expired"), row))
+
     # --- outcomes -----------------------------------------------------------------------------------
     def recent_win_rate(self, n: int) -> float | None:
         """Win rate of the last n outcomes, None before the first (cached, see _cached)."""
@@ -451,6 +471,10 @@ class Store:
             total = s.scalar(select(func.count()).select_from(OutcomeRow).where(*where))
             rows = s.scalars(select(OutcomeRow).where(*where).order_by(OutcomeRow.id.desc()).offset(offset).limit(limit))
             return total, list(rows)
+
+    def outcome_of_trade(self, trade_id: int) -> OutcomeRow | None:
+        with self._sessions() as s:
+            return s.scalar(select(OutcomeRow).where(OutcomeRow.trade_id == trade_id))
 
     def iter_outcomes(self) -> Iterator[OutcomeRow]:
         with self._sessions() as s:

@@ -57,6 +57,7 @@ def get_agent(sizer: Sizer) -> AgentOut:
         epsilon_decay=s.rl_sizing_epsilon_decay,
         recent_win_rate=sizer.store.recent_win_rate(s.rl_sizing_win_rate_window),
         win_rate_window=s.rl_sizing_win_rate_window,
+        decisions=sizer.store.decision_counts(s.decision_report_hours),
         total_updates=agent.total_updates,
         last_updated=agent.last_updated_at,
         states=len(ALL_STATE_KEYS),

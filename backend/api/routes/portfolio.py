@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1", tags=["portfolio"])
 @router.get("/trades", response_model=Page)
 def get_trades(
     sizer: Sizer,
-    status: Literal["pending", "open", "closing", "closed", "rejected", "canceled"] | None = None,
+    status: Literal["pending", "open", "closing", "closed", "rejected", "canceled", "external"] | None = None,
     symbol: str | None = None,
     offset: Offset = 0,
     limit: Limit = 100,

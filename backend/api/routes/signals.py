@@ -7,7 +7,10 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import Sizer, require_api_key, row_dict
-from backend.api.schemas import DecisionIn, DecisionOut, SignalIn, SignalOut, SignalQueued, SignalState
+from backend.api.schemas import (
+    DecisionIn, DecisionOut, OutcomeIn, OutcomeOut, SignalIn, SignalOut, SignalQueued, SignalState,
+)
+from backend.execution.monitor import DecisionNotFound, ReportConflict
 from backend.bus.base import SIGNALS
 from backend.store.repositories import decision_to_json
 
@@ -57,15 +60,33 @@ def get_signal(signal_id: str, sizer: Sizer) -> SignalState:
 
 @router.post("/decisions", response_model=DecisionOut, dependencies=Keyed)
 async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
-    """The hot path. Sizing reads the broker and the (cached) Q-table: with a broker that does network I/O it
-    runs in the thread pool; with the in-memory simulator it runs inline, since a thread hand-off would cost
-    more than the sizing (a cache miss blocks the loop for one short query, at most once a second per state)."""
+    """Size a trade your bot places elsewhere; nothing is sent to the broker. Report how it went with
+    POST /v1/decisions/{decision_id}/outcome and the agent learns from it as from its own trades. Sizing reads
+    the broker and the (cached) Q-table and stores the decision: with a broker that does network I/O this runs
+    in the thread pool; with the in-memory simulator inline."""
     started = time.perf_counter()
     signal = body.to_signal()
     if sizer.broker.io_bound:
-        decision = await run_in_threadpool(sizer.risk.decide, signal)
+        decision = await run_in_threadpool(sizer.executor.decide, signal)
     else:
-        decision = sizer.risk.decide(signal)
+        decision = sizer.executor.decide(signal)
     sizer.metrics.decision_seconds.observe(time.perf_counter() - started)
     sizer.metrics.decisions.labels(decision.policy, str(decision.approved).lower()).inc()
     return decision_to_json(decision)
+
+
+@router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut, dependencies=Keyed,
+             responses={404: {"description": "No decision has this id"},
+                        409: {"description": "The decision expired, or another outcome was reported for it"}})
+def post_outcome(decision_id: str, body: OutcomeIn, sizer: Sizer) -> OutcomeOut:
+    """The outcome of a trade sized by POST /v1/decisions: the agent learns what every size of it would have
+    earned, exactly once. The same report again is answered as the first time and changes nothing."""
+    try:
+        learned, trade = sizer.monitor.report(decision_id, body.to_report())
+    except DecisionNotFound:
+        raise HTTPException(404, f"no decision {decision_id!r}") from None
+    except ReportConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    outcome = sizer.store.outcome_of_trade(trade.id)
+    return OutcomeOut(decision_id=decision_id, learned=learned, exposure=outcome.exposure,
+                      trade_return=outcome.trade_return, reward=outcome.reward, trade_id=trade.id)

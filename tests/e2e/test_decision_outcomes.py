@@ -1,0 +1,104 @@
+"""Sizing for bots that trade elsewhere: POST /v1/decisions, then the outcome reported through SizerClient."""
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.api.app import create_app
+from backend.client import SizerClient, SizerError
+from tests.conftest import make_settings
+from tests.fakes import experienced_cells
+
+T0 = datetime(2024, 5, 1, 14, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def served(db_url):
+    app = create_app(make_settings(database_url=db_url, sizer_api_key="k" * 16), run_clock=False)
+    with TestClient(app) as http:
+        sizer = app.state.sizer
+        sizer.store.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
+        yield SizerClient(api_key="k" * 16, http=http), sizer
+
+
+def report_for(d, exit_move: float = 0.02, **changes) -> dict:
+    entry = d.price
+    report = dict(entry_price=entry, exit_price=entry * (1 + exit_move), quantity=d.quantity, opened_at=T0,
+                  closed_at=T0 + timedelta(days=2), worst_price=entry * 0.99, commission=1.5)
+    return {**report, **changes}
+
+
+def test_a_reported_outcome_teaches_every_size_exactly_once(served):
+    client, sizer = served
+    d = client.decide("SP500", "buy", confidence=0.8)
+    assert d.approved and d.decision_id.startswith("dec-") and d.exposure >= 1
+    assert sizer.broker.positions() == [] and sizer.store.active_trade("SP500") is None  # nothing placed or held
+    state = sizer.store.trade_for_signal(d.decision_id).rl_state_key
+    report = report_for(d)
+    learned = client.report(d.decision_id, **report)
+    path_return = 0.02 - 1.5 / (d.quantity * d.price)
+    assert learned.learned and learned.trade_return == pytest.approx(path_return)
+    assert learned.exposure == pytest.approx(d.exposure, rel=1e-9)
+    assert learned.reward == pytest.approx(100 * math.log(1 + d.exposure * path_return))
+    cells = {c.action_key: c for c in sizer.store.q_values(state, 0, 100)[1]}
+    assert {c.visits for c in cells.values()} == {1}
+    assert cells["1"].q == pytest.approx(100 * math.log(1 + path_return))  # what 1x would have earned
+    agent = sizer.store.agent()
+
+    again = client.report(d.decision_id, **report)  # the same report: answered as before, nothing learned
+    assert not again.learned and again.reward == learned.reward
+    assert sizer.store.agent().total_updates == agent.total_updates
+    assert {c.visits for c in sizer.store.q_values(state, 0, 100)[1]} == {1}
+
+    with pytest.raises(SizerError) as conflict:
+        client.report(d.decision_id, **{**report, "exit_price": report["exit_price"] * 1.01})
+    assert conflict.value.status == 409 and "another outcome" in conflict.value.detail
+    with pytest.raises(SizerError) as unknown:
+        client.report("dec-nope", **report)
+    assert unknown.value.status == 404
+    counts = client._http.get("/v1/agent").json()["decisions"]
+    assert counts == {"awaiting_report": 0, "reported": 1, "expired": 0}
+
+
+def test_bad_reports_are_refused_with_the_field(served):
+    client, sizer = served
+    d = client.decide("NASDAQ", "sell", confidence=0.8)
+    good = dict(exit_move=-0.01, worst_price=d.price * 1.01)
+    for changes, field in [({"worst_price": d.price * 0.98}, "worst_price"),  # a sell's worst is above
+                           ({"closed_at": T0 - timedelta(hours=1)}, "closed_before_opened"),
+                           ({"quantity": -1}, "quantity"), ({"entry_price": 0}, "entry_price")]:
+        with pytest.raises(SizerError) as err:
+            client.report(d.decision_id, **report_for(d, **{**good, **changes}))
+        assert err.value.status == 422 and field in str(err.value.detail)
+    assert sizer.store.trade_for_signal(d.decision_id).status == "external"  # nothing was learned
+    assert client.report(d.decision_id, **report_for(d, **good)).learned
+
+
+def test_an_unreported_decision_expires(db_url):
+    app = create_app(make_settings(database_url=db_url, decision_report_hours=1e-6), run_clock=False)
+    with TestClient(app) as http:
+        client = SizerClient(http=http)
+        d = client.decide("SP500", "buy", confidence=0.5)
+        assert d.decision_id and not d.approved and d.skipped  # a fresh agent skips: still reportable
+        time.sleep(0.05)
+        with pytest.raises(SizerError) as err:
+            client.report(d.decision_id, **report_for(d, quantity=10.0))
+        assert err.value.status == 409 and "expired" in err.value.detail
+        assert http.get("/v1/agent").json()["decisions"] == {"awaiting_report": 0, "reported": 0, "expired": 1}
+
+
+def test_concurrent_duplicate_reports_learn_once(pg_url):
+    app = create_app(make_settings(database_url=pg_url), run_clock=False)
+    with TestClient(app) as http:
+        client, sizer = SizerClient(http=http), app.state.sizer
+        d = client.decide("SP500", "buy", confidence=0.8)
+        report = report_for(d, quantity=10.0)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda _: client.report(d.decision_id, **report), range(8)))
+    assert sum(a.learned for a in answers) == 1 and len({a.reward for a in answers}) == 1
+    assert sizer.store.agent().total_updates == 1 and sizer.store.outcomes(0, 10)[0] == 1
