@@ -16,6 +16,8 @@ from backend.config import ConfigError, Settings, load_settings
 app = typer.Typer(help="sizer: reinforcement-learning position sizing for live trading", no_args_is_help=True)
 qtable = typer.Typer(help="Export or import the Q-table in the seed's JSON format", no_args_is_help=True)
 app.add_typer(qtable, name="qtable")
+data = typer.Typer(help="Historical bars for replay, backtest and SIM_BARS", no_args_is_help=True)
+app.add_typer(data, name="data")
 
 
 def _settings(**overrides) -> Settings:
@@ -324,6 +326,36 @@ def _print_evaluation(result: dict) -> None:
                       f"{agg['windows_passing'][criterion]}/{agg['windows']})")
     for note in result.get("notes", []):
         console.print(note)
+
+
+@data.command("fetch")
+def data_fetch(
+    symbols: Annotated[str, typer.Option(help="Comma-separated, e.g. AAPL,MSFT or BTC/USD")],
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First day wanted")],
+    timeframe: Annotated[str, typer.Option(help="1Day, 1Hour, 15Min or 1Min")] = "1Day",
+    cache: Annotated[Path, typer.Option(help="Folder of the Parquet files")] = Path("data/bars"),
+) -> None:
+    """Pull historical bars through Alpaca's data API (ALPACA_* settings) into local Parquet files, only what is
+    new since the last fetch. Use them with --bars or SIM_BARS."""
+    from datetime import timezone
+
+    from backend.brokers.alpaca import TIMEFRAMES, AlpacaBroker
+    from backend.brokers.base import BrokerUnavailable
+    from backend.data import alpaca_cache
+
+    if timeframe not in TIMEFRAMES:
+        _fail(f"--timeframe {timeframe!r}: one of {', '.join(TIMEFRAMES)}")
+    settings = _settings()
+    if settings.alpaca_api_key_id is None or settings.alpaca_api_secret_key is None:
+        _fail("fetching bars needs ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY (a free paper account's keys do)")
+    names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    try:
+        fetched = alpaca_cache.fetch(AlpacaBroker(settings), names, timeframe, start.replace(tzinfo=timezone.utc),
+                                     cache)
+    except (BrokerUnavailable, ValueError) as exc:
+        _fail(str(exc))
+    for f in fetched:
+        typer.echo(f"{f.symbol}: {f.added} new bar(s), {f.total} in {f.path}")
 
 
 def _store():

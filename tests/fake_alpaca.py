@@ -108,6 +108,7 @@ class FakeAlpaca:
         self.orders: dict[str, FakeOrder] = {}
         self.positions: dict[str, tuple[float, float]] = {}  # symbol -> (signed qty, avg entry)
         self.trades: dict[str, list[tuple[datetime, float]]] = {}  # symbol -> prices traded (minute bars)
+        self.bar_requests: list[tuple[str, str, str]] = []  # (symbols, timeframe, start) as asked
         self.requests: list[tuple[str, str]] = []
         self._failures: list[tuple[str, str, int, str]] = []  # (method, path prefix, status, message)
         self._submit_delay = 0.0
@@ -407,6 +408,7 @@ class FakeAlpaca:
         @app.get("/v2/stocks/bars")
         @app.get("/v1beta3/crypto/us/bars")
         def bars(symbols: str, timeframe: str, start: str):
+            self.bar_requests.append((symbols, timeframe, start))
             begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
             body = {"bars": {s: self.bars_json(s, timeframe, begin) for s in symbols.split(",") if s in self.assets},
                     "next_page_token": None}

@@ -49,6 +49,7 @@ TIMEFRAMES = {  # setting -> (alpaca-py timeframe, length in trading days)
     "1Day": (TimeFrame(1, TimeFrameUnit.Day), 1.0),
     "1Hour": (TimeFrame(1, TimeFrameUnit.Hour), 1 / 6.5),
     "15Min": (TimeFrame(15, TimeFrameUnit.Minute), 1 / 26),
+    "1Min": (TimeFrame(1, TimeFrameUnit.Minute), 1 / 390),
 }
 ENDED = {"canceled": "canceled", "expired": "expired", "rejected": "rejected", "replaced": "canceled",
          "suspended": "canceled", "stopped": "canceled"}
@@ -247,12 +248,14 @@ class AlpacaBroker:
         cached = self._history.get(symbol)
         if cached is not None and now - cached[0] < HISTORY_TTL_S and cached[1] >= count:
             return _tail(cached[2], count)
-        series = self._bars(symbol, self._timeframe, count=count)
+        series = self.bars(symbol, self._timeframe, count=count)
         self._history[symbol] = (now, count, series)
         return series
 
-    def _bars(self, symbol: str, timeframe: TimeFrame, *, count: int | None = None,
-              start: datetime | None = None, completed: bool = True) -> Series:
+    def bars(self, symbol: str, timeframe: TimeFrame, *, count: int | None = None,
+             start: datetime | None = None, completed: bool = True) -> Series:
+        """Bars from `start` (or the last `count`) to now, through the data API with the broker's retries;
+        `completed`: without the bar still forming."""
         end = self.now()
         if start is None:
             start = end - timedelta(days=count * self._bar_days * 1.6 + 10)  # weekends and holidays
@@ -277,7 +280,7 @@ class AlpacaBroker:
         seen_since, low, high, fetch_from = self._ranges.get(symbol, (since, np.inf, -np.inf, since))
         if seen_since != since:  # another trade in the symbol (one active trade per symbol): start afresh
             low, high, fetch_from = np.inf, -np.inf, since
-        bars = self._bars(symbol, TimeFrame(1, TimeFrameUnit.Minute), start=fetch_from, completed=False)
+        bars = self.bars(symbol, TimeFrame(1, TimeFrameUnit.Minute), start=fetch_from, completed=False)
         if len(bars):
             low, high = min(low, float(bars.low.min())), max(high, float(bars.high.max()))
             fetch_from = bars.ts[-1].astype(datetime).replace(tzinfo=timezone.utc)
