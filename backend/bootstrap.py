@@ -17,8 +17,7 @@ from backend.bus.base import FILLS, ORDER_ENDS, SIGNALS, BusUnavailable, EventBu
 from backend.bus.inprocess import InProcessBus
 from backend.bus.redis_streams import RedisBus
 from backend.config import Settings
-from backend.data.bundled import Series, load_bundled
-from backend.data.files import BarsFileError, load_bars, on_shared_calendar, parse_bars_spec
+from backend.data.files import load_market
 from backend.domain.model import Fill, OrderEnded, Signal
 from backend.domain.rewards import REWARDS
 from backend.execution.executor import Executor
@@ -118,27 +117,8 @@ def sim_warmup_bars(settings: Settings) -> int:
     return max(10 * settings.rm_atr_period, min_bars(settings.rm_atr_period))
 
 
-def sim_series(settings: Settings) -> dict[str, Series]:
-    """The bars the simulated broker replays: the files of SIM_BARS on the timestamps they all share, or the
-    bundled indices of SIM_SYMBOLS. BarsFileError names a file that cannot be used."""
-    if not settings.sim_bars:
-        return {symbol: load_bundled(symbol) for symbol in settings.sim_symbols}
-    series = {}
-    for spec in settings.sim_bars:
-        symbol, path = parse_bars_spec(spec)
-        if symbol in series:
-            raise BarsFileError(path, f"a second file for {symbol}")
-        series[symbol] = load_bars(path, symbol)
-    aligned = on_shared_calendar(series)
-    for symbol, s in series.items():
-        if len(s) != len(aligned[symbol]):
-            log.warning("%s: %d of its %d bars fall on timestamps another file lacks; the simulator skips them",
-                        symbol, len(s) - len(aligned[symbol]), len(s))
-    return aligned
-
-
 def make_sim_broker(settings: Settings) -> SimBroker:
-    series = sim_series(settings)
+    series = load_market(settings.sim_bars, settings.sim_symbols)
     calendar = next(iter(series.values())).ts
     warmup = sim_warmup_bars(settings)
     start = warmup if settings.sim_start is None else int(

@@ -222,6 +222,7 @@ def train_cmd(
     """Train a PPO sizing policy in the vectorised environment, then validate it on held-out bars."""
     from rich.progress import Progress
 
+    from backend.data.files import BarsFileError
     from backend.rl.training import load_config, run
 
     flags = {"total_timesteps": total_timesteps, "seed": seed, "device": device, "gru": gru}
@@ -238,7 +239,10 @@ def train_cmd(
                 f"training  SPS {row['charts/SPS']:,}  return {'-' if ret is None else f'{ret:+.4f}'}  "
                 f"dominance {row['collapse/dominance']:.2f}"))
 
-        path, validation = run(ppo, data, out, on_update)
+        try:
+            path, validation = run(ppo, data, out, on_update)
+        except BarsFileError as exc:
+            _fail(f"config data.bars: {exc}")
     typer.echo(f"checkpoint {path}; held-out: final account x{validation.mean_final_account:.4f} "
                f"(buy and hold x{validation.buy_and_hold:.4f}), dominant {validation.dominant_action} "
                f"{validation.dominance:.0%}, invalid {validation.invalid_share:.1%}")
@@ -257,19 +261,25 @@ def evaluate_cmd(
     steps: Annotated[int, typer.Option(min=4096, help="Training steps per window (trainable policies)")] = 200_000,
     seed: Annotated[int, typer.Option(help="Seeds training and the replayed agent")] = 7,
     max_windows: Annotated[Optional[int], typer.Option(min=1, help="Only the last N windows")] = None,
+    bars: Annotated[Optional[list[str]], typer.Option(
+        help="A bar file (CSV or Parquet) per symbol, SYMBOL=PATH or PATH named after its symbol; repeat it. "
+             "Default: the bundled S&P 500 and NASDAQ")] = None,
 ) -> None:
     """Walk-forward evaluation against baselines (cash, buy-and-hold, equal weight, ATR rule, Kelly)."""
     import torch
     from rich.progress import Progress
 
-    from backend.data.bundled import load_bundled
+    from backend.data.files import load_market
     from backend.evaluation import policies, report
     from backend.evaluation.walkforward import walk_forward, windows
     from backend.rl.checkpoint import CheckpointError
     from backend.rl.env import EnvConfig
 
     torch.set_num_threads(1)
-    series = [load_bundled(s) for s in ("SP500", "NASDAQ")]
+    try:
+        series = list(load_market(tuple(bars or ()), ("SP500", "NASDAQ")).values())
+    except ValueError as exc:
+        _fail(str(exc))
     ts = series[0].ts
     try:
         wins = windows(ts, train_years, test_years)
@@ -279,7 +289,7 @@ def evaluate_cmd(
     if policy in policies.TRAINABLE:
         run, name = policies.trained_policy(policy, steps, seed), policy
     elif policy in policies.REPLAYED:
-        run, name = policies.replay_policy(policy, seed), policy
+        run, name = policies.replay_policy(policy, seed, tuple(bars or ())), policy
     else:
         try:
             run, train_end = policies.checkpoint_policy(Path(policy))
@@ -298,7 +308,8 @@ def evaluate_cmd(
     with Progress() as progress:
         task = progress.add_task(f"evaluate {name}", total=len(wins))
         result, tracks = walk_forward(name, run, series, wins, EnvConfig().cost_rate, seed,
-                                      on_window=lambda i, n: progress.update(task, completed=i))
+                                      on_window=lambda i, n: progress.update(task, completed=i),
+                                      bars=tuple(bars or ()))
     result.update(notes=notes, config={"policy": policy, "train_years": train_years, "test_years": test_years,
                                        "steps": steps, "seed": seed})
     report.write(out, result, tracks)

@@ -8,12 +8,16 @@ stops with the file, the row and the column.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from backend.data.bundled import Series
+from backend.data.bundled import Series, load_bundled
+
+log = logging.getLogger(__name__)
 
 TIME_COLUMNS = ("timestamp", "datetime", "date", "time")
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -127,3 +131,22 @@ def on_shared_calendar(series: dict[str, Series]) -> dict[str, Series]:
         out[symbol] = Series(symbol, s.ts[keep], s.open[keep], s.high[keep], s.low[keep], s.close[keep],
                              s.volume[keep])
     return out
+
+
+def load_market(bar_files: Sequence[str], bundled: Sequence[str]) -> dict[str, Series]:
+    """The bars every part of sizer replays, trains and evaluates on: the files (each SYMBOL=PATH or PATH) on the
+    timestamps they all share, or, without files, the bundled series. BarsFileError names a file at fault."""
+    if not bar_files:
+        return {symbol: load_bundled(symbol) for symbol in bundled}
+    series = {}
+    for spec in bar_files:
+        symbol, path = parse_bars_spec(spec)
+        if symbol in series:
+            raise BarsFileError(path, f"a second file for {symbol}")
+        series[symbol] = load_bars(path, symbol)
+    aligned = on_shared_calendar(series)
+    for symbol, s in series.items():
+        if len(s) != len(aligned[symbol]):
+            log.warning("%s: %d of its %d bars fall on timestamps another file lacks; they are left out",
+                        symbol, len(s) - len(aligned[symbol]), len(s))
+    return aligned

@@ -54,11 +54,12 @@ def checkpoint_policy(path: Path) -> tuple[Policy, date]:
     return run, train_end
 
 
-def replay_policy(name: str, seed: int) -> Policy:
+def replay_policy(name: str, seed: int, bars: tuple[str, ...] = ()) -> Policy:
+    """`bars`: the files the series come from (none: the bundled indices), for the replay's simulator."""
     def run(series: list[Series], w: Window) -> Track:
         ts = series[0].ts
         train = ts[w.train_start:w.train_end + 1] if name == "qlearning" else None
-        return replay_track(name, ts[w.track_rows], train=train, seed=seed)
+        return replay_track(name, ts[w.track_rows], train=train, seed=seed, bars=bars)
 
     return run
 

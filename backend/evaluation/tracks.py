@@ -94,21 +94,24 @@ def _play(act: Act, env: SizingEnv | RegimeEnv, first: tuple[torch.Tensor, torch
     return Track(np.asarray(equity), np.asarray(exposure), np.asarray(turnover), np.asarray(actions))
 
 
-def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = None, seed: int = 7) -> Track:
+def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = None, seed: int = 7,
+                 bars: tuple[str, ...] = ()) -> Track:
     """The live engine in replay (`sizer replay`'s loop, its signal source and the simulated broker's costs)
     with the Q-learning agent or the ATR rule sizing. With `train`, the agent first learns over the training
     window's dates in the same scratch database; in the test window it keeps learning online, as it does live.
-    `calendar`: the dates of the track's bars, which the replay covers exactly."""
+    `calendar`: the dates of the track's bars, which the replay covers exactly; `bars`: bar files (SIM_BARS)
+    instead of the bundled indices."""
     from backend.bootstrap import sim_warmup_bars
     from backend.config import load_settings
-    from backend.data.bundled import load_bundled
+    from backend.data.files import load_market
     from backend.replay import run_replay
 
     with tempfile.TemporaryDirectory() as scratch:
         base = load_settings(sizing_policy=policy, database_url=f"sqlite:///{scratch}/replay.db",
-                             rl_sizing_seed=seed)
+                             rl_sizing_seed=seed, sim_bars=bars)
         if train is not None:  # the first bars of the data only warm the indicators up
-            train = train[train >= load_bundled(base.sim_symbols[0]).ts[sim_warmup_bars(base)]]
+            first = next(iter(load_market(base.sim_bars, base.sim_symbols).values())).ts[sim_warmup_bars(base)]
+            train = train[train >= first]
         for dates in ([train] if train is not None and len(train) > 1 else []) + [calendar]:
             day = lambda i: dates[i].astype("datetime64[D]").item()  # noqa: E731
             curve = run_replay(base.model_copy(update={"sim_start": day(0)}), day(-1)).curve

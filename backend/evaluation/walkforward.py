@@ -87,15 +87,17 @@ def score_tracks(tracks: dict[str, Track], policy: str) -> dict:
 
 
 def walk_forward(policy_name: str, policy: Policy, series: list[Series], wins: list[Window], cost_rate: float,
-                 seed: int = 7, on_window: Callable[[int, int], None] | None = None) -> tuple[dict, dict]:
-    """Runs every window; returns the JSON-able report and the tracks per window (for the plots)."""
+                 seed: int = 7, on_window: Callable[[int, int], None] | None = None,
+                 bars: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Runs every window; returns the JSON-able report and the tracks per window (for the plots). `bars`: the
+    files `series` come from (none: the bundled indices), for the ATR rule's replay."""
     ts = series[0].ts
     closes = np.stack([s.close for s in series])
     symbols = [s.symbol for s in series]
     rows, all_tracks = [], []
     for i, w in enumerate(wins):
         test = w.track_rows
-        atr = replay_track("atr", ts[test], seed=seed)
+        atr = replay_track("atr", ts[test], seed=seed, bars=bars)
         tracks, f = baselines(symbols, closes[:, test], closes[:, w.train_start:w.train_end + 1], cost_rate, atr)
         tracks = {policy_name: policy(series, w), **tracks}
         row = {**w.describe(ts), "kelly_fraction": f, **score_tracks(tracks, policy_name)}

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import yaml
 
-from backend.data.bundled import load_bundled
+from backend.data.files import load_market
 from backend.rl import checkpoint
 from backend.rl.env import EnvConfig, MarketTensors, SizingEnv
 from backend.rl.evaluate import Validation, validate
@@ -22,7 +22,9 @@ from backend.rl.ppo import PPOConfig, train
 @dataclass(frozen=True)
 class DataConfig:
     symbols: tuple[str, ...] = ("SP500", "NASDAQ")
-    """Bundled series to train on (one calendar)."""
+    """Bundled series to train on (one calendar), when `bars` is empty."""
+    bars: tuple[str, ...] = ()
+    """Bar files to train on instead (CSV or Parquet, SYMBOL=PATH or PATH), on the timestamps they share."""
     train_end: date = date(2012, 12, 31)
     """Last training bar; normalisation statistics come from bars up to here only."""
     test_start: date = date(2013, 1, 2)
@@ -68,7 +70,7 @@ def run(config: PPOConfig, data: DataConfig, out_dir: Path,
         on_update: Callable[[int, int, dict], None] | None = None) -> tuple[Path, Validation]:
     torch.manual_seed(config.seed)
     device = config.resolved_device()
-    series = [load_bundled(s) for s in data.symbols]
+    series = list(load_market(data.bars, data.symbols).values())
     train_end = np.datetime64(data.train_end, "s")
     rows = int(np.searchsorted(series[0].ts, train_end, side="right"))
     spec = fit_spec(np.concatenate([market_features(s.open, s.high, s.low, s.close, s.volume)[:rows]
@@ -79,7 +81,7 @@ def run(config: PPOConfig, data: DataConfig, out_dir: Path,
     env = SizingEnv(train_market, spec, config.env, config.n_envs, seed=config.seed)
     agent, history = train(config, env, out_dir, on_update)
     path = out_dir / "model.pt"
-    window = {"symbols": list(data.symbols), "train_start": str(series[0].ts[0].astype("datetime64[D]")),
+    window = {"symbols": [s.symbol for s in series], "train_start": str(series[0].ts[0].astype("datetime64[D]")),
               "train_end": str(data.train_end), "test_start": str(data.test_start), "test_end": str(data.test_end)}
     checkpoint.save(path, agent, spec, config, data_window=window, metrics=history[-1])
     loaded = checkpoint.load(path, device)

@@ -70,3 +70,18 @@ def test_bad_input_is_a_message_not_a_traceback(tmp_path):
     too_long = runner.invoke(app, ["evaluate", "--policy", str(MODEL), "--train-years", "30"])
     assert too_long.exit_code == 2 and "no walk-forward window" in too_long.output
     assert "Traceback" not in missing.output + too_long.output
+
+
+def test_evaluate_on_your_own_bar_files(tmp_path):
+    from tests.e2e.test_cli import _write_bars
+    from tests.fakes import random_walk
+
+    _write_bars(tmp_path / "AAA.csv", random_walk(1800, seed=11, symbol="AAA"))
+    _write_bars(tmp_path / "BBB.csv", random_walk(1800, start=30.0, seed=12, symbol="BBB"))
+    result = CliRunner().invoke(app, ["evaluate", "--policy", "atr", "--out", str(tmp_path / "out"), "--max-windows",
+                                      "1", "--bars", str(tmp_path / "AAA.csv"), "--bars", str(tmp_path / "BBB.csv")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "out" / "report.json").read_text())["windows"][0]["scores"]
+    assert {"buy_hold_AAA", "buy_hold_BBB", "atr"} <= set(scores)
+    bad = CliRunner().invoke(app, ["evaluate", "--policy", "atr", "--bars", str(tmp_path / "none.csv")])
+    assert bad.exit_code == 2 and "no such file" in bad.output

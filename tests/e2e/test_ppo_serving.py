@@ -64,6 +64,7 @@ def test_train_command_writes_checkpoint_logs_and_report(tmp_path, sqlite_url):
     ("ppo: {learning_rat: 0.1}\n", "unknown setting"),
     ("data: {train_end: 2010-01-01, test_start: 2009-01-01}\n", "held-out"),
     ("[1, 2]\n", "mapping"),
+    ("data: {bars: [/nowhere/AAPL.csv]}\n", "data.bars: /nowhere/AAPL.csv: no such file"),
 ])
 def test_train_command_refuses_bad_configs(tmp_path, content, message, sqlite_url):
     config = tmp_path / "bad.yaml"
