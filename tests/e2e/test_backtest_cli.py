@@ -81,3 +81,46 @@ def test_bad_signal_files_stop_with_the_row_and_column(sqlite_url, tmp_path, con
 def test_unknown_policies_are_refused(sqlite_url, tmp_path):
     r = sizer("backtest", "--policy", "qlearning,martingale", env={"DATABASE_URL": sqlite_url})
     assert r.returncode == 2 and "unknown policy 'martingale'" in r.stderr
+
+
+def test_the_api_on_the_simulated_clock_trades_as_the_backtest(sqlite_url, tmp_path):
+    """The same signals posted to the API when the simulated clock shows their bar make the same trades as
+    `sizer backtest`: one engine."""
+    from fastapi.testclient import TestClient
+
+    from backend.api.app import create_app
+    from backend.data.signals import ScheduledSignals, load_signals
+    from tests.conftest import make_settings
+
+    bars = random_walk(300, start=50.0, vol=0.012, seed=9, symbol="ABC")
+    _write_bars(tmp_path / "ABC.csv", bars)
+    rows = [{"timestamp": str(bars.ts[i].astype("datetime64[D]")), "symbol": "ABC", "side": side,
+             "confidence": 0.6, "signal_id": f"s{i}", "time_limit_hours": 72}
+            for i, side in zip(range(150, 290, 7), ["buy", "sell"] * 10)]
+    pd.DataFrame(rows).to_csv(tmp_path / "signals.csv", index=False)
+    out = tmp_path / "out"
+    r = sizer("backtest", "--bars", str(tmp_path / "ABC.csv"), "--signals", str(tmp_path / "signals.csv"),
+              "--policy", "fixed:0.5", "--out", str(out), env={"DATABASE_URL": sqlite_url})
+    assert r.returncode == 0, r.stderr
+    backtested = {t["signal_id"]: t for t in csv.DictReader(open(out / "trades.csv"))}
+
+    settings = make_settings(database_url=f"sqlite:///{tmp_path}/api.db", sim_bars=(str(tmp_path / "ABC.csv"),),
+                             sim_start=None, sizing_policy="fixed", sizing_fixed_exposure=0.5)
+    app = create_app(settings, run_clock=False)
+    with TestClient(app) as http:
+        sizer_app = app.state.sizer
+        schedule = ScheduledSignals.schedule(load_signals(tmp_path / "signals.csv"), sizer_app.broker.calendar,
+                                             sizer_app.broker.symbols, sizer_app.broker.index)
+        while sizer_app.broker.bars_left > 0:
+            for s in schedule(sizer_app):
+                body = {"signal_id": s.signal_id, "symbol": s.symbol, "side": s.side.value,
+                        "confidence": s.confidence, "time_limit_hours": s.time_limit_hours}
+                assert http.post("/v1/signals", json=body).status_code in (200, 201)
+            sizer_app.advance_clock()
+        served = {t["signal_id"]: t for t in http.get("/v1/trades", params={"limit": 500}).json()["items"]}
+    placed = {sid: t for sid, t in backtested.items() if t["approved"] == "True"}
+    assert len(placed) >= 10 and set(placed) == {sid for sid, t in served.items() if t["status"] == "closed"}
+    for sid, t in placed.items():
+        assert float(t["entry_price"]) == pytest.approx(served[sid]["entry_price"])
+        assert float(t["exit_price"]) == pytest.approx(served[sid]["exit_price"])
+        assert float(t["quantity"]) == pytest.approx(served[sid]["quantity"])
