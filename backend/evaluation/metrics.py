@@ -77,17 +77,17 @@ def per_period_sharpe(equity: np.ndarray) -> float:
     return sharpe(returns(equity), periods=1)
 
 
-def score(equity: np.ndarray, exposure: np.ndarray, turnover: np.ndarray) -> dict[str, float]:
+def score(equity: np.ndarray, exposure: np.ndarray, turnover: np.ndarray, periods: int = YEAR) -> dict[str, float]:
     """Every metric that depends on one track alone (DSR, Kelly ratio and rank need the others: see
-    walkforward.score_window)."""
+    walkforward.score_window). `periods`: bars per year (252 daily bars; intraday bars have more)."""
     r = returns(equity)
     mdd = max_drawdown(equity)
-    ann = annual_return(equity)
+    ann = annual_return(equity, periods)
     return {
         "total_return": float(equity[-1] / equity[0] - 1),
         "annual_return": ann,
-        "sharpe": sharpe(r),
-        "sortino": sortino(r),
+        "sharpe": sharpe(r, periods),
+        "sortino": sortino(r, periods),
         "max_drawdown": mdd,
         "calmar": ann / mdd if mdd > 1e-12 else 0.0,
         "turnover": float(np.mean(turnover)) if len(turnover) else 0.0,

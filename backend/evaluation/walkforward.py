@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from backend.data.bundled import Series
+from backend.data.files import bars_per_year
 from backend.evaluation import metrics
 from backend.evaluation.baselines import baselines
 from backend.evaluation.tracks import Track, chain, replay_track
@@ -62,10 +63,10 @@ def windows(ts: np.ndarray, train_years: int, test_years: int) -> list[Window]:
 Policy = Callable[[list[Series], Window], Track]
 
 
-def score_tracks(tracks: dict[str, Track], policy: str) -> dict:
+def score_tracks(tracks: dict[str, Track], policy: str, periods: int = metrics.YEAR) -> dict:
     """Metrics of every track, the policy's DSR (all tracks as trials), rank by Sharpe, log growth relative to
-    the Kelly baseline's, and seed 004's pass criteria."""
-    scores = {name: metrics.score(t.equity, t.exposure, t.turnover) for name, t in tracks.items()}
+    the Kelly baseline's, and seed 004's pass criteria. `periods`: bars per year."""
+    scores = {name: metrics.score(t.equity, t.exposure, t.turnover, periods) for name, t in tracks.items()}
     trial_sharpes = [metrics.per_period_sharpe(t.equity) for t in tracks.values()]
     for name, t in tracks.items():
         s = scores[name]
@@ -92,6 +93,7 @@ def walk_forward(policy_name: str, policy: Policy, series: list[Series], wins: l
     """Runs every window; returns the JSON-able report and the tracks per window (for the plots). `bars`: the
     files `series` come from (none: the bundled indices), for the ATR rule's replay."""
     ts = series[0].ts
+    periods = max(1, round(bars_per_year(ts)))  # 252-ish for daily bars
     closes = np.stack([s.close for s in series])
     symbols = [s.symbol for s in series]
     rows, all_tracks = [], []
@@ -100,7 +102,7 @@ def walk_forward(policy_name: str, policy: Policy, series: list[Series], wins: l
         atr = replay_track("atr", ts[test], seed=seed, bars=bars)
         tracks, f = baselines(symbols, closes[:, test], closes[:, w.train_start:w.train_end + 1], cost_rate, atr)
         tracks = {policy_name: policy(series, w), **tracks}
-        row = {**w.describe(ts), "kelly_fraction": f, **score_tracks(tracks, policy_name)}
+        row = {**w.describe(ts), "kelly_fraction": f, **score_tracks(tracks, policy_name, periods)}
         if tracks[policy_name].actions is not None:
             row["collapse"] = collapse_monitor(tracks[policy_name].actions, tracks[policy_name].turnover)
         rows.append(row)
@@ -108,7 +110,7 @@ def walk_forward(policy_name: str, policy: Policy, series: list[Series], wins: l
         if on_window:
             on_window(i + 1, len(wins))
     chained = {name: chain([t[name] for t in all_tracks]) for name in all_tracks[0]}
-    aggregate = score_tracks(chained, policy_name)
+    aggregate = score_tracks(chained, policy_name, periods)
     aggregate["windows_passing"] = {c: sum(r["criteria"][c] for r in rows) for c in aggregate["criteria"]}
     aggregate["windows"] = len(rows)
     sharpes = [r["scores"][policy_name]["sharpe"] for r in rows]
