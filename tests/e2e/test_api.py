@@ -47,7 +47,10 @@ async def test_decision_sizes_without_placing_anything(api):
     assert d["leverage"] == pytest.approx(d["exposure"]) and d["leverage"] <= 3  # RM_MAX_EXPOSURE
     assert d["state_key"].count("|") == 3 and d["action_key"] and d["reasoning"]
     assert d["stop_price"] < d["price"]
-    assert nothing_written(api)
+    # nothing placed and no symbol held: the decision is kept only to learn from its reported outcome
+    trade = api.sizer.store.trade_for_signal(d["decision_id"])
+    assert trade.status == "external" and api.sizer.store.active_trade("SP500") is None
+    assert api.sizer.broker.positions() == [] and rows(api, TradeRow) == 1
 
 
 def _raw(body: dict) -> str:
