@@ -80,6 +80,7 @@ class App:
     def close(self) -> None:
         if self.trade_updates is not None:
             self.trade_updates.stop()
+        self.store.flush_decisions()
         self.store.engine.dispose()
 
 

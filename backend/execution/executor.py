@@ -87,9 +87,9 @@ class Executor:
         if not (decision.approved or decision.skipped):
             return decision
         decision = replace(decision, decision_id="dec-" + uuid.uuid4().hex)
-        self._store.record_trade(replace(signal, signal_id=decision.decision_id), decision,
-                                 client_order_id=client_order_id(decision.decision_id), equity=decision.equity,
-                                 decided_at=self._broker.now(), deadline_at=None, external=True)
+        self._store.record_decision(replace(signal, signal_id=decision.decision_id), decision,
+                                    client_order_id=client_order_id(decision.decision_id), equity=decision.equity,
+                                    decided_at=self._broker.now())
         return decision
 
     def _submit(self, trade: TradeRow, decision: Decision) -> ExecutionResult:

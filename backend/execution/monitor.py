@@ -141,6 +141,7 @@ class PositionMonitor:
         itself (the counterfactual update), exactly once. Returns (True: learned now | False: this report was
         already learned, trade). Raises DecisionNotFound, ReportConflict (expired, or another report learned
         already), SizingError (a field that contradicts the decision)."""
+        self._store.flush_decisions()  # it may have been made a moment ago
         trade = self._store.trade_for_signal(decision_id)
         signal = self._store.signal(decision_id)
         if trade is None or signal is None or signal.status != "decided":

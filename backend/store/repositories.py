@@ -2,6 +2,9 @@
 exactly-once guarantees come from unique constraints, not from checks done beforehand."""
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -9,7 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy import Engine, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.domain.model import Decision, Outcome, Signal
@@ -25,7 +28,10 @@ from backend.store.tables import (
     utcnow,
 )
 
+log = logging.getLogger(__name__)
 AGENT = "qlearning"
+SIGNAL_INSERT = SignalRow.__table__.insert()  # statements made once, so their compiled form is reused
+TRADE_INSERT = TradeRow.__table__.insert().returning(TradeRow.__table__.c.id)
 READ_CACHE_MAX_AGE_S = 1.0
 
 
@@ -80,6 +86,7 @@ class Store:
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self._read_cache: dict[tuple, tuple[float, Any]] = {}
+        self._decisions = BatchWriter(engine)
         cells = QValueRow.__table__
         insert = self._insert(cells)
         decay = bindparam("decay")
@@ -224,47 +231,36 @@ class Store:
         equity: float,
         decided_at: datetime,
         deadline_at: datetime | None,
-        external: bool = False,
     ) -> TradeRow:
         """Signal and its pending trade in one transaction, before the order is sent: a crash after this
         leaves a trade that the executor re-submits under the same client order id on replay. A decision
-        sized 0 (skipped) gets a shadow trade, which no order ever belongs to. `external`: a decision of
-        POST /v1/decisions, traded elsewhere; it waits for its reported outcome and holds no symbol."""
-        trade = TradeRow(
-            signal_id=signal.signal_id,
-            client_order_id=client_order_id,
-            symbol=decision.symbol,
-            side=decision.side.value,
-            status="external" if external else "pending",
-            shadow=decision.skipped,
-            quantity=decision.quantity,
-            size_usd=decision.size_usd,
-            leverage=decision.leverage,
-            stop_price=decision.stop_price,
-            target_price=decision.target_price,
-            deadline_at=deadline_at,
-            policy=decision.policy,
-            rl_state_key=decision.state_key,
-            rl_action_key=decision.action_key,
-            q_value=decision.q_value,
-            model_version=decision.model_version,
-            equity_at_entry=equity,
-            decided_at=decided_at,
-            decision_price=decision.price,
-        )
-        try:
-            with self._sessions.begin() as s:
-                status = "decided" if external else "skipped" if decision.skipped else "placed"
-                s.add(_signal_row(signal, decision, status, ""))
-                s.flush()
-                s.add(trade)
+        sized 0 (skipped) gets a shadow trade, which no order ever belongs to."""
+        values = _trade_values(signal, decision, client_order_id, equity, decided_at, deadline_at, "pending")
+        try:  # Core inserts: this runs once per signal, and the ORM's unit of work costs more than they do
+            with self.engine.begin() as c:
+                status = "skipped" if decision.skipped else "placed"
+                c.execute(SIGNAL_INSERT, _signal_values(signal, decision, status, ""))
+                trade_id = c.execute(TRADE_INSERT, values).scalar_one()
         except IntegrityError as exc:
             if self.signal(signal.signal_id) is not None:
                 raise DuplicateSignal(signal.signal_id) from None
             raise SymbolBusy(decision.symbol) from exc
-        if self.hot is not None and not external:
+        trade = TradeRow(id=trade_id, **values)
+        if self.hot is not None:
             self.hot.sync(trade.symbol, trade)
         return trade
+
+    def record_decision(self, signal: Signal, decision: Decision, *, client_order_id: str, equity: float,
+                        decided_at: datetime) -> None:
+        """A POST /v1/decisions decision, traded elsewhere: a trade with status `external` that waits for its
+        reported outcome and holds no symbol. It is written behind the answer, in batches (a decision moves no
+        money; a crash loses at most the last moment's, whose reports then get 404)."""
+        self._decisions.put((_signal_values(signal, decision, "decided", ""),
+                             _trade_values(signal, decision, client_order_id, equity, decided_at, None, "external")))
+
+    def flush_decisions(self) -> None:
+        """Wait until every decision recorded so far is written."""
+        self._decisions.flush()
 
     def reject_trade(self, trade_id: int, reason: str) -> None:
         with self._sessions.begin() as s:
@@ -444,6 +440,7 @@ class Store:
 
     def decision_counts(self, horizon_hours: float) -> dict[str, int]:
         """POST /v1/decisions decisions: awaiting their report, reported, and expired unreported."""
+        self.flush_decisions()
         cutoff = utcnow() - timedelta(hours=horizon_hours)
         decided = select(SignalRow.signal_id).where(SignalRow.status == "decided")
         waiting = TradeRow.status == "external"
@@ -481,13 +478,72 @@ class Store:
             yield from s.scalars(select(OutcomeRow).order_by(OutcomeRow.id)).all()
 
 
-def _signal_row(signal: Signal, decision: Decision, status: str, reason: str) -> SignalRow:
-    return SignalRow(
-        signal_id=signal.signal_id,
-        symbol=signal.symbol,
-        side=signal.side.value,
-        confidence=signal.confidence,
-        decision=decision_to_json(decision),
-        status=status,
-        reason=reason,
+def _trade_values(signal: Signal, decision: Decision, client_order_id: str, equity: float, decided_at: datetime,
+                  deadline_at: datetime | None, status: str) -> dict[str, Any]:
+    return dict(
+        signal_id=signal.signal_id, client_order_id=client_order_id, symbol=decision.symbol,
+        side=decision.side.value, status=status, shadow=decision.skipped, quantity=decision.quantity,
+        size_usd=decision.size_usd, leverage=decision.leverage, stop_price=decision.stop_price,
+        target_price=decision.target_price, deadline_at=deadline_at, policy=decision.policy,
+        rl_state_key=decision.state_key, rl_action_key=decision.action_key, q_value=decision.q_value,
+        model_version=decision.model_version, equity_at_entry=equity, decided_at=decided_at,
+        decision_price=decision.price, commission_usd=0.0, max_adverse_pct=0.0, reason="", created_at=utcnow(),
     )
+
+
+class BatchWriter:
+    """Writes (signal row, trade row) pairs on a thread of its own, as many per transaction as have queued up
+    meanwhile. A dependency outage is waited out for a minute; after that a batch is logged and dropped."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, rows: tuple[dict, dict]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
+                self._thread.start()
+        self._queue.put(rows)
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    def _write(self, batch: list[tuple[dict, dict]]) -> None:
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                with self._engine.begin() as c:
+                    c.execute(SIGNAL_INSERT, [signal for signal, _ in batch])
+                    c.execute(TradeRow.__table__.insert(), [trade for _, trade in batch])
+                return
+            except OperationalError as exc:
+                if time.monotonic() > deadline:
+                    log.error("%d decision(s) not written, the database is down (%s); their reports will get 404",
+                              len(batch), exc)
+                    return
+                time.sleep(0.5)
+
+
+def _signal_values(signal: Signal, decision: Decision, status: str, reason: str) -> dict[str, Any]:
+    return dict(signal_id=signal.signal_id, symbol=signal.symbol, side=signal.side.value,
+                confidence=signal.confidence, decision=decision_to_json(decision), status=status, reason=reason,
+                received_at=utcnow())
+
+
+def _signal_row(signal: Signal, decision: Decision, status: str, reason: str) -> SignalRow:
+    return SignalRow(**_signal_values(signal, decision, status, reason))

@@ -48,6 +48,7 @@ async def test_decision_sizes_without_placing_anything(api):
     assert d["state_key"].count("|") == 3 and d["action_key"] and d["reasoning"]
     assert d["stop_price"] < d["price"]
     # nothing placed and no symbol held: the decision is kept only to learn from its reported outcome
+    api.sizer.store.flush_decisions()
     trade = api.sizer.store.trade_for_signal(d["decision_id"])
     assert trade.status == "external" and api.sizer.store.active_trade("SP500") is None
     assert api.sizer.broker.positions() == [] and rows(api, TradeRow) == 1

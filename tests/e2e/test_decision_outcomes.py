@@ -38,6 +38,7 @@ def test_a_reported_outcome_teaches_every_size_exactly_once(served):
     d = client.decide("SP500", "buy", confidence=0.8)
     assert d.approved and d.decision_id.startswith("dec-") and d.exposure >= 1
     assert sizer.broker.positions() == [] and sizer.store.active_trade("SP500") is None  # nothing placed or held
+    sizer.store.flush_decisions()
     state = sizer.store.trade_for_signal(d.decision_id).rl_state_key
     report = report_for(d)
     learned = client.report(d.decision_id, **report)
@@ -102,3 +103,16 @@ def test_concurrent_duplicate_reports_learn_once(pg_url):
             answers = list(pool.map(lambda _: client.report(d.decision_id, **report), range(8)))
     assert sum(a.learned for a in answers) == 1 and len({a.reward for a in answers}) == 1
     assert sizer.store.agent().total_updates == 1 and sizer.store.outcomes(0, 10)[0] == 1
+
+
+def test_decisions_made_at_once_are_all_kept(pg_url):
+    """Decisions are written behind the answer, in batches: every one is there to be reported on."""
+    app = create_app(make_settings(database_url=pg_url), run_clock=False)
+    with TestClient(app) as http:
+        client = SizerClient(http=http)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            decisions = list(pool.map(lambda i: client.decide("SP500" if i % 2 else "NASDAQ", "buy", 0.5), range(200)))
+        assert len({d.decision_id for d in decisions}) == 200
+        assert http.get("/v1/agent").json()["decisions"]["awaiting_report"] == 200
+        last = decisions[-1]
+        assert client.report(last.decision_id, **report_for(last, quantity=5.0)).learned

@@ -62,14 +62,9 @@ def get_signal(signal_id: str, sizer: Sizer) -> SignalState:
 async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     """Size a trade your bot places elsewhere; nothing is sent to the broker. Report how it went with
     POST /v1/decisions/{decision_id}/outcome and the agent learns from it as from its own trades. Sizing reads
-    the broker and the (cached) Q-table and stores the decision: with a broker that does network I/O this runs
-    in the thread pool; with the in-memory simulator inline."""
+    the broker and the (cached) Q-table and stores the decision, in the thread pool (it waits on the database)."""
     started = time.perf_counter()
-    signal = body.to_signal()
-    if sizer.broker.io_bound:
-        decision = await run_in_threadpool(sizer.executor.decide, signal)
-    else:
-        decision = sizer.executor.decide(signal)
+    decision = await run_in_threadpool(sizer.executor.decide, body.to_signal())
     sizer.metrics.decision_seconds.observe(time.perf_counter() - started)
     sizer.metrics.decisions.labels(decision.policy, str(decision.approved).lower()).inc()
     return decision_to_json(decision)
