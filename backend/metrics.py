@@ -20,6 +20,8 @@ class Metrics:
                                 ["policy"], registry=self.registry)
         self.equity = Gauge("sizer_account_equity_usd", "Broker account equity", registry=self.registry)
         self.exposure = Gauge("sizer_account_gross_exposure", "Gross position value / equity", registry=self.registry)
+        self.trading_state = Gauge("sizer_trading_state", "1 for the current trading state (ACTIVE, REDUCING, HALTED)",
+                                   ["state"], registry=self.registry)
         self.epsilon = Gauge("sizer_agent_epsilon", "Current exploration rate", registry=self.registry)
         self.action_dominance = Gauge("sizer_policy_action_dominance",
                                       "Share of the most frequent action of the served PPO policy (collapse monitor)",

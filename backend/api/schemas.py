@@ -168,3 +168,28 @@ class AgentOut(BaseModel):
     actions: int
     visited_cells: int
     visited_states: int
+    trading_state: str = Field(description="ACTIVE, REDUCING or HALTED: see GET /v1/trading-state")
+
+
+class TradingStateIn(_In):
+    state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    reason: str = Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$", description="Why, for the log")
+
+
+class TradingStateChange(BaseModel):
+    id: int
+    at: datetime = Field(description="On the market's clock")
+    from_state: str
+    to_state: str
+    cause: str = Field(description="A protection's name or `operator`")
+    reason: str
+    logged_at: datetime
+
+
+class TradingStateOut(BaseModel):
+    state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    cause: str = Field(description="What holds it there: a protection's name, `operator`, or empty")
+    reason: str
+    changed_at: datetime | None
+    protections: list[str] = Field(description="The protections turned on (RM_MAX_DAILY_LOSS_PCT, ...)")
+    changes: list[TradingStateChange] = Field(description="The latest changes, newest first")

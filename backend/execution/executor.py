@@ -13,8 +13,9 @@ from backend.config import Settings
 from backend.domain.model import Decision, Side, Signal
 from backend.execution.monitor import PositionMonitor
 from backend.risk import RiskManager
+from backend.risk.trading_state import TradingGuard, TradingState
 from backend.store.repositories import DuplicateSignal, Store, SymbolBusy, decision_to_json
-from backend.store.tables import SignalRow, TradeRow
+from backend.store.tables import DECISION_ID_PREFIX, SignalRow, TradeRow
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,20 @@ class ExecutionResult:
 
 class Executor:
     def __init__(
-        self, settings: Settings, store: Store, broker: Broker, risk: RiskManager, monitor: PositionMonitor
+        self, settings: Settings, store: Store, broker: Broker, risk: RiskManager, monitor: PositionMonitor,
+        guard: TradingGuard,
     ) -> None:
         self._s = settings
         self._store = store
         self._broker = broker
         self._risk = risk
         self._monitor = monitor
+        self._guard = guard
+
+    def evaluate_protections(self, equity: float | None = None) -> None:
+        """Let the protections see the account now (each bar or poll, and after each placed trade)."""
+        if self._guard.protections:
+            self._guard.evaluate(self._broker.account().equity if equity is None else equity)
 
     def handle(self, signal: Signal) -> ExecutionResult:
         seen, active = self._store.admission(signal.signal_id, signal.symbol)
@@ -86,7 +94,7 @@ class Executor:
         decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
         if not (decision.approved or decision.skipped):
             return decision
-        decision = replace(decision, decision_id="dec-" + uuid.uuid4().hex)
+        decision = replace(decision, decision_id=DECISION_ID_PREFIX + uuid.uuid4().hex)
         self._store.record_decision(replace(signal, signal_id=decision.decision_id), decision,
                                     client_order_id=client_order_id(decision.decision_id), equity=decision.equity,
                                     decided_at=self._broker.now())
@@ -108,6 +116,7 @@ class Executor:
             return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision), trade.id)
         log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
                  trade.symbol, trade.size_usd, trade.leverage, trade.policy)
+        self.evaluate_protections(decision.equity)
         return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision_to_json(decision), trade.id)
 
     def _reject(self, signal: Signal, decision: Decision, reason: str) -> ExecutionResult:
@@ -125,6 +134,10 @@ class Executor:
             price=signal.price or 0.0, stop_price=signal.stop_price or 0.0, target_price=signal.target_price,
             policy="none", reasoning="",
         )
+        status = self._guard.status()
+        if active.side != signal.side.value and status.state is TradingState.HALTED:
+            return self._reject(signal, blank, f"trading state HALTED ({status.cause}: {status.reason}): no exit "
+                                               "by signal; stops, targets and time limits still close it")
         if active.side == signal.side.value or active.status == "pending":
             shadow = " and sized 0, followed without an order" if active.shadow else ""
             return self._reject(signal, blank, f"trade {active.id} in {signal.symbol} is {active.status} "

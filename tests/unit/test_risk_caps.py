@@ -12,6 +12,7 @@ from backend.domain.model import Account, AssetRules, Proposal, Side, Signal
 from backend.domain.rewards import log_growth_reward
 from backend.domain.state import action_key, exposure_menu
 from backend.risk import RiskManager, SizingError, apply_caps
+from backend.risk.trading_state import Status, TradingState
 from backend.rl import checkpoint
 from backend.sizing.atr import AtrRule
 from backend.sizing.fixed import FixedExposure
@@ -101,16 +102,18 @@ def shipped_model():
        confidence=st.floats(0, 1, **finite), side=st.sampled_from(Side), asset=assets,
        stop_atrs=st.one_of(st.none(), st.floats(0.05, 10, **finite)), seed=st.integers(0, 1000),
        claimed=st.one_of(st.none(), st.tuples(st.just("ratio"), st.floats(0.9, 1.1, **finite)),
-                         st.tuples(st.just("absolute"), st.floats(5e-324, 1e9, **finite))))
+                         st.tuples(st.just("absolute"), st.floats(5e-324, 1e9, **finite))),
+       trading_state=st.sampled_from(TradingState))
 def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, confidence, side, asset,
-                                       stop_atrs, seed, claimed):
+                                       stop_atrs, seed, claimed, trading_state):
     """`claimed`: the signal's own price, near the market's or any value at all."""
     settings = make_settings(**limits)
     series = random_walk(400, start=price_scale, seed=seed)
     broker = StaticBroker(account, series, asset)
     if policy == "ppo":
         policy = PPOPolicy(shipped_model(), broker, reference_equity=max(account.equity, 1.0))
-    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule())
+    status = Status(trading_state, "test", "drawn", None)
+    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status)
     price = float(series.close[-1])
     stop = None
     if stop_atrs is not None:
@@ -131,7 +134,7 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
         return
     tol = 1e-9 * max(1.0, d.size_usd)
     stop_pct = abs(price - d.stop_price) / price
-    assert account.equity > 0
+    assert account.equity > 0 and trading_state is TradingState.ACTIVE  # REDUCING, HALTED: no new exposure
     assert math.isclose(d.exposure, d.size_usd / account.equity) and d.leverage == max(1.0, d.exposure)
     assert 1 <= d.leverage <= min(settings.rm_max_leverage, account.multiplier) + 1e-12
     assert d.size_usd <= settings.rm_max_position_exposure * account.equity + tol

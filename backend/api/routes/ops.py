@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from backend.api.deps import Sizer
 from backend.bootstrap import App
+from backend.risk.trading_state import TradingState
 
 router = APIRouter(tags=["ops"])
 
@@ -27,7 +28,15 @@ def healthz(sizer: Sizer, response: Response) -> dict:
     checks = {name: _probe(probe) for name, probe in probes.items()}
     healthy = all(v.startswith("ok") for v in checks.values())
     response.status_code = 200 if healthy else 503
-    return {"status": "ok" if healthy else "degraded", "checks": checks}
+    return {"status": "ok" if healthy else "degraded", "checks": checks, "trading_state": _trading_state(sizer)}
+
+
+def _trading_state(sizer: App) -> dict[str, str]:
+    try:
+        status = sizer.guard.status()
+    except Exception as exc:  # it lives in the database, whose outage the checks already report
+        return {"state": "unknown", "cause": "", "reason": f"{exc.__class__.__name__}: {exc}"}
+    return {"state": status.state.value, "cause": status.cause, "reason": status.reason}
 
 
 def _probe(probe: Callable[[], str]) -> str:
@@ -55,6 +64,9 @@ def metrics(sizer: Sizer) -> Response:
     sizer.metrics.equity.set(account.equity)
     sizer.metrics.exposure.set(account.exposure)
     sizer.metrics.epsilon.set(sizer.store.epsilon())
+    current = sizer.guard.status().state
+    for state in TradingState:
+        sizer.metrics.trading_state.labels(state.value).set(float(state is current))
     collapse = getattr(sizer.risk.policy, "collapse", None)
     if collapse is not None:
         dominance, entropy = collapse()

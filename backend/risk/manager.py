@@ -14,6 +14,7 @@ from backend.config import Settings
 from backend.domain.model import Account, AssetRules, Decision, MarketContext, Proposal, Side, Signal
 from backend.domain.state import state_key
 from backend.indicators import InsufficientData, min_bars, wilder_atr_adx
+from backend.risk.trading_state import Status
 from backend.sizing.atr import AtrRule
 from backend.sizing.base import SizingContext, SizingPolicy
 
@@ -69,10 +70,12 @@ class RiskManager:
         win_rate: Callable[[], float | None],
         policy: SizingPolicy,
         fallback: AtrRule,
+        trading_status: Callable[[], Status],
     ) -> None:
         self._s = settings
         self._broker = broker
         self._win_rate = win_rate
+        self._trading_status = trading_status
         self._policy = policy
         self._fallback = fallback
         self._edges = settings.bucket_edges()
@@ -153,6 +156,9 @@ class RiskManager:
 
         equity = account.equity
         limits = cap_limits(self._s, account, stop_pct, asset)
+        status = self._trading_status()
+        if not status.allows_entries:  # no new exposure: sized and followed as a shadow, so learning goes on
+            limits["trading_state"] = 0.0
         ctx = SizingContext(
             signal=signal,
             market=market,
@@ -178,6 +184,8 @@ class RiskManager:
             size = quantity * price
         if size < self._s.rm_min_position_usd or quantity <= 0:
             reason = ("the policy skips it" if proposal.exposure == 0 else
+                      f"trading state {status.state.value} ({status.cause}: {status.reason})"
+                      if "trading_state" in bound else
                       f"size ${size:,.2f} after caps ({', '.join(bound) or 'none bound'}) is below the minimum "
                       f"${self._s.rm_min_position_usd:,.2f}")
             return self._decision(signal, price, stop, proposal, ctx.state_key, 0.0, bound, equity,
