@@ -12,10 +12,9 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backend.api.routes import learning, ops, portfolio, signals
+from backend.api.routes import learning, ops, portfolio, signals, trading_state
 from backend.bootstrap import App, build_app
-from backend.brokers.base import BrokerUnavailable
-from backend.brokers.sim import EndOfData
+from backend.brokers.base import BrokerUnavailable, EndOfData
 from backend.bus.base import BusUnavailable
 from backend.config import Settings
 from backend.risk import SizingError
@@ -77,7 +76,7 @@ async def _run_clock(app: App) -> None:
 def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(api: FastAPI):
-        sizer = await run_in_threadpool(build_app, settings)
+        sizer = await run_in_threadpool(lambda: build_app(settings, keep_sim=True))
         api.state.sizer = sizer
         clock = asyncio.create_task(_run_clock(sizer)) if run_clock else None
         try:
@@ -111,13 +110,17 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
     for unavailable in (BrokerUnavailable, BusUnavailable, OperationalError):
         api.add_exception_handler(unavailable, _dependency_down)
 
+    @api.exception_handler(EndOfData)
+    async def _market_ended(request: Request, exc: EndOfData) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     @api.exception_handler(SizingError)
     async def _sizing_error(request: Request, exc: SizingError) -> JSONResponse:
         return JSONResponse(
             {"detail": [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]}, status_code=422
         )
 
-    for module in (signals, learning, portfolio, ops):
+    for module in (signals, learning, portfolio, trading_state, ops):
         api.include_router(module.router)
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return api
