@@ -103,13 +103,11 @@ class RiskManager:
         _, atr, adx = cached
         return MarketContext(price=price if price is not None else float(bars.close[-1]), atr=atr, adx=adx)
 
-    def decide(self, signal: Signal) -> Decision:
-        account = self._broker.account()
+    def check(self, signal: Signal) -> tuple[MarketContext, float]:
+        """The checks of the input that `decide` makes, without sizing: SizingError unless the symbol has bars
+        and the stop (given, or ATR-based) and the target are on their sides of the price. Returns the market
+        and the stop. The API checks a signal with it before queueing it for the workers."""
         market = self.market(signal.symbol, signal.price)
-        try:
-            asset = self._broker.asset(signal.symbol)
-        except OrderRejected as exc:
-            raise SizingError("symbol", str(exc)) from None
         price = market.price
         stop = signal.stop_price
         if stop is None:
@@ -123,6 +121,16 @@ class RiskManager:
             raise SizingError(
                 "target_price", f"a {signal.side.value} target must be on the winning side of {price:.4f}"
             )
+        return market, stop
+
+    def decide(self, signal: Signal) -> Decision:
+        account = self._broker.account()
+        market, stop = self.check(signal)
+        try:
+            asset = self._broker.asset(signal.symbol)
+        except OrderRejected as exc:
+            raise SizingError("symbol", str(exc)) from None
+        price = market.price
         stop_pct = abs(price - stop) / price
 
         def reject(reason: str) -> Decision:

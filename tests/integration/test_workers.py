@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,7 @@ from tests.integration.test_redis_bus import Proxy
 
 SIZER = Path(sys.executable).with_name("sizer")
 SYMBOLS = [f"S{i:02d}" for i in range(12)]
+KEY = "k3y-for-tests-0123456789"
 PATIENCE_S = 120.0  # a deadline for what should take seconds, generous for a loaded machine: never a measure
 
 
@@ -165,22 +167,38 @@ def assert_one_order_per_trade(stack: Stack, n_signals: int) -> list[TradeRow]:
     return trades
 
 
-async def test_the_api_enqueues_and_a_worker_executes(stack):
-    worker = stack.start_worker()
-    key = "k3y-for-tests-0123456789"
-    app = create_app(make_settings(**stack.overrides, sizer_api_key=key), run_clock=False)
+@asynccontextmanager
+async def api_client(stack: Stack, **overrides):
+    """The API (create_app, without its clock) on the stack's settings, and a client to it with the API key."""
+    app = create_app(make_settings(**{**stack.overrides, "sizer_api_key": KEY, **overrides}), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer",
-                                     headers={"X-API-Key": key}) as client:
-            body = {"signal_id": "q-1", "symbol": "S00", "side": "buy", "confidence": 0.8, "stop_price": 95.0}
-            r = await client.post("/v1/signals", json=body)
-            assert r.status_code == 202 and r.json() == {"signal_id": "q-1", "status": "queued"}
-            assert (await client.post("/v1/signals", json={**body, "confidence": 2})).status_code == 422
-            deadline = time.monotonic() + PATIENCE_S
-            while (r := await client.get("/v1/signals/q-1")).status_code == 404:
-                assert time.monotonic() < deadline, "the worker did not handle the signal"
-                await asyncio.sleep(0.05)
-            state = r.json()
+                                     headers={"X-API-Key": KEY}) as client:
+            yield client
+
+
+async def handled(client: httpx.AsyncClient, signal_id: str) -> dict:
+    """GET /v1/signals/{signal_id} once a worker has handled it."""
+    deadline = time.monotonic() + PATIENCE_S
+    while (r := await client.get(f"/v1/signals/{signal_id}")).status_code == 404:
+        assert time.monotonic() < deadline, f"no worker handled {signal_id}"
+        await asyncio.sleep(0.05)
+    return r.json()
+
+
+async def test_the_api_enqueues_and_a_worker_executes(stack):
+    worker = stack.start_worker()
+    async with api_client(stack) as client:
+        body = {"signal_id": "q-1", "symbol": "S00", "side": "buy", "confidence": 0.8, "stop_price": 95.0}
+        r = await client.post("/v1/signals", json=body)
+        assert r.status_code == 202 and r.json() == {"signal_id": "q-1", "status": "queued"}
+        assert (await client.post("/v1/signals", json={**body, "confidence": 2})).status_code == 422
+        # what the risk manager would refuse is answered 422 before queueing, as without workers
+        for field, bad in (("symbol", "NOBARS"), ("stop_price", 105.0), ("target_price", 90.0)):
+            r = await client.post("/v1/signals", json={**body, "signal_id": f"bad-{field}", field: bad})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field], r.json()
+        state = await handled(client, "q-1")
+    assert stack.api.bus.client.xlen(f"{stack.prefix}{SIGNALS}") == 1  # the refused ones were never queued
     assert state["status"] == "placed" and state["trade_id"] is not None and state["decision"]["approved"]
     assert stack.entry_orders() == [client_order_id("q-1")]
     hot = redis.Redis.from_url(stack.redis_url, decode_responses=True).hgetall(f"{stack.prefix}trade:S00")
@@ -193,11 +211,9 @@ async def test_the_api_enqueues_and_a_worker_executes(stack):
 
 
 async def test_without_redis_the_api_answers_503_and_queues_nothing(stack):
-    app = create_app(make_settings(**{**stack.overrides, "redis_url": "redis://127.0.0.1:1/0"}), run_clock=False)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
-            r = await client.post("/v1/signals", json={"signal_id": "d-1", "symbol": "S00", "side": "buy",
-                                                       "confidence": 0.8})
+    async with api_client(stack, redis_url="redis://127.0.0.1:1/0") as client:
+        r = await client.post("/v1/signals", json={"signal_id": "d-1", "symbol": "S00", "side": "buy",
+                                                   "confidence": 0.8})
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.json()["detail"].startswith("signal not queued: Redis did not take the signals event")
 
