@@ -207,7 +207,7 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
         bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
         bus.subscribe(ORDER_ENDS, lambda event: monitor.on_order_ended(OrderEnded.from_event(event)))
     if worker:
-        bus.subscribe(SIGNALS, lambda event: executor.handle(Signal.from_event(event)))
+        bus.subscribe(SIGNALS, lambda event: executor.handle_queued(Signal.from_event(event)))
     trade_updates = reconciliation = None
     if not worker:
         if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two

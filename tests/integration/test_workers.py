@@ -210,6 +210,34 @@ async def test_the_api_enqueues_and_a_worker_executes(stack):
     del stack.workers[worker]
 
 
+async def test_input_only_a_worker_can_find_bad_is_rejected_at_once(stack):
+    direct = stack.api.bus.client
+    stream = f"{stack.prefix}{SIGNALS}"
+    async with api_client(stack) as client:
+        body = {"signal_id": "m-1", "symbol": "S01", "side": "buy", "confidence": 0.8, "stop_price": 95.0}
+        assert (await client.post("/v1/signals", json=body)).status_code == 202  # 95 is below the price, 100
+        stack.fake.move("S01", 90.0)  # before a worker takes the signal, the price falls through its stop
+        stack.start_worker()
+        state = await handled(client, "m-1")
+        wait_for(lambda: direct.xpending(stream, "workers")["pending"] == 0, what="the signal acknowledged")
+    assert state["status"] == "rejected" and state["trade_id"] is None
+    assert state["reason"].startswith("stop_price: a buy stop must be on the losing side of 90"), state["reason"]
+    log = stack.log_text()
+    assert log.count("rejected m-1") == 1 and "will be retried" not in log and "Traceback" not in log, log
+    assert stack.entry_orders() == [] and direct.xlen(f"{stream}:dead") == 0
+
+
+def test_a_broker_outage_is_waited_out_and_the_signal_then_executed_once(stack):
+    stack.start_worker()
+    wait_for(stack.ready, what="the worker")
+    stack.fake.fail_next("GET", "/v2/account", 503, times=8)  # longer than two rounds of the broker's own retries
+    stack.publish(buy("o-1", "S02"))
+    wait_for(lambda: stack.count(SignalRow) == 1 and stack.trades()[0].status == "open", what="the signal executed")
+    assert stack.log_text().count("waits for a dependency") >= 2  # BrokerUnavailable twice, retried in place
+    assert stack.entry_orders() == [client_order_id("o-1")]
+    assert stack.api.bus.client.xlen(f"{stack.prefix}{SIGNALS}:dead") == 0
+
+
 async def test_without_redis_the_api_answers_503_and_queues_nothing(stack):
     async with api_client(stack, redis_url="redis://127.0.0.1:1/0") as client:
         r = await client.post("/v1/signals", json={"signal_id": "d-1", "symbol": "S00", "side": "buy",
