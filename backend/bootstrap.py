@@ -77,6 +77,10 @@ class App:
         self.monitor.on_bar()
         return fills
 
+    def dead_letters(self) -> dict[str, int]:
+        """How many events wait in each topic's dead-letter stream, with workers (none without)."""
+        return self.bus.dead_letters((SIGNALS, FILLS, ORDER_ENDS)) if self.queued else {}
+
     def close(self) -> None:
         if self.trade_updates is not None:
             self.trade_updates.stop()

@@ -93,7 +93,7 @@ def test_a_failing_event_is_retried_then_dead_lettered(redis_url, prefix, direct
     with running(bus):
         bus.publish("signals", {"id": "poison"})
         bus.publish("signals", {"id": "transient"})
-        wait_for(lambda: direct.xlen(bus.stream("signals") + ":dead") == 2)
+        wait_for(lambda: bus.dead_letters(("signals",)) == {"signals": 2})
         bus.publish("signals", {"id": "later"})  # its retry needs a reclaim after the dead letter's
         wait_for(lambda: attempts.get("later") == 2 and pending(direct, bus, "signals") == 0)
     assert attempts == {"poison": 3, "transient": 2, "later": 2}  # nothing further happened to the dead letter

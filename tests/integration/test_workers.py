@@ -210,21 +210,32 @@ async def test_the_api_enqueues_and_a_worker_executes(stack):
     del stack.workers[worker]
 
 
-async def test_input_only_a_worker_can_find_bad_is_rejected_at_once(stack):
+async def test_input_only_a_worker_can_find_bad_is_rejected_at_once_and_dead_letters_are_counted(stack):
     direct = stack.api.bus.client
     stream = f"{stack.prefix}{SIGNALS}"
     async with api_client(stack) as client:
         body = {"signal_id": "m-1", "symbol": "S01", "side": "buy", "confidence": 0.8, "stop_price": 95.0}
         assert (await client.post("/v1/signals", json=body)).status_code == 202  # 95 is below the price, 100
         stack.fake.move("S01", 90.0)  # before a worker takes the signal, the price falls through its stop
+        direct.xadd(stream, {"not": "an event"})  # a producer's bug: nothing can handle it
         stack.start_worker()
         state = await handled(client, "m-1")
-        wait_for(lambda: direct.xpending(stream, "workers")["pending"] == 0, what="the signal acknowledged")
+        wait_for(lambda: direct.xlen(f"{stream}:dead") == 1 and direct.xpending(stream, "workers")["pending"] == 0,
+                 what="the signal acknowledged and the bad entry dead-lettered")
+        health = await client.get("/healthz")
+        metrics = (await client.get("/metrics")).text
     assert state["status"] == "rejected" and state["trade_id"] is None
     assert state["reason"].startswith("stop_price: a buy stop must be on the losing side of 90"), state["reason"]
     log = stack.log_text()
     assert log.count("rejected m-1") == 1 and "will be retried" not in log and "Traceback" not in log, log
-    assert stack.entry_orders() == [] and direct.xlen(f"{stream}:dead") == 0
+    assert stack.entry_orders() == []
+    [(_, dead)] = direct.xrange(f"{stream}:dead")
+    assert dead["error"].startswith("undecodable entry")
+    # dead letters are an operator's to look at, not a fault of the service: it stays healthy
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["dead_letters"] == {"signals": 1, "fills": 0, "order_ends": 0}
+    assert 'sizer_bus_dead_letters{topic="signals"} 1.0' in metrics
+    assert 'sizer_bus_dead_letters{topic="fills"} 0.0' in metrics
 
 
 def test_a_broker_outage_is_waited_out_and_the_signal_then_executed_once(stack):

@@ -27,7 +27,10 @@ def healthz(sizer: Sizer, response: Response) -> dict:
     checks = {name: _probe(probe) for name, probe in probes.items()}
     healthy = all(v.startswith("ok") for v in checks.values())
     response.status_code = 200 if healthy else 503
-    return {"status": "ok" if healthy else "degraded", "checks": checks}
+    body = {"status": "ok" if healthy else "degraded", "checks": checks}
+    if sizer.queued:  # events for an operator to look at, not a fault of this service: health stays ok
+        body["dead_letters"] = _dead_letters(sizer)
+    return body
 
 
 def _probe(probe: Callable[[], str]) -> str:
@@ -43,6 +46,14 @@ def _database(sizer: App) -> str:
     return "ok"
 
 
+def _dead_letters(sizer: App) -> dict[str, int] | None:
+    """Each topic's dead letters; None while Redis cannot say (checks.redis tells why)."""
+    try:
+        return sizer.dead_letters()
+    except redis.RedisError:
+        return None
+
+
 @lru_cache(maxsize=4)
 def _redis(url: str) -> redis.Redis:
     """One pooled client per URL; short timeouts and no retries, so a dead Redis cannot stall the health check."""
@@ -55,6 +66,8 @@ def metrics(sizer: Sizer) -> Response:
     sizer.metrics.equity.set(account.equity)
     sizer.metrics.exposure.set(account.exposure)
     sizer.metrics.epsilon.set(sizer.store.epsilon())
+    for topic, count in (_dead_letters(sizer) or {}).items():
+        sizer.metrics.dead_letters.labels(topic).set(count)
     collapse = getattr(sizer.risk.policy, "collapse", None)
     if collapse is not None:
         dominance, entropy = collapse()
