@@ -152,6 +152,10 @@ class Settings(BaseSettings):
         "value is liquidated. The simulator enforces it; the Q agent assumes it when it reckons what every exposure "
         "would have earned"
     )
+    rm_max_price_deviation: float = Field(
+        0.05, gt=0, le=1, description="A signal's price may differ from the market's (the last bar's close) by at most "
+        "this fraction; sizing, stops and caps always use the market's price"
+    )
     rm_atr_stop_multiple: float = Field(2.0, gt=0, description="Stop distance in ATRs when a signal has none")
     rm_atr_period: int = Field(14, ge=2, le=200, description="ATR and ADX period (Wilder), in bars")
     rm_default_time_limit_hours: float | None = Field(

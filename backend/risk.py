@@ -18,6 +18,7 @@ from backend.sizing.atr import AtrRule
 from backend.sizing.base import SizingContext, SizingPolicy
 
 log = logging.getLogger(__name__)
+MIN_STOP_DISTANCE = 1e-4  # of the price: a closer stop would size without bound against the risk cap
 
 
 class SizingError(ValueError):
@@ -86,6 +87,8 @@ class RiskManager:
         return self._policy.name
 
     def market(self, symbol: str, price: float | None) -> MarketContext:
+        """The symbol's market at its last completed bar: price, ATR and ADX. A caller's `price` is only checked
+        against the market's (a stale or mistyped price must not move any cap or stop); it is never used."""
         period = self._s.rm_atr_period
         try:
             bars = self._broker.history(symbol, max(min_bars(period), 10 * period))
@@ -101,12 +104,18 @@ class RiskManager:
                 raise SizingError("symbol", f"{symbol}: {exc}") from None
             self._market_cache[symbol] = cached
         _, atr, adx = cached
-        return MarketContext(price=price if price is not None else float(bars.close[-1]), atr=atr, adx=adx)
+        market_price = float(bars.close[-1])
+        if price is not None and not abs(price / market_price - 1) <= self._s.rm_max_price_deviation:
+            raise SizingError("price", f"price {price:.6g} is {abs(price / market_price - 1):.1%} away from "
+                                       f"{symbol}'s market price {market_price:.6g} (RM_MAX_PRICE_DEVIATION "
+                                       f"{self._s.rm_max_price_deviation:.0%}); sizing uses the market's price")
+        return MarketContext(price=market_price, atr=atr, adx=adx)
 
-    def check(self, signal: Signal) -> tuple[MarketContext, float]:
-        """The checks of the input that `decide` makes, without sizing: SizingError unless the symbol has bars
-        and the stop (given, or ATR-based) and the target are on their sides of the price. Returns the market
-        and the stop. The API checks a signal with it before queueing it for the workers."""
+    def check(self, signal: Signal) -> tuple[MarketContext, float, float]:
+        """The checks of the input that `decide` makes, without sizing: SizingError unless the symbol has bars,
+        a price given is near the market's, and the stop (given, or ATR-based) and the target are on their sides
+        of the price, the stop far enough. Returns the market, the stop and its distance (a fraction of the
+        price). The API checks a signal with it before queueing it for the workers."""
         market = self.market(signal.symbol, signal.price)
         price = market.price
         stop = signal.stop_price
@@ -121,17 +130,20 @@ class RiskManager:
             raise SizingError(
                 "target_price", f"a {signal.side.value} target must be on the winning side of {price:.4f}"
             )
-        return market, stop
+        stop_pct = abs(price - stop) / price
+        if stop_pct < MIN_STOP_DISTANCE:
+            raise SizingError("stop_price", f"a stop {stop_pct:.4%} from the price {price:.6g} is no stop: it must be "
+                                            f"at least {MIN_STOP_DISTANCE:.2%} away")
+        return market, stop, stop_pct
 
     def decide(self, signal: Signal) -> Decision:
         account = self._broker.account()
-        market, stop = self.check(signal)
+        market, stop, stop_pct = self.check(signal)
         try:
             asset = self._broker.asset(signal.symbol)
         except OrderRejected as exc:
             raise SizingError("symbol", str(exc)) from None
         price = market.price
-        stop_pct = abs(price - stop) / price
 
         def reject(reason: str) -> Decision:
             return self._decision(signal, price, stop, None, None, 0.0, (), account.equity, approved=False,

@@ -112,7 +112,8 @@ class OutcomeOut(BaseModel):
 
 class SignalOut(BaseModel):
     signal_id: str
-    status: Literal["placed", "skipped", "rejected", "exit"]
+    status: Literal["placed", "skipped", "rejected", "exit", "canceled"] = Field(
+        description="canceled: a replay of a signal whose trade was canceled before its order was placed")
     reason: str
     replayed: bool
     trade_id: int | None

@@ -27,7 +27,7 @@ def client_order_id(signal_id: str) -> str:
 @dataclass(frozen=True)
 class ExecutionResult:
     signal_id: str
-    status: str  # placed | skipped (sized 0, followed without an order) | rejected | exit
+    status: str  # placed | skipped (sized 0, followed without an order) | rejected | exit | canceled (a replay)
     reason: str
     decision: dict[str, Any] | None
     trade_id: int | None = None
@@ -129,16 +129,21 @@ class Executor:
         return ExecutionResult(signal.signal_id, "rejected", reason, decision_to_json(decision))
 
     def _against_active(self, signal: Signal, active: TradeRow) -> ExecutionResult:
-        """One active trade per symbol: a same-side signal is refused, an opposite one closes the trade."""
+        """One active trade per symbol: a same-side signal is refused, the first opposite one closes the trade
+        (later ones are refused while it closes), and one that finds the trade already closed is a new signal."""
         blank = _blank(signal)
-        if active.side == signal.side.value or active.status != "open":
+        if active.side == signal.side.value or active.status == "pending":
             shadow = " and sized 0, followed without an order" if active.shadow else ""
             return self._reject(signal, blank, f"trade {active.id} in {signal.symbol} is {active.status} "
                                                f"({active.side}{shadow}); one active trade per symbol")
         try:
-            self._store.record_signal(signal, blank, "exit", f"opposite signal: closing trade {active.id}")
+            claimed = active.status == "open" and self._store.record_exit(signal, blank, active.id)
         except DuplicateSignal:
             return self._replay(self._store.signal(signal.signal_id))
+        if not claimed:
+            if self._store.active_trade(signal.symbol) is None:  # it closed meanwhile (a stop): a new signal
+                return self.handle(signal)
+            return self._reject(signal, blank, f"exit of trade {active.id} in {signal.symbol} already requested")
         self._monitor.request_close(active, "opposite_signal")
         return ExecutionResult(signal.signal_id, "exit", f"closing trade {active.id}", None,
                                closed_trade_id=active.id)
@@ -152,8 +157,9 @@ class Executor:
                         trade.client_order_id)
             result = self._submit(trade, _decision_from_json(seen.decision))
             return ExecutionResult(**{**result.__dict__, "replayed": True})
-        status = seen.status if trade is None or trade.status != "rejected" else "rejected"
-        reason = trade.reason if trade is not None and trade.status == "rejected" else seen.reason
+        ended = trade is not None and trade.status in ("rejected", "canceled")  # nothing of it was placed
+        status = trade.status if ended else seen.status
+        reason = trade.reason if ended else seen.reason
         return ExecutionResult(seen.signal_id, status, reason or seen.decision.get("reasoning", ""), seen.decision,
                                trade.id if trade else None, replayed=True)
 
