@@ -83,6 +83,10 @@ class App:
         self.executor.evaluate_protections()
         return fills
 
+    def dead_letters(self) -> dict[str, int]:
+        """How many events wait in each topic's dead-letter stream, with workers (none without)."""
+        return self.bus.dead_letters((SIGNALS, FILLS, ORDER_ENDS)) if self.queued else {}
+
     def close(self) -> None:
         if self.trade_updates is not None:
             self.trade_updates.stop()
@@ -219,7 +223,7 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
         bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
         bus.subscribe(ORDER_ENDS, lambda event: monitor.on_order_ended(OrderEnded.from_event(event)))
     if worker:
-        bus.subscribe(SIGNALS, lambda event: executor.handle(Signal.from_event(event)))
+        bus.subscribe(SIGNALS, lambda event: executor.handle_queued(Signal.from_event(event)))
     trade_updates = reconciliation = None
     if not worker:
         if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two

@@ -12,7 +12,7 @@ from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
 from backend.domain.model import Decision, Side, Signal
 from backend.execution.monitor import PositionMonitor
-from backend.risk import RiskManager
+from backend.risk import RiskManager, SizingError
 from backend.risk.trading_state import TradingGuard, TradingState
 from backend.store.repositories import DuplicateSignal, Store, SymbolBusy, decision_to_json
 from backend.store.tables import DECISION_ID_PREFIX, SignalRow, TradeRow
@@ -87,6 +87,17 @@ class Executor:
             return ExecutionResult(trade.signal_id, "skipped", decision.reasoning, decision_to_json(decision), trade.id)
         return self._submit(trade, decision)
 
+    def handle_queued(self, signal: Signal) -> ExecutionResult:
+        """A signal a worker took from the queue. Its sender has had its 202, so input that cannot be sized
+        (SizingError, or another ValueError) is answered by a stored rejection that GET /v1/signals/{id} shows:
+        an error would only be retried, and dead-lettered, without a word to the sender."""
+        try:
+            return self.handle(signal)
+        except ValueError as exc:
+            reason = f"{exc.field}: {exc}" if isinstance(exc, SizingError) else f"invalid input: {exc}"
+            log.warning("rejected %s (%s %s): %s", signal.signal_id, signal.side.value, signal.symbol, reason)
+            return self._reject(signal, _blank(signal), reason)
+
     def decide(self, signal: Signal) -> Decision:
         """POST /v1/decisions: size a trade a bot will place elsewhere. A decision that could be taken (placed or
         sized 0) is stored under a new decision_id, which the bot reports its outcome under
@@ -129,11 +140,7 @@ class Executor:
     def _against_active(self, signal: Signal, active: TradeRow) -> ExecutionResult:
         """One active trade per symbol: a same-side signal is refused, the first opposite one closes the trade
         (later ones are refused while it closes), and one that finds the trade already closed is a new signal."""
-        blank = Decision(
-            approved=False, symbol=signal.symbol, side=signal.side, size_usd=0.0, quantity=0.0, leverage=1.0,
-            price=signal.price or 0.0, stop_price=signal.stop_price or 0.0, target_price=signal.target_price,
-            policy="none", reasoning="",
-        )
+        blank = _blank(signal)
         status = self._guard.status()
         if active.side != signal.side.value and status.state is TradingState.HALTED:
             return self._reject(signal, blank, f"trading state HALTED ({status.cause}: {status.reason}): no exit "
@@ -168,6 +175,15 @@ class Executor:
         reason = trade.reason if ended else seen.reason
         return ExecutionResult(seen.signal_id, status, reason or seen.decision.get("reasoning", ""), seen.decision,
                                trade.id if trade else None, replayed=True)
+
+
+def _blank(signal: Signal) -> Decision:
+    """The decision stored with a signal that was never sized."""
+    return Decision(
+        approved=False, symbol=signal.symbol, side=signal.side, size_usd=0.0, quantity=0.0, leverage=1.0,
+        price=signal.price or 0.0, stop_price=signal.stop_price or 0.0, target_price=signal.target_price,
+        policy="none", reasoning="",
+    )
 
 
 def _decision_from_json(d: dict[str, Any]) -> Decision:

@@ -114,13 +114,12 @@ class RiskManager:
                                        f"{self._s.rm_max_price_deviation:.0%}); sizing uses the market's price")
         return MarketContext(price=market_price, atr=atr, adx=adx)
 
-    def decide(self, signal: Signal) -> Decision:
-        account = self._broker.account()
+    def check(self, signal: Signal) -> tuple[MarketContext, float, float]:
+        """The checks of the input that `decide` makes, without sizing: SizingError unless the symbol has bars,
+        a price given is near the market's, and the stop (given, or ATR-based) and the target are on their sides
+        of the price, the stop far enough. Returns the market, the stop and its distance (a fraction of the
+        price). The API checks a signal with it before queueing it for the workers."""
         market = self.market(signal.symbol, signal.price)
-        try:
-            asset = self._broker.asset(signal.symbol)
-        except OrderRejected as exc:
-            raise SizingError("symbol", str(exc)) from None
         price = market.price
         stop = signal.stop_price
         if stop is None:
@@ -138,6 +137,16 @@ class RiskManager:
         if stop_pct < MIN_STOP_DISTANCE:
             raise SizingError("stop_price", f"a stop {stop_pct:.4%} from the price {price:.6g} is no stop: it must be "
                                             f"at least {MIN_STOP_DISTANCE:.2%} away")
+        return market, stop, stop_pct
+
+    def decide(self, signal: Signal) -> Decision:
+        account = self._broker.account()
+        market, stop, stop_pct = self.check(signal)
+        try:
+            asset = self._broker.asset(signal.symbol)
+        except OrderRejected as exc:
+            raise SizingError("symbol", str(exc)) from None
+        price = market.price
 
         def reject(reason: str) -> Decision:
             return self._decision(signal, price, stop, None, None, 0.0, (), account.equity, approved=False,

@@ -28,7 +28,10 @@ def healthz(sizer: Sizer, response: Response) -> dict:
     checks = {name: _probe(probe) for name, probe in probes.items()}
     healthy = all(v.startswith("ok") for v in checks.values())
     response.status_code = 200 if healthy else 503
-    return {"status": "ok" if healthy else "degraded", "checks": checks, "trading_state": _trading_state(sizer)}
+    body = {"status": "ok" if healthy else "degraded", "checks": checks, "trading_state": _trading_state(sizer)}
+    if sizer.queued:  # events for an operator to look at, not a fault of this service: health stays ok
+        body["dead_letters"] = _dead_letters(sizer)
+    return body
 
 
 def _trading_state(sizer: App) -> dict[str, str]:
@@ -52,6 +55,14 @@ def _database(sizer: App) -> str:
     return "ok"
 
 
+def _dead_letters(sizer: App) -> dict[str, int] | None:
+    """Each topic's dead letters; None while Redis cannot say (checks.redis tells why)."""
+    try:
+        return sizer.dead_letters()
+    except redis.RedisError:
+        return None
+
+
 @lru_cache(maxsize=4)
 def _redis(url: str) -> redis.Redis:
     """One pooled client per URL; short timeouts and no retries, so a dead Redis cannot stall the health check."""
@@ -67,6 +78,8 @@ def metrics(sizer: Sizer) -> Response:
     current = sizer.guard.status().state
     for state in TradingState:
         sizer.metrics.trading_state.labels(state.value).set(float(state is current))
+    for topic, count in (_dead_letters(sizer) or {}).items():
+        sizer.metrics.dead_letters.labels(topic).set(count)
     collapse = getattr(sizer.risk.policy, "collapse", None)
     if collapse is not None:
         dominance, entropy = collapse()

@@ -27,6 +27,7 @@ Keyed = [Depends(require_api_key)]
 def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut | SignalQueued:
     signal = body.to_signal()
     if sizer.queued:
+        sizer.risk.check(signal)  # bad input is answered 422 here, as without workers, not after the 202
         sizer.bus.publish(SIGNALS, signal.to_event())
         sizer.metrics.signals.labels("queued").inc()
         response.status_code = 202
