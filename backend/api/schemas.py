@@ -4,14 +4,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 from backend.domain.model import OutcomeReport, Side, Signal
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False, le=1e9)]
-Symbol = Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
-                   Field(min_length=1, max_length=32, pattern=r"^[A-Z0-9][A-Z0-9./-]*$")]
+Symbol = Annotated[str, StringConstraints(to_upper=True, min_length=1, max_length=32,
+                                          pattern=r"^[A-Za-z0-9][A-Za-z0-9./-]*$")]
+# a signal's or a decision's id: what the store keys them by; nothing else can name one
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 SideIn = Annotated[Literal["buy", "sell"], BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)]
 
 
@@ -44,8 +46,7 @@ class DecisionIn(_In):
 
 
 class SignalIn(DecisionIn):
-    signal_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
-                           description="Unique per signal: a replay with the same id places nothing new")
+    signal_id: Id = Field(description="Unique per signal: a replay with the same id places nothing new")
 
     def to_signal(self, signal_id: str = "") -> Signal:
         return super().to_signal(self.signal_id)

@@ -2,6 +2,7 @@
 however they are sent, numbers past what the databases store, control characters in path and query values."""
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -63,3 +64,50 @@ def test_a_chunked_body_within_the_limit_is_read_whole(served):
     assert r.request.headers["transfer-encoding"] == "chunked"
     assert r.status_code in (200, 201) and r.json()["signal_id"] == "chunked-1", r.text
     assert httpx.get(f"{served}/v1/signals/chunked-1").status_code == 200
+
+
+@pytest.fixture
+async def api(db_url):
+    app = create_app(make_settings(database_url=db_url), run_clock=False)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
+            yield client
+
+
+@pytest.mark.parametrize("min_visits", ["9223372036854775808", "2147483648", "-1", "1e3"])
+async def test_min_visits_past_what_the_databases_store_is_422(api, min_visits):
+    r = await api.get("/v1/qtable/top", params={"min_visits": min_visits})
+    assert r.status_code == 422, r.text
+    assert [e["loc"] for e in r.json()["detail"]] == [["query", "min_visits"]]
+
+
+async def test_the_largest_min_visits_is_answered(api):
+    r = await api.get("/v1/qtable/top", params={"min_visits": 2**31 - 1})
+    assert r.status_code == 200 and r.json() == []
+
+
+NUL = "a\x00b"
+
+
+@pytest.mark.parametrize("method, path, params, loc", [
+    ("GET", "/v1/trades", {"symbol": NUL}, ["query", "symbol"]),
+    ("GET", "/v1/qtable", {"state": NUL}, ["query", "state"]),
+    ("GET", "/v1/outcomes", {"state": NUL}, ["query", "state"]),
+    ("GET", "/v1/signals/a%00b", {}, ["path", "signal_id"]),
+    ("GET", "/v1/signals/a%1Fb", {}, ["path", "signal_id"]),
+    ("GET", "/v1/signals/" + "x" * 129, {}, ["path", "signal_id"]),
+    ("POST", "/v1/decisions/dec-%00/outcome", {}, ["path", "decision_id"]),
+])
+async def test_control_characters_in_path_and_query_values_are_422_naming_them(api, method, path, params, loc):
+    body = {"entry_price": 100, "exit_price": 101, "quantity": 1, "worst_price": 99,
+            "opened_at": "2008-01-02T00:00:00Z", "closed_at": "2008-01-03T00:00:00Z"} if method == "POST" else None
+    r = await api.request(method, path, params=params, json=body)
+    assert r.status_code == 422, r.text
+    assert loc in [e["loc"] for e in r.json()["detail"]]
+
+
+async def test_the_symbol_filter_takes_any_case(api):
+    assert (await api.post("/v1/signals", json=json.loads(SIGNAL))).status_code in (200, 201)
+    for symbol in ("sp500", "SP500"):
+        r = await api.get("/v1/trades", params={"symbol": symbol})
+        assert r.status_code == 200 and r.json()["total"] == 1, r.text

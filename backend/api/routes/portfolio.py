@@ -6,7 +6,7 @@ from typing import Literal
 from fastapi import APIRouter
 
 from backend.api.deps import Limit, Offset, Sizer, row_dict
-from backend.api.schemas import Page
+from backend.api.schemas import Page, Symbol
 
 router = APIRouter(prefix="/v1", tags=["portfolio"])
 
@@ -15,11 +15,11 @@ router = APIRouter(prefix="/v1", tags=["portfolio"])
 def get_trades(
     sizer: Sizer,
     status: Literal["pending", "open", "closing", "closed", "rejected", "canceled", "external"] | None = None,
-    symbol: str | None = None,
+    symbol: Symbol | None = None,
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> Page:
-    total, rows = sizer.store.trades(status, symbol.upper() if symbol else None, offset, limit)
+    total, rows = sizer.store.trades(status, symbol, offset, limit)
     return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])
 
 

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import Sizer, require_api_key, row_dict
 from backend.api.schemas import (
-    DecisionIn, DecisionOut, OutcomeIn, OutcomeOut, SignalIn, SignalOut, SignalQueued, SignalState,
+    DecisionIn, DecisionOut, Id, OutcomeIn, OutcomeOut, SignalIn, SignalOut, SignalQueued, SignalState,
 )
 from backend.execution.monitor import DecisionNotFound, ReportConflict
 from backend.bus.base import SIGNALS
@@ -47,7 +47,7 @@ def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut |
 
 
 @router.get("/signals/{signal_id}", response_model=SignalState, responses={404: {"description": "Not handled yet"}})
-def get_signal(signal_id: str, sizer: Sizer) -> SignalState:
+def get_signal(signal_id: Id, sizer: Sizer) -> SignalState:
     """What became of a signal: its stored decision and status, and its trade if it placed one. 404 until a
     worker has handled it."""
     seen = sizer.store.signal(signal_id)
@@ -73,7 +73,7 @@ async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
 @router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut, dependencies=Keyed,
              responses={404: {"description": "No decision has this id"},
                         409: {"description": "The decision expired, or another outcome was reported for it"}})
-def post_outcome(decision_id: str, body: OutcomeIn, sizer: Sizer) -> OutcomeOut:
+def post_outcome(decision_id: Id, body: OutcomeIn, sizer: Sizer) -> OutcomeOut:
     """The outcome of a trade sized by POST /v1/decisions: the agent learns what every size of it would have
     earned, exactly once. The same report again is answered as the first time and changes nothing."""
     try:
