@@ -5,13 +5,14 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backend.api.deps import require_api_key
 from backend.api.routes import learning, ops, portfolio, signals
 from backend.bootstrap import App, build_app
 from backend.brokers.base import BrokerUnavailable
@@ -117,7 +118,8 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
             {"detail": [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]}, status_code=422
         )
 
-    for module in (signals, learning, portfolio, ops):
-        api.include_router(module.router)
+    for module in (signals, learning, portfolio):
+        api.include_router(module.router, dependencies=[Depends(require_api_key)])
+    api.include_router(ops.router)
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return api

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import Sizer, require_api_key, row_dict
+from backend.api.deps import Sizer, row_dict
 from backend.api.schemas import (
     DecisionIn, DecisionOut, Id, OutcomeIn, OutcomeOut, SignalIn, SignalOut, SignalQueued, SignalState,
 )
@@ -15,12 +15,9 @@ from backend.bus.base import SIGNALS
 from backend.store.repositories import decision_to_json
 
 router = APIRouter(prefix="/v1", tags=["trading"])
-# Both POST routes need the key: signals trade, and a decision draws on the policy's exploration (its RNG advances)
-# and on the broker, so an open /v1/decisions would let anyone steer exploration and load the service.
-Keyed = [Depends(require_api_key)]
 
 
-@router.post("/signals", response_model=SignalOut | SignalQueued, status_code=201, dependencies=Keyed,
+@router.post("/signals", response_model=SignalOut | SignalQueued, status_code=201,
              responses={200: {"description": "A replay, a rejection or an exit: no new order"},
                         202: {"description": "With workers (REDIS_URL): queued; GET /v1/signals/{id} has the outcome"},
                         503: {"description": "The bus (Redis) is unreachable: nothing was queued, try again"}})
@@ -58,7 +55,7 @@ def get_signal(signal_id: Id, sizer: Sizer) -> SignalState:
                        trade_status=trade.status if trade else None)
 
 
-@router.post("/decisions", response_model=DecisionOut, dependencies=Keyed)
+@router.post("/decisions", response_model=DecisionOut)
 async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     """Size a trade your bot places elsewhere; nothing is sent to the broker. Report how it went with
     POST /v1/decisions/{decision_id}/outcome and the agent learns from it as from its own trades. Sizing reads
@@ -70,7 +67,7 @@ async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     return decision_to_json(decision)
 
 
-@router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut, dependencies=Keyed,
+@router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut,
              responses={404: {"description": "No decision has this id"},
                         409: {"description": "The decision expired, or another outcome was reported for it"}})
 def post_outcome(decision_id: Id, body: OutcomeIn, sizer: Sizer) -> OutcomeOut:
