@@ -6,10 +6,12 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api.deps import require_api_key
@@ -100,6 +102,14 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
         # the offending input is not echoed: it may be NaN or megabytes long
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body it cannot decode with a bare 400; it is malformed JSON like any other
+            error = {"loc": ["body"], "msg": "JSON decode error: the body is not UTF-8", "type": "json_invalid"}
+            return JSONResponse({"detail": [error]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
         """A dependency is down: say which and why; the request changed nothing, so it can be sent again."""

@@ -4,16 +4,28 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 from backend.domain.model import OutcomeReport, Side, Signal
 
-Price = Annotated[float, Field(gt=0, allow_inf_nan=False, le=1e9)]
+# from a satoshi to a billion: a product or ratio of two prices and a quantity stays a finite, non-zero float
+Price = Annotated[float, Field(ge=1e-8, allow_inf_nan=False, le=1e9)]
 Symbol = Annotated[str, StringConstraints(to_upper=True, min_length=1, max_length=32,
                                           pattern=r"^[A-Za-z0-9][A-Za-z0-9./-]*$")]
 # a signal's or a decision's id: what the store keys them by; nothing else can name one
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+
+
+def _utc(t: datetime) -> datetime:
+    """Times without a zone are UTC."""
+    try:
+        return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    except OverflowError:  # year 1 or 9999 with an offset
+        raise PydanticCustomError("datetime_range", "the time in UTC is outside years 1 to 9999") from None
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
 SideIn = Annotated[Literal["buy", "sell"], BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)]
 
 
@@ -80,26 +92,22 @@ class OutcomeIn(_In):
 
     entry_price: Price
     exit_price: Price
-    quantity: float = Field(gt=0, allow_inf_nan=False, le=1e12, description="What was traded (units)")
-    opened_at: datetime
-    closed_at: datetime
+    quantity: float = Field(ge=1e-12, allow_inf_nan=False, le=1e12, description="What was traded (units)")
+    opened_at: UtcTime
+    closed_at: UtcTime
     worst_price: Price = Field(description="The most adverse price while it was open (at or beyond the entry and "
                                            "the exit)")
     commission: float = Field(0.0, ge=0, allow_inf_nan=False, le=1e12, description="Both fills, account currency")
 
     @model_validator(mode="after")
     def _in_order(self) -> "OutcomeIn":
-        if _utc(self.closed_at) < _utc(self.opened_at):
+        if self.closed_at < self.opened_at:
             raise PydanticCustomError("closed_before_opened", "closed_at must not come before opened_at")
         return self
 
     def to_report(self) -> OutcomeReport:
-        return OutcomeReport(self.entry_price, self.exit_price, self.quantity, _utc(self.opened_at),
-                             _utc(self.closed_at), self.worst_price, self.commission)
-
-
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+        return OutcomeReport(self.entry_price, self.exit_price, self.quantity, self.opened_at, self.closed_at,
+                             self.worst_price, self.commission)
 
 
 class OutcomeOut(BaseModel):

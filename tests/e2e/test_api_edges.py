@@ -3,43 +3,21 @@ however they are sent, numbers past what the databases store, control characters
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from contextlib import contextmanager
+import math
 
 import httpx
 import pytest
-import uvicorn
 
 from backend.api.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, uvicorn_serving
 
 SIGNAL = b'{"signal_id": "chunked-1", "symbol": "SP500", "side": "buy", "confidence": 0.8}'
 
 
-@contextmanager
-def uvicorn_serving(settings):
-    """The service behind a real uvicorn server on a free port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, run_clock=False), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    with uvicorn_serving(make_settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('edges')}/s.db")) as base:
+    settings = make_settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('edges')}/s.db")
+    with uvicorn_serving(create_app(settings, run_clock=False)) as base:
         yield base
 
 
@@ -111,3 +89,39 @@ async def test_the_symbol_filter_takes_any_case(api):
     for symbol in ("sp500", "SP500"):
         r = await api.get("/v1/trades", params={"symbol": symbol})
         assert r.status_code == 200 and r.json()["total"] == 1, r.text
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{", b'{"symbol": "\xe9"}', b"\x0c\xa0"])
+async def test_a_body_that_is_not_utf8_is_422_like_any_malformed_json(api, body):
+    r = await api.post("/v1/decisions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body"] and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+REPORT = {"entry_price": 100, "exit_price": 101, "quantity": 1, "worst_price": 99,
+          "opened_at": "2008-01-02T00:00:00Z", "closed_at": "2008-01-03T00:00:00Z"}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"opened_at": "0001-01-01T00:00:00+01:00"}, "opened_at"),  # before year 1 in UTC
+    ({"closed_at": "9999-12-31T23:00:00-05:00"}, "closed_at"),  # after year 9999 in UTC
+    ({"quantity": 5e-324, "entry_price": 5e-324, "exit_price": 5e-324, "worst_price": 5e-324}, "quantity"),
+    ({"entry_price": 1e-300, "worst_price": 1e-300, "exit_price": 1e9}, "entry_price"),  # inf / inf: a NaN reward
+    ({"quantity": 1e-300, "commission": 1e12}, "quantity"),  # costs of inf x the notional: a NaN return
+])
+async def test_a_report_the_arithmetic_cannot_hold_is_422_and_teaches_nothing(api, change, field):
+    decision = (await api.post("/v1/decisions", json={"symbol": "SP500", "side": "buy", "confidence": 0.8})).json()
+    r = await api.post(f"/v1/decisions/{decision['decision_id']}/outcome", json={**REPORT, **change})
+    assert r.status_code == 422, r.text
+    assert ["body", field] in [e["loc"] for e in r.json()["detail"]]
+    assert (await api.get("/v1/outcomes")).json()["total"] == 0
+
+
+async def test_the_extremes_a_report_may_hold_teach_finite_numbers(api):
+    decision = (await api.post("/v1/decisions", json={"symbol": "SP500", "side": "buy", "confidence": 0.8})).json()
+    extreme = {"entry_price": 1e-8, "worst_price": 1e-8, "exit_price": 1e9, "quantity": 1e-12, "commission": 1e12,
+               "opened_at": "0001-01-01T00:00:00Z", "closed_at": "9999-12-31T23:59:59Z"}
+    r = await api.post(f"/v1/decisions/{decision['decision_id']}/outcome", json=extreme)
+    assert r.status_code == 200, r.text
+    assert all(math.isfinite(r.json()[k]) for k in ("exposure", "trade_return", "reward")), r.json()
+    assert (await api.get("/v1/qtable", params={"limit": 500})).status_code == 200  # no NaN learned
