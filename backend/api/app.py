@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api.deps import require_api_key
 from backend.api.routes import learning, ops, portfolio, signals
+from backend.api.schemas import problem
 from backend.bootstrap import App, build_app
 from backend.brokers.base import BrokerUnavailable
 from backend.brokers.sim import EndOfData
@@ -129,7 +130,8 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
         )
 
     for module in (signals, learning, portfolio):
-        api.include_router(module.router, dependencies=[Depends(require_api_key)])
+        api.include_router(module.router, dependencies=[Depends(require_api_key)], responses={
+            401: problem("SIZER_API_KEY is set and the X-API-Key header is missing or does not match it")})
     api.include_router(ops.router)
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return api

@@ -36,6 +36,8 @@ class _In(BaseModel):
 class DecisionIn(_In):
     """Size a hypothetical trade; nothing is placed or stored."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"symbol": "SP500", "side": "buy", "confidence": 0.8}]})
+
     symbol: Symbol
     side: SideIn
     confidence: float = Field(ge=0, le=1, allow_inf_nan=False, description="Signal confidence in [0, 1]")
@@ -58,6 +60,9 @@ class DecisionIn(_In):
 
 
 class SignalIn(DecisionIn):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"signal_id": "my-1", "symbol": "SP500", "side": "buy", "confidence": 0.8, "time_limit_hours": 48}]})
+
     signal_id: Id = Field(description="Unique per signal: a replay with the same id places nothing new")
 
     def to_signal(self, signal_id: str = "") -> Signal:
@@ -89,6 +94,10 @@ class DecisionOut(BaseModel):
 
 class OutcomeIn(_In):
     """How a trade sized by POST /v1/decisions went, placed by the bot elsewhere. Times without a zone are UTC."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"entry_price": 1400.0, "exit_price": 1430.0, "quantity": 10, "opened_at": "2008-01-02T14:30:00Z",
+         "closed_at": "2008-01-09T21:00:00Z", "worst_price": 1380.0, "commission": 2.5}]})
 
     entry_price: Price
     exit_price: Price
@@ -147,6 +156,27 @@ class SignalState(BaseModel):
     received_at: datetime
     trade_id: int | None
     trade_status: str | None
+
+
+class Problem(BaseModel):
+    """Every error but 422 (whose detail lists the fields at fault)."""
+
+    detail: str
+
+
+def problem(description: str) -> dict:
+    """An error response for `responses=`."""
+    return {"model": Problem, "description": description}
+
+
+TOO_LARGE = problem("The body is larger than MAX_BODY_BYTES")
+UNAVAILABLE = problem("A dependency (the database, the broker) is unreachable; nothing changed: send it again "
+                      "after Retry-After seconds")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str] = Field(description="Per dependency: ok, or down with the reason")
 
 
 class Page(BaseModel):

@@ -6,10 +6,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from backend.api.deps import Limit, Offset, Sizer, row_dict
-from backend.api.schemas import AgentOut, Page
+from backend.api.schemas import UNAVAILABLE, AgentOut, Page
 from backend.domain.state import ALL_STATE_KEYS, validate_state_key
 
-router = APIRouter(prefix="/v1", tags=["learning"])
+router = APIRouter(prefix="/v1", tags=["learning"], responses={503: UNAVAILABLE})
 
 
 def _state(state: str | None) -> str | None:

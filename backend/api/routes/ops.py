@@ -8,16 +8,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from backend.api.deps import Sizer
+from backend.api.schemas import UNAVAILABLE, Health, Problem
 from backend.bootstrap import App
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health,
+            responses={503: {"model": Health, "description": "degraded: a dependency is down (see checks)"}})
 def healthz(sizer: Sizer, response: Response) -> dict:
     """One cheap probe per dependency (a query, a clock read, a PING); 503 `degraded` while any is down."""
     probes = {"database": lambda: _database(sizer),
@@ -49,7 +52,10 @@ def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={
+    200: {"description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    503: {"description": UNAVAILABLE["description"],  # JSON, as every error (the route's own answer is text)
+          "content": {"application/json": {"schema": Problem.model_json_schema()}}}})
 def metrics(sizer: Sizer) -> Response:
     account = sizer.broker.account()
     sizer.metrics.equity.set(account.equity)
