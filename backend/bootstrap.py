@@ -25,6 +25,8 @@ from backend.execution.monitor import PENDING_GRACE_S, PositionMonitor
 from backend.indicators import min_bars
 from backend.metrics import Metrics
 from backend.risk import RiskManager
+from backend.risk.protections import protections_from
+from backend.risk.trading_state import TradingGuard
 from backend.sizing.atr import AtrRule
 from backend.sizing.base import SizingPolicy
 from backend.sizing.fixed import FixedExposure
@@ -32,6 +34,8 @@ from backend.sizing.qlearning import KellyPolicy, QLearningPolicy
 from backend.store.db import make_engine, run_migrations
 from backend.store.hot import HotTrades
 from backend.store.repositories import Store
+from backend.store.sim_journal import SimJournal
+from backend.store.trading_state_repo import TradingStateRepository
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ class App:
     risk: RiskManager
     monitor: PositionMonitor
     executor: Executor
+    guard: TradingGuard
     metrics: Metrics
     bus: EventBus
     reconciliation: Reconciliation | None  # None in a worker: the API process reconciles
@@ -75,7 +80,12 @@ class App:
         for fill in fills:
             self.bus.publish(FILLS, fill.to_event())
         self.monitor.on_bar()
+        self.executor.evaluate_protections()
         return fills
+
+    def dead_letters(self) -> dict[str, int]:
+        """How many events wait in each topic's dead-letter stream, with workers (none without)."""
+        return self.bus.dead_letters((SIGNALS, FILLS, ORDER_ENDS)) if self.queued else {}
 
     def close(self) -> None:
         if self.trade_updates is not None:
@@ -173,11 +183,12 @@ def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, brok
 
 
 def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool = False,
-              policy: SizingPolicy | None = None) -> App:
+              policy: SizingPolicy | None = None, keep_sim: bool = False) -> App:
     """The service for `sizer serve` or, with `worker`, for `sizer worker`. With workers (uses_workers) the API
     process validates and enqueues signals, listens to the broker's trade updates (publishing them on the bus),
     polls open trades and reconciles at start-up; the workers consume SIGNALS, FILLS and ORDER_ENDS. `broker`
-    and `policy` replace the configured ones (backtests on generated markets, benchmarks)."""
+    and `policy` replace the configured ones (backtests on generated markets, benchmarks). `keep_sim` (serve): the
+    simulated broker's account is kept in the database and resumed at start-up, so a restart changes nothing."""
     if settings.auto_migrate:
         run_migrations(settings.database_url)
     distributed = uses_workers(settings)
@@ -187,13 +198,18 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     store.ensure_agent(settings.rl_sizing_epsilon)
     if hot is not None:
         hot.rebuild(store.active_trades())
-    broker = broker or make_broker(settings)
+    if broker is None:
+        broker = make_broker(settings)
+        if keep_sim and isinstance(broker, SimBroker):
+            resumed = broker.keep_in(SimJournal(store.engine, broker.fingerprint))
+            log.info("simulated account %s at %s", "resumed" if resumed else "started", broker.now())
     metrics = Metrics()
     atr = AtrRule()
     q_agent = make_q_agent(settings, store)
     policy = policy or make_policy(settings, q_agent, store, broker, atr)
     window = settings.rl_sizing_win_rate_window
-    risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr)
+    guard = TradingGuard(TradingStateRepository(store.engine), protections_from(settings), broker.now)
+    risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr, guard.status)
 
     def on_reward(trade, outcome, reward) -> None:
         metrics.rewards.labels(trade.policy, reward.fn).inc()
@@ -202,12 +218,12 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     # with workers, a pending trade's order may be on its way from a worker until its message is reclaimed
     grace = 3 * settings.bus_claim_idle_ms / 1000 if distributed else PENDING_GRACE_S
     monitor = PositionMonitor(settings, store, broker, learner=q_agent, on_reward=on_reward, pending_grace_s=grace)
-    executor = Executor(settings, store, broker, risk, monitor)
+    executor = Executor(settings, store, broker, risk, monitor, guard)
     if worker or not distributed:
         bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
         bus.subscribe(ORDER_ENDS, lambda event: monitor.on_order_ended(OrderEnded.from_event(event)))
     if worker:
-        bus.subscribe(SIGNALS, lambda event: executor.handle(Signal.from_event(event)))
+        bus.subscribe(SIGNALS, lambda event: executor.handle_queued(Signal.from_event(event)))
     trade_updates = reconciliation = None
     if not worker:
         if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two
@@ -218,4 +234,4 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     log.info("sizer %s ready: policy %s, broker %s, bus %s, database %s", "worker" if worker else "service",
              policy.name, broker.name, "redis" if distributed else "in-process",
              store.engine.url.render_as_string(hide_password=True))
-    return App(settings, store, broker, risk, monitor, executor, metrics, bus, reconciliation, trade_updates)
+    return App(settings, store, broker, risk, monitor, executor, guard, metrics, bus, reconciliation, trade_updates)

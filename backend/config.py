@@ -156,6 +156,27 @@ class Settings(BaseSettings):
         "value is liquidated. The simulator enforces it; the Q agent assumes it when it reckons what every exposure "
         "would have earned"
     )
+    rm_max_price_deviation: float = Field(
+        0.05, gt=0, le=1, description="A signal's price may differ from the market's (the last bar's close) by at most "
+        "this fraction; sizing, stops and caps always use the market's price"
+    )
+    rm_max_daily_loss_pct: float | None = Field(
+        0.10, gt=0, lt=1, description="Protection: equity this far below the day's start stops new exposure for the "
+        "day (trading state REDUCING; empty: off)"
+    )
+    rm_max_drawdown_pct: float | None = Field(
+        0.30, gt=0, lt=1, description="Protection: equity this far below its peak halts trading until the operator "
+        "sets ACTIVE (empty: off)"
+    )
+    rm_loss_streak: int | None = Field(
+        6, ge=1, description="Protection: after this many losing trades in a row, no new exposure for "
+        "RM_LOSS_STREAK_COOLDOWN_HOURS (empty: off)"
+    )
+    rm_loss_streak_cooldown_hours: float = Field(24.0, gt=0, description="How long the losing-streak cooldown lasts")
+    rm_max_trades_per_day: int | None = Field(
+        None, ge=1, description="Protection: after this many trades placed in a (UTC) day, no new exposure until the "
+        "next (empty: off)"
+    )
     rm_atr_stop_multiple: float = Field(2.0, gt=0, description="Stop distance in ATRs when a signal has none")
     rm_atr_period: int = Field(14, ge=2, le=200, description="ATR and ADX period (Wilder), in bars")
     rm_default_time_limit_hours: float | None = Field(

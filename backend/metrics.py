@@ -18,8 +18,12 @@ class Metrics:
         self.rewards = Counter("sizer_rewards_total", "Rewards applied", ["policy", "reward_fn"], registry=self.registry)
         self.reward_sum = Gauge("sizer_reward_sum", "Sum of rewards applied (may be negative)",
                                 ["policy"], registry=self.registry)
+        self.dead_letters = Gauge("sizer_bus_dead_letters", "Events the workers gave up on, waiting in <stream>:dead",
+                                  ["topic"], registry=self.registry)
         self.equity = Gauge("sizer_account_equity_usd", "Broker account equity", registry=self.registry)
         self.exposure = Gauge("sizer_account_gross_exposure", "Gross position value / equity", registry=self.registry)
+        self.trading_state = Gauge("sizer_trading_state", "1 for the current trading state (ACTIVE, REDUCING, HALTED)",
+                                   ["state"], registry=self.registry)
         self.epsilon = Gauge("sizer_agent_epsilon", "Current exploration rate", registry=self.registry)
         self.action_dominance = Gauge("sizer_policy_action_dominance",
                                       "Share of the most frequent action of the served PPO policy (collapse monitor)",

@@ -13,7 +13,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from backend.bootstrap import App, build_app
-from backend.brokers.sim import EndOfData, SimBroker
+from backend.brokers.base import EndOfData
+from backend.brokers.sim import SimBroker
 from backend.config import Settings
 from backend.domain.model import Side, Signal
 from backend.domain.state import ALL_STATE_KEYS

@@ -9,7 +9,7 @@ and a schedule of BUY signals on it). Every policy sees the same bars and signal
 risk manager (caps), the policy, the simulated broker (fills at the next open, 2 bps slippage, 1 bp commission a
 side), the position monitor and the learning transaction, on a scratch SQLite database. Only the policy differs.
 The wide caps allow every menu exposure up to 8x (a 10x account with a 10% maintenance margin, 50% risk at the
-stop).
+stop). The protections (daily loss, drawdown, losing streak) are off: they would stop the runs being compared.
 
 Cases (the issue's proof):
 - coin: f* in {0.5, 1.5, 3, 4.5} at two edge clarities, the edge's t-statistic over 500 trades t500 = 4 and 6
@@ -66,6 +66,9 @@ from backend.replay import run_replay  # noqa: E402
 
 WIDE_CAPS = dict(rm_max_leverage=8.0, rm_max_position_exposure=8.0, rm_max_exposure=8.0, rm_max_risk_pct=0.5,
                  rm_maintenance_margin=0.1, sim_multiplier=10.0)
+# the bench measures sizing: no protection may stop a policy's run (each would halt the Kelly-sized ones)
+PROTECTIONS_OFF = dict(rm_max_daily_loss_pct=None, rm_max_drawdown_pct=None, rm_loss_streak=None,
+                       rm_max_trades_per_day=None)
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # scratch databases in memory: no disk flushes
 
 
@@ -122,7 +125,7 @@ def settings_for(case: Case, policy: str, database_url: str) -> Settings:
                   "half_kelly": {"sizing_policy": "kelly", "sizing_kelly_fraction": 0.5}}.get(policy, {})
     caps = WIDE_CAPS if case.caps == "wide" else {}
     return Settings(_env_file=None, database_url=database_url, sim_symbols=(SYMBOL,), rl_sizing_seed=1,
-                    log_level="warning", **caps, **configured)
+                    log_level="warning", **PROTECTIONS_OFF, **caps, **configured)
 
 
 def injected(policy: str, settings: Settings, t: Truth, seed: int):

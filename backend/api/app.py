@@ -15,11 +15,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api.deps import require_api_key
-from backend.api.routes import learning, ops, portfolio, signals
+from backend.api.routes import learning, ops, portfolio, signals, trading_state
 from backend.api.schemas import problem
 from backend.bootstrap import App, build_app
-from backend.brokers.base import BrokerUnavailable
-from backend.brokers.sim import EndOfData
+from backend.brokers.base import BrokerUnavailable, EndOfData
 from backend.bus.base import BusUnavailable
 from backend.config import Settings
 from backend.risk import SizingError
@@ -81,7 +80,7 @@ async def _run_clock(app: App) -> None:
 def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(api: FastAPI):
-        sizer = await run_in_threadpool(build_app, settings)
+        sizer = await run_in_threadpool(lambda: build_app(settings, keep_sim=True))
         api.state.sizer = sizer
         clock = asyncio.create_task(_run_clock(sizer)) if run_clock else None
         try:
@@ -123,13 +122,17 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
     for unavailable in (BrokerUnavailable, BusUnavailable, OperationalError):
         api.add_exception_handler(unavailable, _dependency_down)
 
+    @api.exception_handler(EndOfData)
+    async def _market_ended(request: Request, exc: EndOfData) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     @api.exception_handler(SizingError)
     async def _sizing_error(request: Request, exc: SizingError) -> JSONResponse:
         return JSONResponse(
             {"detail": [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]}, status_code=422
         )
 
-    for module in (signals, learning, portfolio):
+    for module in (signals, learning, portfolio, trading_state):
         api.include_router(module.router, dependencies=[Depends(require_api_key)], responses={
             401: problem("SIZER_API_KEY is set and the X-API-Key header is missing or does not match it")})
     api.include_router(ops.router)

@@ -24,7 +24,8 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                            "excepted with SIZER_OPEN_READS)")
 
 
-async def require_api_key(request: Request, sizer: Sizer, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+async def require_api_key(request: Request, sizer: Sizer,
+                          key: Annotated[str | None, Security(_api_key_header)]) -> None:
     """Guards every /v1 route. Without SIZER_API_KEY the check is off: Settings allows that only while the service
     listens on a loopback address. A decision is no read: it draws on the policy's exploration and on the broker."""
     settings = sizer.settings

@@ -130,7 +130,8 @@ class OutcomeOut(BaseModel):
 
 class SignalOut(BaseModel):
     signal_id: str
-    status: Literal["placed", "skipped", "rejected", "exit"]
+    status: Literal["placed", "skipped", "rejected", "exit", "canceled"] = Field(
+        description="canceled: a replay of a signal whose trade was canceled before its order was placed")
     reason: str
     replayed: bool
     trade_id: int | None
@@ -170,6 +171,7 @@ def problem(description: str) -> dict:
 
 
 TOO_LARGE = problem("The body is larger than MAX_BODY_BYTES")
+MARKET_ENDED = problem("The simulated market has no more bars: nothing new can be traded")
 UNAVAILABLE = problem("A dependency (the database, the broker) is unreachable; nothing changed: send it again "
                       "after Retry-After seconds")
 
@@ -177,6 +179,9 @@ UNAVAILABLE = problem("A dependency (the database, the broker) is unreachable; n
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     checks: dict[str, str] = Field(description="Per dependency: ok, or down with the reason")
+    trading_state: dict[str, str] = Field(description="state, cause and reason, as GET /v1/trading-state")
+    dead_letters: dict[str, int] | None = Field(None, description="With workers: each topic's dead letters (null "
+                                                                  "while Redis cannot say)")
 
 
 class Page(BaseModel):
@@ -206,3 +211,30 @@ class AgentOut(BaseModel):
     actions: int
     visited_cells: int
     visited_states: int
+    trading_state: str = Field(description="ACTIVE, REDUCING or HALTED: see GET /v1/trading-state")
+
+
+class TradingStateIn(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"state": "REDUCING", "reason": "broker maintenance"}]})
+
+    state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    reason: str = Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$", description="Why, for the log")
+
+
+class TradingStateChange(BaseModel):
+    id: int
+    at: datetime = Field(description="On the market's clock")
+    from_state: str
+    to_state: str
+    cause: str = Field(description="A protection's name or `operator`")
+    reason: str
+    logged_at: datetime
+
+
+class TradingStateOut(BaseModel):
+    state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    cause: str = Field(description="What holds it there: a protection's name, `operator`, or empty")
+    reason: str
+    changed_at: datetime | None
+    protections: list[str] = Field(description="The protections turned on (RM_MAX_DAILY_LOSS_PCT, ...)")
+    changes: list[TradingStateChange] = Field(description="The latest changes, newest first")

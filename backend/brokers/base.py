@@ -52,6 +52,10 @@ class BrokerPosition:
     market_price: float
 
 
+class EndOfData(Exception):
+    """A replayed market has shown its last bar: its clock has stopped, and nothing new can be traded on it."""
+
+
 class OrderRejected(Exception):
     """The broker refused the order; the message is the broker's."""
 

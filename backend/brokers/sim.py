@@ -8,16 +8,23 @@ falls below the maintenance requirement is liquidated at the next open.
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from backend.brokers.base import BrokerPosition, OrderAck, OrderRequest, OrderRejected
+from backend.brokers.base import BrokerPosition, EndOfData, OrderAck, OrderRequest, OrderRejected
 from backend.data.bundled import Series
 from backend.domain.model import Account, AssetRules, Fill, Side, bracket_exit
+
+if TYPE_CHECKING:  # the journal is handed in by the composition root
+    from backend.store.sim_journal import SimJournal, SimSnapshot
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,10 +34,6 @@ class _Position:
     stop: float | None = None
     target: float | None = None
     bracket_id: str | None = None  # client id of the order that opened it
-
-
-class EndOfData(Exception):
-    """The replay has shown its last bar."""
 
 
 class SimBroker:
@@ -57,6 +60,7 @@ class SimBroker:
         self._series = series
         self._ts = calendars[0]
         self._i = start_index
+        self._initial_cash = initial_cash
         self._cash = initial_cash
         self._multiplier = multiplier
         self._shorting = shorting_enabled
@@ -67,6 +71,55 @@ class SimBroker:
         self._pending: dict[str, OrderRequest] = {}  # client_order_id -> order, in arrival order
         self._orders: dict[str, OrderAck] = {}
         self._lock = threading.RLock()
+        self._journal: SimJournal | None = None
+        self._changed: list[str] = []  # orders changed since the journal's last save
+
+    @property
+    def fingerprint(self) -> str:
+        """What the account was started with: its symbols and their calendar, and the account itself."""
+        return (f"{','.join(self._series)}|{self._ts[0]}..{self._ts[-1]} ({len(self._ts)} bars)|"
+                f"cash {self._initial_cash:g}|x{self._multiplier:g}")
+
+    def keep_in(self, journal: SimJournal) -> bool:
+        """Keep the account in `journal` from now on, resuming the one it holds when it was started with the
+        same bars and account (True): its clock, cash, positions and orders. Otherwise it starts afresh."""
+        with self._lock:
+            self._journal = journal
+            snapshot = journal.load()
+            resumed = snapshot is not None and self._resume(snapshot)
+            if not resumed:
+                journal.clear()
+                self._changed = list(self._orders)
+            self._save()
+            return resumed
+
+    def _resume(self, snapshot: SimSnapshot) -> bool:
+        i = int(np.searchsorted(self._ts, np.datetime64(snapshot.bar_at.replace(tzinfo=None), "s")))
+        if i >= len(self._ts) or _as_datetime(self._ts[i]) != snapshot.bar_at:
+            log.warning("the saved simulated account shows %s, a bar these data do not have: starting afresh",
+                        snapshot.bar_at)
+            return False
+        self._i, self._cash = i, snapshot.cash
+        self._positions = {symbol: _Position(**p) for symbol, p in snapshot.positions.items()}
+        self._orders = {cid: _ack_from_json(ack) for cid, ack, _ in snapshot.orders}
+        self._pending = {cid: _request_from_json(req) for cid, _, req in snapshot.orders if req is not None}
+        log.info("resumed the simulated account at %s: cash %.2f, %d positions, %d open orders", snapshot.bar_at,
+                 self._cash, len(self._positions), len(self._pending))
+        return True
+
+    def _save(self) -> None:
+        if self._journal is None:
+            return
+        seq = {cid: n for n, cid in enumerate(self._orders)}
+        changed = [(cid, seq[cid], _ack_json(self._orders[cid]),
+                    _request_json(self._pending[cid]) if cid in self._pending else None)
+                   for cid in dict.fromkeys(self._changed)]
+        self._journal.save(self.now(), self._cash, {s: asdict(p) for s, p in self._positions.items()}, changed)
+        self._changed = []
+
+    def _record(self, ack: OrderAck) -> None:
+        self._orders[ack.client_order_id] = ack
+        self._changed.append(ack.client_order_id)
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -94,6 +147,8 @@ class SimBroker:
         return _as_datetime(self._ts[self._i])
 
     def health(self) -> str:
+        if self.bars_left <= 0:
+            return f"down: the data end at {self.now():%Y-%m-%d}: the simulated clock has stopped"
         return f"ok (sim, {self.now():%Y-%m-%d})"
 
     def advance(self) -> list[Fill]:
@@ -105,17 +160,18 @@ class SimBroker:
             ts = self.now()
             fills: list[Fill] = []
             # exits first, so an opposite signal's close frees buying power before the new entry
-            for cid, order in sorted(self._pending.items(), key=lambda kv: not kv[1].reduce_only):
+            pending, self._pending = self._pending, {}
+            for cid, order in sorted(pending.items(), key=lambda kv: not kv[1].reduce_only):
                 fill = self._fill_market(order, ts)
-                self._orders[cid] = _ack(order, fill, status="canceled")  # canceled: nothing left to reduce
+                self._record(_ack(order, fill, status="canceled"))  # canceled: nothing left to reduce
                 if fill:
                     fills.append(fill)
-            self._pending.clear()
             for symbol in list(self._positions):
                 fill = self._check_bracket(symbol, ts)
                 if fill:
                     fills.append(fill)
             self._margin_call()
+            self._save()
             return fills
 
     # --- the Broker port -------------------------------------------------------------------------
@@ -146,6 +202,8 @@ class SimBroker:
 
     def asset(self, symbol: str) -> AssetRules:
         self._get_series(symbol)
+        if self.bars_left <= 0:
+            raise EndOfData(f"the simulated market ended at {self.now():%Y-%m-%d}: nothing new can be traded")
         return AssetRules(shortable=self._shorting)
 
     def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
@@ -163,9 +221,12 @@ class SimBroker:
             return [self._orders[cid] for cid in self._pending]
 
     def closing_fill(self, symbol: str, side: Side, since: datetime) -> Fill | None:
-        """Every close in the simulator is published as it happens, and its account (with its order
-        history) starts afresh with the process: there is never a close to recover."""
-        return None
+        """Every close is published as it happens; this finds one a restart came between (the account and
+        its orders are kept in the journal)."""
+        with self._lock:
+            fills = [a for a in self._orders.values() if a.symbol == symbol and a.side is side
+                     and a.filled_quantity > 0 and a.updated_at is not None and a.updated_at >= since]
+        return max(fills, key=lambda a: a.updated_at).as_fill() if fills else None
 
     def submit(self, order: OrderRequest) -> OrderAck:
         with self._lock:
@@ -186,8 +247,9 @@ class SimBroker:
                 if notional > bp:
                     raise OrderRejected(f"insufficient buying power: order ${notional:,.2f} > ${bp:,.2f}")
             ack = _ack(order, None)
-            self._orders[order.client_order_id] = ack
             self._pending[order.client_order_id] = order
+            self._record(ack)
+            self._save()
             return ack
 
     # --- internals ---------------------------------------------------------------------------------
@@ -252,7 +314,9 @@ class SimBroker:
         level, reason = hit
         price = level * (1 - (1 if long else -1) * self._slip) if reason == "stop" else level
         leg = f"{pos.bracket_id}-{'sl' if reason == 'stop' else 'tp'}"
-        return self._execute(symbol, Side.SELL if long else Side.BUY, abs(pos.quantity), price, ts, leg, reason)
+        fill = self._execute(symbol, Side.SELL if long else Side.BUY, abs(pos.quantity), price, ts, leg, reason)
+        self._record(OrderAck(leg, leg, "filled", symbol, fill.side, fill.quantity, fill.price, ts, reason))
+        return fill
 
     def _margin_call(self) -> None:
         acct = self.account()
@@ -261,7 +325,7 @@ class SimBroker:
                 side = Side.SELL if pos.quantity > 0 else Side.BUY
                 cid = f"margin-call-{symbol}-{self._i}"
                 self._pending[cid] = OrderRequest(cid, symbol, side, abs(pos.quantity), reduce_only=True)
-                self._orders[cid] = _ack(self._pending[cid], None)
+                self._record(_ack(self._pending[cid], None))
 
 
 def _ack(order: OrderRequest, fill: Fill | None, status: str = "accepted") -> OrderAck:
@@ -273,3 +337,20 @@ def _ack(order: OrderRequest, fill: Fill | None, status: str = "accepted") -> Or
 
 def _as_datetime(ts: np.datetime64) -> datetime:
     return datetime.fromtimestamp(ts.astype("datetime64[s]").astype(int), tz=timezone.utc)
+
+
+def _ack_json(a: OrderAck) -> dict:
+    return {**asdict(a), "side": a.side.value, "updated_at": a.updated_at.isoformat() if a.updated_at else None}
+
+
+def _ack_from_json(d: dict) -> OrderAck:
+    at = d["updated_at"]
+    return OrderAck(**{**d, "side": Side(d["side"]), "updated_at": datetime.fromisoformat(at) if at else None})
+
+
+def _request_json(r: OrderRequest) -> dict:
+    return {**asdict(r), "side": r.side.value}
+
+
+def _request_from_json(d: dict) -> OrderRequest:
+    return OrderRequest(**{**d, "side": Side(d["side"])})

@@ -74,6 +74,13 @@ class RedisBus:
     def stream(self, topic: str) -> str:
         return f"{self.prefix}{topic}"
 
+    def dead_letters(self, topics: tuple[str, ...]) -> dict[str, int]:
+        """How many entries each topic's dead-letter stream holds."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for topic in topics:
+                pipe.xlen(f"{self.stream(topic)}:dead")
+            return dict(zip(topics, pipe.execute()))
+
     def publish(self, topic: str, event: Event) -> None:
         try:
             self.client.xadd(self.stream(topic), {"event": json.dumps(event)}, maxlen=self.maxlen, approximate=True)

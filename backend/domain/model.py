@@ -117,6 +117,14 @@ class Decision:
     skipped: bool = False
     decision_id: str | None = None  # POST /v1/decisions: the id its outcome is reported under
 
+    def __post_init__(self) -> None:
+        numbers = {"size_usd": self.size_usd, "quantity": self.quantity, "leverage": self.leverage,
+                   "price": self.price, "stop_price": self.stop_price, "target_price": self.target_price,
+                   "q_value": self.q_value, "equity": self.equity, "exposure": self.exposure}
+        bad = [name for name, v in numbers.items() if v is not None and not math.isfinite(v)]
+        if bad or self.size_usd < 0 or self.quantity < 0:
+            raise ValueError(f"a decision must hold finite, non-negative sizes: {numbers}")
+
 
 class BrokerEvent:
     """JSON-able form of the broker events below, so any bus can carry them."""

@@ -12,9 +12,10 @@ from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
 from backend.domain.model import Decision, Side, Signal
 from backend.execution.monitor import PositionMonitor
-from backend.risk import RiskManager
+from backend.risk import RiskManager, SizingError
+from backend.risk.trading_state import TradingGuard, TradingState
 from backend.store.repositories import DuplicateSignal, Store, SymbolBusy, decision_to_json
-from backend.store.tables import SignalRow, TradeRow
+from backend.store.tables import DECISION_ID_PREFIX, SignalRow, TradeRow
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def client_order_id(signal_id: str) -> str:
 @dataclass(frozen=True)
 class ExecutionResult:
     signal_id: str
-    status: str  # placed | skipped (sized 0, followed without an order) | rejected | exit
+    status: str  # placed | skipped (sized 0, followed without an order) | rejected | exit | canceled (a replay)
     reason: str
     decision: dict[str, Any] | None
     trade_id: int | None = None
@@ -38,13 +39,20 @@ class ExecutionResult:
 
 class Executor:
     def __init__(
-        self, settings: Settings, store: Store, broker: Broker, risk: RiskManager, monitor: PositionMonitor
+        self, settings: Settings, store: Store, broker: Broker, risk: RiskManager, monitor: PositionMonitor,
+        guard: TradingGuard,
     ) -> None:
         self._s = settings
         self._store = store
         self._broker = broker
         self._risk = risk
         self._monitor = monitor
+        self._guard = guard
+
+    def evaluate_protections(self, equity: float | None = None) -> None:
+        """Let the protections see the account now (each bar or poll, and after each placed trade)."""
+        if self._guard.protections:
+            self._guard.evaluate(self._broker.account().equity if equity is None else equity)
 
     def handle(self, signal: Signal) -> ExecutionResult:
         seen, active = self._store.admission(signal.signal_id, signal.symbol)
@@ -79,6 +87,17 @@ class Executor:
             return ExecutionResult(trade.signal_id, "skipped", decision.reasoning, decision_to_json(decision), trade.id)
         return self._submit(trade, decision)
 
+    def handle_queued(self, signal: Signal) -> ExecutionResult:
+        """A signal a worker took from the queue. Its sender has had its 202, so input that cannot be sized
+        (SizingError, or another ValueError) is answered by a stored rejection that GET /v1/signals/{id} shows:
+        an error would only be retried, and dead-lettered, without a word to the sender."""
+        try:
+            return self.handle(signal)
+        except ValueError as exc:
+            reason = f"{exc.field}: {exc}" if isinstance(exc, SizingError) else f"invalid input: {exc}"
+            log.warning("rejected %s (%s %s): %s", signal.signal_id, signal.side.value, signal.symbol, reason)
+            return self._reject(signal, _blank(signal), reason)
+
     def decide(self, signal: Signal) -> Decision:
         """POST /v1/decisions: size a trade a bot will place elsewhere. A decision that could be taken (placed or
         sized 0) is stored under a new decision_id, which the bot reports its outcome under
@@ -86,7 +105,7 @@ class Executor:
         decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
         if not (decision.approved or decision.skipped):
             return decision
-        decision = replace(decision, decision_id="dec-" + uuid.uuid4().hex)
+        decision = replace(decision, decision_id=DECISION_ID_PREFIX + uuid.uuid4().hex)
         self._store.record_decision(replace(signal, signal_id=decision.decision_id), decision,
                                     client_order_id=client_order_id(decision.decision_id), equity=decision.equity,
                                     decided_at=self._broker.now())
@@ -108,6 +127,7 @@ class Executor:
             return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision), trade.id)
         log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
                  trade.symbol, trade.size_usd, trade.leverage, trade.policy)
+        self.evaluate_protections(decision.equity)
         return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision_to_json(decision), trade.id)
 
     def _reject(self, signal: Signal, decision: Decision, reason: str) -> ExecutionResult:
@@ -118,20 +138,25 @@ class Executor:
         return ExecutionResult(signal.signal_id, "rejected", reason, decision_to_json(decision))
 
     def _against_active(self, signal: Signal, active: TradeRow) -> ExecutionResult:
-        """One active trade per symbol: a same-side signal is refused, an opposite one closes the trade."""
-        blank = Decision(
-            approved=False, symbol=signal.symbol, side=signal.side, size_usd=0.0, quantity=0.0, leverage=1.0,
-            price=signal.price or 0.0, stop_price=signal.stop_price or 0.0, target_price=signal.target_price,
-            policy="none", reasoning="",
-        )
-        if active.side == signal.side.value or active.status != "open":
+        """One active trade per symbol: a same-side signal is refused, the first opposite one closes the trade
+        (later ones are refused while it closes), and one that finds the trade already closed is a new signal."""
+        blank = _blank(signal)
+        status = self._guard.status()
+        if active.side != signal.side.value and status.state is TradingState.HALTED:
+            return self._reject(signal, blank, f"trading state HALTED ({status.cause}: {status.reason}): no exit "
+                                               "by signal; stops, targets and time limits still close it")
+        if active.side == signal.side.value or active.status == "pending":
             shadow = " and sized 0, followed without an order" if active.shadow else ""
             return self._reject(signal, blank, f"trade {active.id} in {signal.symbol} is {active.status} "
                                                f"({active.side}{shadow}); one active trade per symbol")
         try:
-            self._store.record_signal(signal, blank, "exit", f"opposite signal: closing trade {active.id}")
+            claimed = active.status == "open" and self._store.record_exit(signal, blank, active.id)
         except DuplicateSignal:
             return self._replay(self._store.signal(signal.signal_id))
+        if not claimed:
+            if self._store.active_trade(signal.symbol) is None:  # it closed meanwhile (a stop): a new signal
+                return self.handle(signal)
+            return self._reject(signal, blank, f"exit of trade {active.id} in {signal.symbol} already requested")
         self._monitor.request_close(active, "opposite_signal")
         return ExecutionResult(signal.signal_id, "exit", f"closing trade {active.id}", None,
                                closed_trade_id=active.id)
@@ -145,10 +170,20 @@ class Executor:
                         trade.client_order_id)
             result = self._submit(trade, _decision_from_json(seen.decision))
             return ExecutionResult(**{**result.__dict__, "replayed": True})
-        status = seen.status if trade is None or trade.status != "rejected" else "rejected"
-        reason = trade.reason if trade is not None and trade.status == "rejected" else seen.reason
+        ended = trade is not None and trade.status in ("rejected", "canceled")  # nothing of it was placed
+        status = trade.status if ended else seen.status
+        reason = trade.reason if ended else seen.reason
         return ExecutionResult(seen.signal_id, status, reason or seen.decision.get("reasoning", ""), seen.decision,
                                trade.id if trade else None, replayed=True)
+
+
+def _blank(signal: Signal) -> Decision:
+    """The decision stored with a signal that was never sized."""
+    return Decision(
+        approved=False, symbol=signal.symbol, side=signal.side, size_usd=0.0, quantity=0.0, leverage=1.0,
+        price=signal.price or 0.0, stop_price=signal.stop_price or 0.0, target_price=signal.target_price,
+        policy="none", reasoning="",
+    )
 
 
 def _decision_from_json(d: dict[str, Any]) -> Decision:

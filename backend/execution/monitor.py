@@ -362,8 +362,10 @@ class PositionMonitor:
                 ack = self._broker.submit(order)
             except OrderRejected as exc:  # e.g. a stop closed it first; the fill will settle the trade
                 log.warning("exit of trade %s refused: %s", trade.id, exc)
+                self._store.release_exit(trade.id)
                 return
             if ack.status in ("accepted", "partially_filled", "filled"):
                 self._store.mark_closing(trade.id, reason)
                 return
         log.error("trade %s: %d exit orders ended unfilled; it stays open", trade.id, EXIT_ATTEMPTS)
+        self._store.release_exit(trade.id)

@@ -222,6 +222,22 @@ class Store:
             except IntegrityError:
                 raise DuplicateSignal(signal.signal_id) from None
 
+    def record_exit(self, signal: Signal, decision: Decision, trade_id: int) -> bool:
+        """Store an opposite signal as the exit of the open trade `trade_id`, if it is the first to claim it: one
+        conditional UPDATE decides between concurrent ones. False: the trade is no longer open or another signal
+        claimed its exit; nothing is written."""
+        with self._sessions.begin() as s:
+            claim = (update(TradeRow).where(TradeRow.id == trade_id, TradeRow.status == "open",
+                                            TradeRow.exit_reason.is_(None)).values(exit_reason="opposite_signal"))
+            if s.execute(claim).rowcount != 1:
+                return False
+            s.add(_signal_row(signal, decision, "exit", f"opposite signal: closing trade {trade_id}"))
+            try:
+                s.flush()
+            except IntegrityError:
+                raise DuplicateSignal(signal.signal_id) from None
+        return True
+
     def record_trade(
         self,
         signal: Signal,
@@ -329,6 +345,10 @@ class Store:
 
     def mark_closing(self, trade_id: int, reason: str) -> None:
         self._transition(trade_id, ("open",), status="closing", exit_reason=reason)
+
+    def release_exit(self, trade_id: int) -> None:
+        """An exit claimed by a signal was not sent: a later signal may claim it again."""
+        self._transition(trade_id, ("open",), exit_reason=None)
 
     def reopen(self, trade_id: int, note: str) -> None:
         """Its exit order ended unfilled: the trade is open again, so a later exit can be tried."""

@@ -15,6 +15,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 ACTIVE_TRADE_STATUSES = ("pending", "open", "closing")
+DECISION_ID_PREFIX = "dec-"  # the signal id of a POST /v1/decisions decision (a trade placed elsewhere)
 
 
 class UTCDateTime(TypeDecorator):
@@ -159,3 +160,59 @@ class AgentRow(Base):
     epsilon: Mapped[float] = mapped_column(Float)
     total_updates: Mapped[int] = mapped_column(Integer, default=0)
     last_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TradingStateRow(Base):
+    """The trading state (one row) and what its protections keep between evaluations."""
+
+    __tablename__ = "trading_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    state: Mapped[str] = mapped_column(String(16))  # ACTIVE | REDUCING | HALTED
+    cause: Mapped[str] = mapped_column(String(32), default="")  # a protection's name, "operator", or ""
+    reason: Mapped[str] = mapped_column(Text, default="")
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # on the market's clock
+    manual_state: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the operator's hold
+    manual_reason: Mapped[str] = mapped_column(Text, default="")
+    day: Mapped[str | None] = mapped_column(String(10), nullable=True)  # UTC date of day_start_equity
+    day_start_equity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    peak_equity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # the operator's last ACTIVE
+
+
+class TradingStateChangeRow(Base):
+    """Every change of the trading state, with its cause."""
+
+    __tablename__ = "trading_state_change"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)  # on the market's clock
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SimAccountRow(Base):
+    """The simulated broker's account (one row): the embedded default resumes it after a restart."""
+
+    __tablename__ = "sim_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    fingerprint: Mapped[str] = mapped_column(Text)  # the bars and the account it was started with
+    bar_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the bar its clock shows
+    cash: Mapped[float] = mapped_column(Float)
+    positions: Mapped[dict] = mapped_column(JSON)
+    saved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SimOrderRow(Base):
+    """One order of the simulated broker: its latest state, and the request while it waits for the next bar."""
+
+    __tablename__ = "sim_order"
+
+    client_order_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)  # arrival order: pending orders fill in it
+    ack: Mapped[dict] = mapped_column(JSON)
+    pending: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -80,6 +80,8 @@ def _raw(body: dict) -> str:
         ({"symbol": "TSLA"}, "symbol"),  # well-formed but not tradable here
         ({"stop_price": 1e6}, "stop_price"),  # a buy's stop above the price
         ({"side": "sell", "target_price": 1e6}, "target_price"),
+        ({"price": 150.0, "stop_price": 148.5}, "price"),  # far from the market (SP500 at about 1,400 then)
+        ({"price": 1e-323, "stop_price": 5e-324}, "price"),  # schema-valid, absurd
     ],
 )
 async def test_bad_input_is_422_naming_the_field_and_writes_nothing(api, change, field):
@@ -185,3 +187,16 @@ async def test_a_database_outage_answers_503_and_the_service_recovers(pg_url):
             r = await client.post("/v1/signals", json={**SIGNAL, "signal_id": "db-back"})
             assert r.status_code == 201, r.text
     admin.dispose()
+
+
+async def test_a_decision_is_sized_on_the_market_price_not_the_callers(api):
+    market = (await api.post("/v1/decisions", json={"symbol": "SP500", "side": "buy", "confidence": 0.9})).json()
+    near = await api.post("/v1/decisions", json={"symbol": "SP500", "side": "buy", "confidence": 0.9,
+                                                 "price": market["price"] * 1.03})
+    assert near.status_code == 200, near.text
+    assert near.json()["price"] == market["price"] and near.json()["size_usd"] == pytest.approx(market["size_usd"])
+    for price, stop, why in ((150.0, 148.5, "market price"), (1e-323, 5e-324, "greater than or equal to 0.000")):
+        r = await api.post("/v1/decisions", json={"symbol": "SP500", "side": "buy", "confidence": 0.9,
+                                                  "price": price, "stop_price": stop})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "price", r.text
+        assert why in r.json()["detail"][0]["msg"]

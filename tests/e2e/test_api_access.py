@@ -128,7 +128,8 @@ async def test_health_pings_a_live_redis(sqlite_url, redis_url):
     async with serving(database_url=sqlite_url, redis_url=redis_url) as client:
         r = await client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok", "checks": {
-        "database": "ok", "broker": r.json()["checks"]["broker"], "redis": "ok"}}
+        "database": "ok", "broker": r.json()["checks"]["broker"], "redis": "ok"},
+        "trading_state": {"state": "ACTIVE", "cause": "", "reason": ""}}
 
 
 async def test_health_without_redis_does_not_report_it(sqlite_url):

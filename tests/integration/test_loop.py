@@ -223,3 +223,43 @@ def test_a_signal_sized_0_is_followed_without_an_order_and_teaches_every_exposur
         assert app.store.agent().total_updates == 1
     finally:
         app.close()
+
+
+def test_a_replay_after_the_start_up_cancel_says_canceled(app, monkeypatch):
+    def crash(order):
+        raise KeyboardInterrupt("process died before the order left")
+
+    real_submit = app.broker.submit
+    monkeypatch.setattr(app.broker, "submit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        app.executor.handle(Signal("lost", "SP500", Side.BUY, 0.7))
+    monkeypatch.setattr(app.broker, "submit", real_submit)
+    app.monitor.reconcile(alone=True)  # start-up: nothing else can be sending it, so it is canceled
+    assert app.store.trade_for_signal("lost").status == "canceled"
+    again = app.executor.handle(Signal("lost", "SP500", Side.BUY, 0.7))
+    assert (again.status, again.replayed) == ("canceled", True) and "never reached" in again.reason
+    assert app.broker.open_orders() == [] and app.broker.positions() == []
+
+
+def test_of_concurrent_opposite_signals_exactly_one_is_the_exit(app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app.executor.handle(Signal("long", "SP500", Side.BUY, 0.7))
+    app.advance_clock()
+    trade = app.store.trade_for_signal("long")
+    assert trade.status == "open"
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: app.executor.handle(Signal(f"out-{i}", "SP500", Side.SELL, 0.7)),
+                                range(200)))
+    exits = [r for r in results if r.status == "exit"]
+    assert len(exits) == 1 and exits[0].closed_trade_id == trade.id
+    refused = [r for r in results if r.status == "rejected"]
+    assert len(refused) == 199 and all("already requested" in r.reason for r in refused)
+    with app.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(SignalRow).where(SignalRow.status == "exit")) == 1
+    exit_orders = [o for o in app.broker.open_orders() if o.side is Side.SELL]
+    assert len(exit_orders) == 1
+    app.advance_clock()
+    assert app.store.trade_for_signal("long").status == "closed"
+    after = app.executor.handle(Signal("after-close", "SP500", Side.SELL, 0.7))
+    assert after.status in ("placed", "skipped")  # the trade is gone: an opposite signal is a new signal now

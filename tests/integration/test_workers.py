@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -31,10 +32,12 @@ from tests.integration.test_redis_bus import Proxy
 
 SIZER = Path(sys.executable).with_name("sizer")
 SYMBOLS = [f"S{i:02d}" for i in range(12)]
+KEY = "k3y-for-tests-0123456789"
+PATIENCE_S = 120.0  # a deadline for what should take seconds, generous for a loaded machine: never a measure
 
 
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
+def wait_for(condition, what: str = "condition"):
+    deadline = time.monotonic() + PATIENCE_S
     while not (value := condition()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
@@ -88,14 +91,18 @@ class Stack:
         proc.wait(timeout=10)
         del self.workers[proc]
 
-    def chaos(self, rng: random.Random, busy, kills: int) -> int:
-        """SIGKILL a random ready worker and start a replacement, `kills` times, every 0.1-0.4 s while at least
-        one other worker is ready; returns how many kills fell while `busy()` (work outstanding)."""
-        busy_kills = 0
-        for _ in range(kills):
+    def chaos(self, rng: random.Random, waves: list[list[Signal]]) -> int:
+        """For each wave: wait for two ready workers, publish the wave, SIGKILL a random ready worker 0.05-0.2 s
+        later and start a replacement. Returns how many kills fell while a signal published was unhandled: a
+        signal that opens a trade is stored after three broker requests, each delayed by broker_latency_s, so a
+        wave that opens some keeps the workers busy past the kill however fast or loaded the machine is."""
+        busy_kills, published = 0, set()
+        for wave in waves:
             wait_for(lambda: len(self.ready()) >= 2, what="two ready workers")
-            time.sleep(rng.uniform(0.1, 0.4))
-            busy_kills += bool(busy())
+            self.publish(*wave)
+            published |= {s.signal_id for s in wave}
+            time.sleep(rng.uniform(0.05, 0.2))
+            busy_kills += self.count(SignalRow) < len(published)
             self.kill(rng.choice(self.ready()))
             self.start_worker()
         return busy_kills
@@ -160,22 +167,38 @@ def assert_one_order_per_trade(stack: Stack, n_signals: int) -> list[TradeRow]:
     return trades
 
 
-async def test_the_api_enqueues_and_a_worker_executes(stack):
-    worker = stack.start_worker()
-    key = "k3y-for-tests-0123456789"
-    app = create_app(make_settings(**stack.overrides, sizer_api_key=key), run_clock=False)
+@asynccontextmanager
+async def api_client(stack: Stack, **overrides):
+    """The API (create_app, without its clock) on the stack's settings, and a client to it with the API key."""
+    app = create_app(make_settings(**{**stack.overrides, "sizer_api_key": KEY, **overrides}), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer",
-                                     headers={"X-API-Key": key}) as client:
-            body = {"signal_id": "q-1", "symbol": "S00", "side": "buy", "confidence": 0.8, "stop_price": 95.0}
-            r = await client.post("/v1/signals", json=body)
-            assert r.status_code == 202 and r.json() == {"signal_id": "q-1", "status": "queued"}
-            assert (await client.post("/v1/signals", json={**body, "confidence": 2})).status_code == 422
-            deadline = time.monotonic() + 30
-            while (r := await client.get("/v1/signals/q-1")).status_code == 404:
-                assert time.monotonic() < deadline, "the worker did not handle the signal"
-                await asyncio.sleep(0.05)
-            state = r.json()
+                                     headers={"X-API-Key": KEY}) as client:
+            yield client
+
+
+async def handled(client: httpx.AsyncClient, signal_id: str) -> dict:
+    """GET /v1/signals/{signal_id} once a worker has handled it."""
+    deadline = time.monotonic() + PATIENCE_S
+    while (r := await client.get(f"/v1/signals/{signal_id}")).status_code == 404:
+        assert time.monotonic() < deadline, f"no worker handled {signal_id}"
+        await asyncio.sleep(0.05)
+    return r.json()
+
+
+async def test_the_api_enqueues_and_a_worker_executes(stack):
+    worker = stack.start_worker()
+    async with api_client(stack) as client:
+        body = {"signal_id": "q-1", "symbol": "S00", "side": "buy", "confidence": 0.8, "stop_price": 95.0}
+        r = await client.post("/v1/signals", json=body)
+        assert r.status_code == 202 and r.json() == {"signal_id": "q-1", "status": "queued"}
+        assert (await client.post("/v1/signals", json={**body, "confidence": 2})).status_code == 422
+        # what the risk manager would refuse is answered 422 before queueing, as without workers
+        for field, bad in (("symbol", "NOBARS"), ("stop_price", 105.0), ("target_price", 90.0)):
+            r = await client.post("/v1/signals", json={**body, "signal_id": f"bad-{field}", field: bad})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field], r.json()
+        state = await handled(client, "q-1")
+    assert stack.api.bus.client.xlen(f"{stack.prefix}{SIGNALS}") == 1  # the refused ones were never queued
     assert state["status"] == "placed" and state["trade_id"] is not None and state["decision"]["approved"]
     assert stack.entry_orders() == [client_order_id("q-1")]
     hot = redis.Redis.from_url(stack.redis_url, decode_responses=True).hgetall(f"{stack.prefix}trade:S00")
@@ -183,16 +206,53 @@ async def test_the_api_enqueues_and_a_worker_executes(stack):
     assert hot["rl_state_key"] == state["decision"]["state_key"] and "rl_action_key" in hot
     wait_for(lambda: stack.trades()[0].status == "open", what="the entry fill through the bus")
     worker.terminate()
-    assert worker.wait(timeout=15) == 0  # SIGTERM ends the consumer loop cleanly
+    assert worker.wait(timeout=PATIENCE_S) == 0  # SIGTERM ends the consumer loop cleanly
     del stack.workers[worker]
 
 
+async def test_input_only_a_worker_can_find_bad_is_rejected_at_once_and_dead_letters_are_counted(stack):
+    direct = stack.api.bus.client
+    stream = f"{stack.prefix}{SIGNALS}"
+    async with api_client(stack) as client:
+        body = {"signal_id": "m-1", "symbol": "S01", "side": "buy", "confidence": 0.8, "stop_price": 95.0}
+        assert (await client.post("/v1/signals", json=body)).status_code == 202  # 95 is below the price, 100
+        stack.fake.move("S01", 90.0)  # before a worker takes the signal, the price falls through its stop
+        direct.xadd(stream, {"not": "an event"})  # a producer's bug: nothing can handle it
+        stack.start_worker()
+        state = await handled(client, "m-1")
+        wait_for(lambda: direct.xlen(f"{stream}:dead") == 1 and direct.xpending(stream, "workers")["pending"] == 0,
+                 what="the signal acknowledged and the bad entry dead-lettered")
+        health = await client.get("/healthz")
+        metrics = (await client.get("/metrics")).text
+    assert state["status"] == "rejected" and state["trade_id"] is None
+    assert state["reason"].startswith("stop_price: a buy stop must be on the losing side of 90"), state["reason"]
+    log = stack.log_text()
+    assert log.count("rejected m-1") == 1 and "will be retried" not in log and "Traceback" not in log, log
+    assert stack.entry_orders() == []
+    [(_, dead)] = direct.xrange(f"{stream}:dead")
+    assert dead["error"].startswith("undecodable entry")
+    # dead letters are an operator's to look at, not a fault of the service: it stays healthy
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["dead_letters"] == {"signals": 1, "fills": 0, "order_ends": 0}
+    assert 'sizer_bus_dead_letters{topic="signals"} 1.0' in metrics
+    assert 'sizer_bus_dead_letters{topic="fills"} 0.0' in metrics
+
+
+def test_a_broker_outage_is_waited_out_and_the_signal_then_executed_once(stack):
+    stack.start_worker()
+    wait_for(stack.ready, what="the worker")
+    stack.fake.fail_next("GET", "/v2/account", 503, times=8)  # longer than two rounds of the broker's own retries
+    stack.publish(buy("o-1", "S02"))
+    wait_for(lambda: stack.count(SignalRow) == 1 and stack.trades()[0].status == "open", what="the signal executed")
+    assert stack.log_text().count("waits for a dependency") >= 2  # BrokerUnavailable twice, retried in place
+    assert stack.entry_orders() == [client_order_id("o-1")]
+    assert stack.api.bus.client.xlen(f"{stack.prefix}{SIGNALS}:dead") == 0
+
+
 async def test_without_redis_the_api_answers_503_and_queues_nothing(stack):
-    app = create_app(make_settings(**{**stack.overrides, "redis_url": "redis://127.0.0.1:1/0"}), run_clock=False)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
-            r = await client.post("/v1/signals", json={"signal_id": "d-1", "symbol": "S00", "side": "buy",
-                                                       "confidence": 0.8})
+    async with api_client(stack, redis_url="redis://127.0.0.1:1/0") as client:
+        r = await client.post("/v1/signals", json={"signal_id": "d-1", "symbol": "S00", "side": "buy",
+                                                   "confidence": 0.8})
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.json()["detail"].startswith("signal not queued: Redis did not take the signals event")
 
@@ -210,15 +270,15 @@ def test_a_worker_killed_inside_a_submit_leaves_one_order(stack):
 
 def test_workers_killed_again_and_again_lose_nothing_and_double_nothing(stack):
     rng = random.Random(4)
-    stack.broker_latency_s = 0.05
+    stack.broker_latency_s = 0.15
     for _ in range(3):
         stack.start_worker()
     wait_for(lambda: len(stack.ready()) == 3, what="the workers")
     # 12 symbols x 3 signals: the first per symbol opens, the others are refused (one active trade per symbol);
-    # a third of them is published twice (a client retrying)
+    # a third of them is published twice (a client retrying). Five waves, each over its own symbols.
     signals = [buy(f"r-{i}", SYMBOLS[i % len(SYMBOLS)]) for i in range(36)]
-    stack.publish(*signals, *signals[::3])
-    assert stack.chaos(rng, lambda: stack.count(SignalRow) < len(signals), kills=5) >= 3
+    waves = [[s for s in signals + signals[::3] if s.symbol in SYMBOLS[k::5]] for k in range(5)]
+    assert stack.chaos(rng, waves) >= 3
     wait_for(lambda: stack.count(SignalRow) == len(signals), what="every signal handled")
     trades = wait_for(lambda: all(t.status == "open" for t in stack.trades()) and stack.trades(), what="fills")
     assert_one_order_per_trade(stack, len(signals))
@@ -234,14 +294,6 @@ def test_workers_killed_again_and_again_lose_nothing_and_double_nothing(stack):
     assert stack.api.store.agent().total_updates == len(trades)  # each reward applied once
 
 
-def reopened(proxy: Proxy) -> bool:
-    try:
-        proxy.start()
-    except OSError:  # the port may linger for a moment after the cut
-        return False
-    return True
-
-
 def test_workers_ride_out_a_redis_cut_and_postgresql_connections_killed(stack, pg_url, caplog):
     url = redis.connection.parse_url(stack.redis_url)
     proxy = Proxy((url.get("host", "127.0.0.1"), url.get("port", 6379)))
@@ -253,7 +305,7 @@ def test_workers_ride_out_a_redis_cut_and_postgresql_connections_killed(stack, p
         proxy.stop()  # the workers lose Redis; the API side still reaches it and keeps enqueueing
         stack.publish(*(buy(f"c-{i}", SYMBOLS[i % len(SYMBOLS)]) for i in range(1, 12)))
         wait_for(lambda: stack.log_text().count("Redis unreachable") >= 2, what="the workers to report the cut")
-        wait_for(lambda: reopened(proxy), what="the proxy's port to be free again")
+        wait_for(proxy.restarted, what="the proxy's port to be free again")
         wait_for(lambda: stack.count(SignalRow) == 12, what="the backlog after Redis came back")
 
         admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")

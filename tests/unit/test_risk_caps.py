@@ -11,7 +11,8 @@ from backend.config import Settings
 from backend.domain.model import Account, AssetRules, Proposal, Side, Signal
 from backend.domain.rewards import log_growth_reward
 from backend.domain.state import action_key, exposure_menu
-from backend.risk import RiskManager, apply_caps
+from backend.risk import RiskManager, SizingError, apply_caps
+from backend.risk.trading_state import Status, TradingState
 from backend.rl import checkpoint
 from backend.sizing.atr import AtrRule
 from backend.sizing.fixed import FixedExposure
@@ -99,30 +100,41 @@ def shipped_model():
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(account=accounts, limits=caps, policy=policies, price_scale=st.floats(0.01, 1e5, **finite),
        confidence=st.floats(0, 1, **finite), side=st.sampled_from(Side), asset=assets,
-       stop_atrs=st.one_of(st.none(), st.floats(0.05, 10, **finite)), seed=st.integers(0, 1000))
+       stop_atrs=st.one_of(st.none(), st.floats(0.05, 10, **finite)), seed=st.integers(0, 1000),
+       claimed=st.one_of(st.none(), st.tuples(st.just("ratio"), st.floats(0.9, 1.1, **finite)),
+                         st.tuples(st.just("absolute"), st.floats(5e-324, 1e9, **finite))),
+       trading_state=st.sampled_from(TradingState))
 def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, confidence, side, asset,
-                                       stop_atrs, seed):
+                                       stop_atrs, seed, claimed, trading_state):
+    """`claimed`: the signal's own price, near the market's or any value at all."""
     settings = make_settings(**limits)
     series = random_walk(400, start=price_scale, seed=seed)
     broker = StaticBroker(account, series, asset)
     if policy == "ppo":
         policy = PPOPolicy(shipped_model(), broker, reference_equity=max(account.equity, 1.0))
-    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule())
+    status = Status(trading_state, "test", "drawn", None)
+    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status)
     price = float(series.close[-1])
     stop = None
     if stop_atrs is not None:
         stop = price - side.sign * stop_atrs * risk.market("TEST", None).atr
         if stop <= 0:
             stop = None
-    d = risk.decide(Signal("s", "TEST", side, confidence, stop_price=stop))
+    signal_price = None if claimed is None else claimed[1] * price if claimed[0] == "ratio" else claimed[1]
+    try:
+        d = risk.decide(Signal("s", "TEST", side, confidence, price=signal_price, stop_price=stop))
+    except SizingError as exc:  # a price away from the market's is refused, never sized on
+        assert exc.field == "price" and abs(signal_price / price - 1) > settings.rm_max_price_deviation
+        return
 
+    assert d.price == price  # caps, stops and quantities are computed on the market's price, whatever was claimed
     assert math.isfinite(d.size_usd) and math.isfinite(d.leverage)
     if not d.approved:
         assert d.size_usd == 0 and d.quantity == 0 and d.exposure == 0
         return
     tol = 1e-9 * max(1.0, d.size_usd)
     stop_pct = abs(price - d.stop_price) / price
-    assert account.equity > 0
+    assert account.equity > 0 and trading_state is TradingState.ACTIVE  # REDUCING, HALTED: no new exposure
     assert math.isclose(d.exposure, d.size_usd / account.equity) and d.leverage == max(1.0, d.exposure)
     assert 1 <= d.leverage <= min(settings.rm_max_leverage, account.multiplier) + 1e-12
     assert d.size_usd <= settings.rm_max_position_exposure * account.equity + tol

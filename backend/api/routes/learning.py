@@ -64,6 +64,7 @@ def get_agent(sizer: Sizer) -> AgentOut:
         actions=len(s.exposure_menu()),
         visited_cells=cells,
         visited_states=states,
+        trading_state=sizer.guard.status().state.value,
     )
 
 

@@ -15,11 +15,12 @@ from sqlalchemy import text
 from backend.api.deps import Sizer
 from backend.api.schemas import UNAVAILABLE, Health, Problem
 from backend.bootstrap import App
+from backend.risk.trading_state import TradingState
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", response_model=Health,
+@router.get("/healthz", response_model=Health, response_model_exclude_unset=True,
             responses={503: {"model": Health, "description": "degraded: a dependency is down (see checks)"}})
 def healthz(sizer: Sizer, response: Response) -> dict:
     """One cheap probe per dependency (a query, a clock read, a PING); 503 `degraded` while any is down."""
@@ -30,7 +31,18 @@ def healthz(sizer: Sizer, response: Response) -> dict:
     checks = {name: _probe(probe) for name, probe in probes.items()}
     healthy = all(v.startswith("ok") for v in checks.values())
     response.status_code = 200 if healthy else 503
-    return {"status": "ok" if healthy else "degraded", "checks": checks}
+    body = {"status": "ok" if healthy else "degraded", "checks": checks, "trading_state": _trading_state(sizer)}
+    if sizer.queued:  # events for an operator to look at, not a fault of this service: health stays ok
+        body["dead_letters"] = _dead_letters(sizer)
+    return body
+
+
+def _trading_state(sizer: App) -> dict[str, str]:
+    try:
+        status = sizer.guard.status()
+    except Exception as exc:  # it lives in the database, whose outage the checks already report
+        return {"state": "unknown", "cause": "", "reason": f"{exc.__class__.__name__}: {exc}"}
+    return {"state": status.state.value, "cause": status.cause, "reason": status.reason}
 
 
 def _probe(probe: Callable[[], str]) -> str:
@@ -46,6 +58,14 @@ def _database(sizer: App) -> str:
     return "ok"
 
 
+def _dead_letters(sizer: App) -> dict[str, int] | None:
+    """Each topic's dead letters; None while Redis cannot say (checks.redis tells why)."""
+    try:
+        return sizer.dead_letters()
+    except redis.RedisError:
+        return None
+
+
 @lru_cache(maxsize=4)
 def _redis(url: str) -> redis.Redis:
     """One pooled client per URL; short timeouts and no retries, so a dead Redis cannot stall the health check."""
@@ -53,7 +73,8 @@ def _redis(url: str) -> redis.Redis:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses={
-    200: {"description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    200: {"description": "Prometheus text exposition format",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
     503: {"description": UNAVAILABLE["description"],  # JSON, as every error (the route's own answer is text)
           "content": {"application/json": {"schema": Problem.model_json_schema()}}}})
 def metrics(sizer: Sizer) -> Response:
@@ -61,6 +82,11 @@ def metrics(sizer: Sizer) -> Response:
     sizer.metrics.equity.set(account.equity)
     sizer.metrics.exposure.set(account.exposure)
     sizer.metrics.epsilon.set(sizer.store.epsilon())
+    current = sizer.guard.status().state
+    for state in TradingState:
+        sizer.metrics.trading_state.labels(state.value).set(float(state is current))
+    for topic, count in (_dead_letters(sizer) or {}).items():
+        sizer.metrics.dead_letters.labels(topic).set(count)
     collapse = getattr(sizer.risk.policy, "collapse", None)
     if collapse is not None:
         dominance, entropy = collapse()

@@ -8,8 +8,8 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import Sizer, row_dict
 from backend.api.schemas import (
-    TOO_LARGE, UNAVAILABLE, DecisionIn, DecisionOut, Id, OutcomeIn, OutcomeOut, SignalIn, SignalOut, SignalQueued,
-    SignalState, problem,
+    MARKET_ENDED, TOO_LARGE, UNAVAILABLE, DecisionIn, DecisionOut, Id, OutcomeIn, OutcomeOut, SignalIn, SignalOut,
+    SignalQueued, SignalState, problem,
 )
 from backend.execution.monitor import DecisionNotFound, ReportConflict
 from backend.bus.base import SIGNALS
@@ -23,12 +23,14 @@ router = APIRouter(prefix="/v1", tags=["trading"])
                                                                  "no new order"},
                         202: {"model": SignalQueued,
                               "description": "With workers (REDIS_URL): queued; GET /v1/signals/{id} has the outcome"},
+                        409: MARKET_ENDED,
                         413: TOO_LARGE,
                         503: problem("The database, the broker or, with workers, the bus (Redis) is unreachable: "
                                      "nothing was placed or queued; send it again after Retry-After seconds")})
 def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut | SignalQueued:
     signal = body.to_signal()
     if sizer.queued:
+        sizer.risk.check(signal)  # bad input is answered 422 here, as without workers, not after the 202
         sizer.bus.publish(SIGNALS, signal.to_event())
         sizer.metrics.signals.labels("queued").inc()
         response.status_code = 202
@@ -61,7 +63,8 @@ def get_signal(signal_id: Id, sizer: Sizer) -> SignalState:
                        trade_status=trade.status if trade else None)
 
 
-@router.post("/decisions", response_model=DecisionOut, responses={413: TOO_LARGE, 503: UNAVAILABLE})
+@router.post("/decisions", response_model=DecisionOut,
+             responses={409: MARKET_ENDED, 413: TOO_LARGE, 503: UNAVAILABLE})
 async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     """Size a trade your bot places elsewhere; nothing is sent to the broker. Report how it went with
     POST /v1/decisions/{decision_id}/outcome and the agent learns from it as from its own trades. Sizing reads

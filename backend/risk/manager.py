@@ -14,10 +14,12 @@ from backend.config import Settings
 from backend.domain.model import Account, AssetRules, Decision, MarketContext, Proposal, Side, Signal
 from backend.domain.state import state_key
 from backend.indicators import InsufficientData, min_bars, wilder_atr_adx
+from backend.risk.trading_state import Status
 from backend.sizing.atr import AtrRule
 from backend.sizing.base import SizingContext, SizingPolicy
 
 log = logging.getLogger(__name__)
+MIN_STOP_DISTANCE = 1e-4  # of the price: a closer stop would size without bound against the risk cap
 
 
 class SizingError(ValueError):
@@ -68,10 +70,12 @@ class RiskManager:
         win_rate: Callable[[], float | None],
         policy: SizingPolicy,
         fallback: AtrRule,
+        trading_status: Callable[[], Status],
     ) -> None:
         self._s = settings
         self._broker = broker
         self._win_rate = win_rate
+        self._trading_status = trading_status
         self._policy = policy
         self._fallback = fallback
         self._edges = settings.bucket_edges()
@@ -86,6 +90,8 @@ class RiskManager:
         return self._policy.name
 
     def market(self, symbol: str, price: float | None) -> MarketContext:
+        """The symbol's market at its last completed bar: price, ATR and ADX. A caller's `price` is only checked
+        against the market's (a stale or mistyped price must not move any cap or stop); it is never used."""
         period = self._s.rm_atr_period
         try:
             bars = self._broker.history(symbol, max(min_bars(period), 10 * period))
@@ -101,15 +107,19 @@ class RiskManager:
                 raise SizingError("symbol", f"{symbol}: {exc}") from None
             self._market_cache[symbol] = cached
         _, atr, adx = cached
-        return MarketContext(price=price if price is not None else float(bars.close[-1]), atr=atr, adx=adx)
+        market_price = float(bars.close[-1])
+        if price is not None and not abs(price / market_price - 1) <= self._s.rm_max_price_deviation:
+            raise SizingError("price", f"price {price:.6g} is {abs(price / market_price - 1):.1%} away from "
+                                       f"{symbol}'s market price {market_price:.6g} (RM_MAX_PRICE_DEVIATION "
+                                       f"{self._s.rm_max_price_deviation:.0%}); sizing uses the market's price")
+        return MarketContext(price=market_price, atr=atr, adx=adx)
 
-    def decide(self, signal: Signal) -> Decision:
-        account = self._broker.account()
+    def check(self, signal: Signal) -> tuple[MarketContext, float, float]:
+        """The checks of the input that `decide` makes, without sizing: SizingError unless the symbol has bars,
+        a price given is near the market's, and the stop (given, or ATR-based) and the target are on their sides
+        of the price, the stop far enough. Returns the market, the stop and its distance (a fraction of the
+        price). The API checks a signal with it before queueing it for the workers."""
         market = self.market(signal.symbol, signal.price)
-        try:
-            asset = self._broker.asset(signal.symbol)
-        except OrderRejected as exc:
-            raise SizingError("symbol", str(exc)) from None
         price = market.price
         stop = signal.stop_price
         if stop is None:
@@ -124,6 +134,19 @@ class RiskManager:
                 "target_price", f"a {signal.side.value} target must be on the winning side of {price:.4f}"
             )
         stop_pct = abs(price - stop) / price
+        if stop_pct < MIN_STOP_DISTANCE:
+            raise SizingError("stop_price", f"a stop {stop_pct:.4%} from the price {price:.6g} is no stop: it must be "
+                                            f"at least {MIN_STOP_DISTANCE:.2%} away")
+        return market, stop, stop_pct
+
+    def decide(self, signal: Signal) -> Decision:
+        account = self._broker.account()
+        market, stop, stop_pct = self.check(signal)
+        try:
+            asset = self._broker.asset(signal.symbol)
+        except OrderRejected as exc:
+            raise SizingError("symbol", str(exc)) from None
+        price = market.price
 
         def reject(reason: str) -> Decision:
             return self._decision(signal, price, stop, None, None, 0.0, (), account.equity, approved=False,
@@ -142,6 +165,9 @@ class RiskManager:
 
         equity = account.equity
         limits = cap_limits(self._s, account, stop_pct, asset)
+        status = self._trading_status()
+        if not status.allows_entries:  # no new exposure: sized and followed as a shadow, so learning goes on
+            limits["trading_state"] = 0.0
         ctx = SizingContext(
             signal=signal,
             market=market,
@@ -167,6 +193,8 @@ class RiskManager:
             size = quantity * price
         if size < self._s.rm_min_position_usd or quantity <= 0:
             reason = ("the policy skips it" if proposal.exposure == 0 else
+                      f"trading state {status.state.value} ({status.cause}: {status.reason})"
+                      if "trading_state" in bound else
                       f"size ${size:,.2f} after caps ({', '.join(bound) or 'none bound'}) is below the minimum "
                       f"${self._s.rm_min_position_usd:,.2f}")
             return self._decision(signal, price, stop, proposal, ctx.state_key, 0.0, bound, equity,
