@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -115,11 +115,13 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
         """A dependency is down: say which and why; the request changed nothing, so it can be sent again."""
         if isinstance(exc, OperationalError):
             detail = f"database unavailable: {exc.orig}"
+        elif isinstance(exc, PoolTimeout):
+            detail = "database busy: every connection is taken (another writer holds a lock); try again"
         else:
             detail = f"{'broker unavailable' if isinstance(exc, BrokerUnavailable) else 'signal not queued'}: {exc}"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
-    for unavailable in (BrokerUnavailable, BusUnavailable, OperationalError):
+    for unavailable in (BrokerUnavailable, BusUnavailable, OperationalError, PoolTimeout):
         api.add_exception_handler(unavailable, _dependency_down)
 
     @api.exception_handler(EndOfData)

@@ -172,7 +172,7 @@ def problem(description: str) -> dict:
 
 TOO_LARGE = problem("The body is larger than MAX_BODY_BYTES")
 MARKET_ENDED = problem("The simulated market has no more bars: nothing new can be traded")
-UNAVAILABLE = problem("A dependency (the database, the broker) is unreachable; nothing changed: send it again "
+UNAVAILABLE = problem("A dependency (the database, the broker) is unreachable or busy; nothing changed: send it again "
                       "after Retry-After seconds")
 
 

@@ -1,10 +1,12 @@
 """Engine and migrations. SQLite (embedded default) and PostgreSQL behave the same to the callers."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +28,16 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+@lru_cache(maxsize=4)
+def probe_engine(url: str) -> Engine:
+    """A one-connection engine for health probes, apart from the service's pool (which writers waiting for a
+    lock may hold): it fails fast instead of queueing behind them."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 0.5})
+    return create_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.5, pool_pre_ping=True,
+                         connect_args={"connect_timeout": 2})
 
 
 def run_migrations(url: str, revision: str = "head") -> None:

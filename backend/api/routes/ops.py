@@ -1,8 +1,10 @@
 """Health and metrics."""
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -10,39 +12,55 @@ from redis.retry import Retry
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import select
 
 from backend.api.deps import Sizer
 from backend.api.schemas import UNAVAILABLE, Health, Problem
 from backend.bootstrap import App
 from backend.risk.trading_state import TradingState
+from backend.store.db import probe_engine
+from backend.store.tables import TradingStateRow
 
 router = APIRouter(tags=["ops"])
+T = TypeVar("T")
+
+
+PROBE_TIMEOUT_S = 2.0
+_PROBES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")  # not the request threads: they may all wait
+UNKNOWN = {"state": "unknown", "cause": "", "reason": "the database did not answer"}
 
 
 @router.get("/healthz", response_model=Health, response_model_exclude_unset=True,
             responses={503: {"model": Health, "description": "degraded: a dependency is down (see checks)"}})
-def healthz(sizer: Sizer, response: Response) -> dict:
-    """One cheap probe per dependency (a query, a clock read, a PING); 503 `degraded` while any is down."""
-    probes = {"database": lambda: _database(sizer),
-              "broker": sizer.broker.health}
+async def healthz(sizer: Sizer, response: Response) -> dict:
+    """One cheap probe per dependency (a query, a clock read, a PING), each on its own thread and bounded by
+    PROBE_TIMEOUT_S, so that busy request threads or a stuck dependency cannot stall it; 503 `degraded` while
+    any is down."""
+    timeout = f"down: no answer in {PROBE_TIMEOUT_S:g} s"
+    probes = [_bounded(lambda: _database(sizer), (timeout, UNKNOWN)),
+              _bounded(lambda: _probe(sizer.broker.health), timeout)]
     if sizer.settings.redis_url:
-        probes["redis"] = lambda: "ok" if _redis(sizer.settings.redis_url).ping() else "down: no PONG"
-    checks = {name: _probe(probe) for name, probe in probes.items()}
+        probes.append(_bounded(lambda: _probe(lambda: "ok" if _redis(sizer.settings.redis_url).ping()
+                                              else "down: no PONG"), timeout))
+    if sizer.queued:
+        probes.append(_bounded(lambda: _dead_letters(sizer), None))
+    (database, trading_state), broker, *rest = await asyncio.gather(*probes)
+    checks = {"database": database, "broker": broker}
+    if sizer.settings.redis_url:
+        checks["redis"] = rest.pop(0)
     healthy = all(v.startswith("ok") for v in checks.values())
     response.status_code = 200 if healthy else 503
-    body = {"status": "ok" if healthy else "degraded", "checks": checks, "trading_state": _trading_state(sizer)}
+    body = {"status": "ok" if healthy else "degraded", "checks": checks, "trading_state": trading_state}
     if sizer.queued:  # events for an operator to look at, not a fault of this service: health stays ok
-        body["dead_letters"] = _dead_letters(sizer)
+        body["dead_letters"] = rest.pop(0)
     return body
 
 
-def _trading_state(sizer: App) -> dict[str, str]:
+async def _bounded(probe: Callable[[], T], on_timeout: T) -> T:
     try:
-        status = sizer.guard.status()
-    except Exception as exc:  # it lives in the database, whose outage the checks already report
-        return {"state": "unknown", "cause": "", "reason": f"{exc.__class__.__name__}: {exc}"}
-    return {"state": status.state.value, "cause": status.cause, "reason": status.reason}
+        return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(_PROBES, probe), PROBE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return on_timeout
 
 
 def _probe(probe: Callable[[], str]) -> str:
@@ -52,10 +70,16 @@ def _probe(probe: Callable[[], str]) -> str:
         return f"down: {exc.__class__.__name__}: {exc}"
 
 
-def _database(sizer: App) -> str:
-    with sizer.store.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-    return "ok"
+def _database(sizer: App) -> tuple[str, dict[str, str]]:
+    """A query on a connection of its own (the service's pool may be taken by writers waiting for a lock), which
+    reads the trading state."""
+    try:
+        with probe_engine(str(sizer.store.engine.url.render_as_string(hide_password=False))).connect() as conn:
+            row = conn.execute(select(TradingStateRow.state, TradingStateRow.cause, TradingStateRow.reason)).first()
+    except Exception as exc:  # reported, not raised: health must answer while a dependency is down
+        return f"down: {exc.__class__.__name__}: {exc}", UNKNOWN
+    state = dict(zip(("state", "cause", "reason"), row)) if row else {"state": "ACTIVE", "cause": "", "reason": ""}
+    return "ok", state
 
 
 def _dead_letters(sizer: App) -> dict[str, int] | None:
