@@ -7,12 +7,15 @@ exits (stops, targets, time limits) run in every state: they only ever reduce ex
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timezone
 from enum import Enum
 from typing import Callable, Protocol
 
 from backend.store.trading_state_repo import TradingStateRepository
+
+log = logging.getLogger(__name__)
 
 
 class TradingState(str, Enum):
@@ -103,6 +106,9 @@ class TradingGuard:
                           default=("", Trip(TradingState.ACTIVE, "no protection holds trading back")))
         self._store.save_trading_state(now, trip.state.value, cause, trip.reason, day=day,
                                        day_start_equity=day_start, peak_equity=peak)
+        if (row.state, row.cause) != (trip.state.value, cause):
+            log.warning("trading state %s -> %s (%s): %s", row.state, trip.state.value, cause or "nothing holds it",
+                        trip.reason)
         return self.status()
 
     def set_by_operator(self, state: TradingState, reason: str, equity: float) -> Status:
