@@ -38,8 +38,12 @@ class Settings(BaseSettings):
     sizer_api_key: SecretStr | None = Field(
         None,
         min_length=16,
-        description="Required in the X-API-Key header of every request that trades or sizes; may be empty only "
-        "while HOST is a loopback address",
+        description="Required in the X-API-Key header of every /v1 request, reads included (see SIZER_OPEN_READS); "
+        "/healthz, /metrics and the OpenAPI docs never need it. May be empty only while HOST is a loopback address",
+    )
+    sizer_open_reads: bool = Field(
+        False, description="true: the GET endpoints under /v1 (trades, positions, outcomes, the Q-table, the agent, "
+        "signals, reconciliation) answer without X-API-Key; whatever trades, sizes or teaches still needs it"
     )
     redis_url: str | None = Field(
         None, description="Redis for the event bus shared by the API and workers, e.g. redis://redis:6379/0 "

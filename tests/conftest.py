@@ -3,12 +3,17 @@ Redis."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 import uuid
+from contextlib import contextmanager
 from datetime import date
 
 import pytest
 import redis
 import sqlalchemy as sa
+import uvicorn
 
 from backend.config import Settings
 from backend.store.db import run_migrations
@@ -34,6 +39,25 @@ def make_settings(**overrides) -> Settings:
         sim_bar_seconds=3600.0,
     )
     return Settings(_env_file=None, **{**defaults, **overrides})
+
+
+@contextmanager
+def uvicorn_serving(app):
+    """An ASGI app (its lifespan included) behind a real uvicorn server on a free port; yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture

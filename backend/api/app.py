@@ -5,14 +5,18 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backend.api.deps import require_api_key
 from backend.api.routes import learning, ops, portfolio, signals, trading_state
+from backend.api.schemas import problem
 from backend.bootstrap import App, build_app
 from backend.brokers.base import BrokerUnavailable, EndOfData
 from backend.bus.base import BusUnavailable
@@ -23,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, whether or not they declare a length."""
+    """Refuse request bodies over `limit` bytes with 413, whether or not they declare a length. The body is read
+    here, before the app sees it: an error raised while FastAPI reads a body is answered as its own 400."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -34,24 +39,23 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _too_large(self.limit, send)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
+        body, more = bytearray(), True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before its body ended
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await _too_large(self.limit, send)
+            more = message.get("more_body", False)
+        whole: dict | None = {"type": "http.request", "body": bytes(body), "more_body": False}
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(self.limit, send)
+        async def replay() -> dict:
+            nonlocal whole
+            message, whole = whole, None
+            return message or await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(limit: int, send: Send) -> None:
@@ -99,6 +103,14 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    @api.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body it cannot decode with a bare 400; it is malformed JSON like any other
+            error = {"loc": ["body"], "msg": "JSON decode error: the body is not UTF-8", "type": "json_invalid"}
+            return JSONResponse({"detail": [error]}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
         """A dependency is down: say which and why; the request changed nothing, so it can be sent again."""
         if isinstance(exc, OperationalError):
@@ -122,7 +134,9 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
             {"detail": [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]}, status_code=422
         )
 
-    for module in (signals, learning, portfolio, trading_state, ops):
-        api.include_router(module.router)
+    for module in (signals, learning, portfolio, trading_state):
+        api.include_router(module.router, dependencies=[Depends(require_api_key)], responses={
+            401: problem("SIZER_API_KEY is set and the X-API-Key header is missing or does not match it")})
+    api.include_router(ops.router)
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return api

@@ -20,17 +20,21 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                               description="SIZER_API_KEY; required on the trading endpoints when it is set")
+                               description="SIZER_API_KEY; required on every /v1 request when it is set (reads "
+                                           "excepted with SIZER_OPEN_READS)")
 
 
-async def require_api_key(sizer: Sizer, key: Annotated[str | None, Security(_api_key_header)]) -> None:
-    """Guards the routers that trade or size. Without SIZER_API_KEY the check is off: Settings allows that only
-    while the service listens on a loopback address."""
-    expected = sizer.settings.sizer_api_key
-    if expected is None:
+async def require_api_key(request: Request, sizer: Sizer,
+                          key: Annotated[str | None, Security(_api_key_header)]) -> None:
+    """Guards every /v1 route. Without SIZER_API_KEY the check is off: Settings allows that only while the service
+    listens on a loopback address. A decision is no read: it draws on the policy's exploration and on the broker."""
+    settings = sizer.settings
+    expected = settings.sizer_api_key
+    if expected is None or (settings.sizer_open_reads and request.method == "GET"):
         return
     if key is None:
-        raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "APIKey"})
+        raise HTTPException(401, f"missing X-API-Key header: {request.method} {request.url.path} needs the "
+                                 "service's SIZER_API_KEY", headers={"WWW-Authenticate": "APIKey"})
     if not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
         raise HTTPException(401, "X-API-Key does not match SIZER_API_KEY", headers={"WWW-Authenticate": "APIKey"})
 

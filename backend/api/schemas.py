@@ -4,14 +4,28 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 from backend.domain.model import OutcomeReport, Side, Signal
 
-Price = Annotated[float, Field(gt=0, allow_inf_nan=False, le=1e9)]
-Symbol = Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
-                   Field(min_length=1, max_length=32, pattern=r"^[A-Z0-9][A-Z0-9./-]*$")]
+# from a satoshi to a billion: a product or ratio of two prices and a quantity stays a finite, non-zero float
+Price = Annotated[float, Field(ge=1e-8, allow_inf_nan=False, le=1e9)]
+Symbol = Annotated[str, StringConstraints(to_upper=True, min_length=1, max_length=32,
+                                          pattern=r"^[A-Za-z0-9][A-Za-z0-9./-]*$")]
+# a signal's or a decision's id: what the store keys them by; nothing else can name one
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+
+
+def _utc(t: datetime) -> datetime:
+    """Times without a zone are UTC."""
+    try:
+        return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    except OverflowError:  # year 1 or 9999 with an offset
+        raise PydanticCustomError("datetime_range", "the time in UTC is outside years 1 to 9999") from None
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
 SideIn = Annotated[Literal["buy", "sell"], BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)]
 
 
@@ -21,6 +35,8 @@ class _In(BaseModel):
 
 class DecisionIn(_In):
     """Size a hypothetical trade; nothing is placed or stored."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"symbol": "SP500", "side": "buy", "confidence": 0.8}]})
 
     symbol: Symbol
     side: SideIn
@@ -44,8 +60,10 @@ class DecisionIn(_In):
 
 
 class SignalIn(DecisionIn):
-    signal_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
-                           description="Unique per signal: a replay with the same id places nothing new")
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"signal_id": "my-1", "symbol": "SP500", "side": "buy", "confidence": 0.8, "time_limit_hours": 48}]})
+
+    signal_id: Id = Field(description="Unique per signal: a replay with the same id places nothing new")
 
     def to_signal(self, signal_id: str = "") -> Signal:
         return super().to_signal(self.signal_id)
@@ -77,28 +95,28 @@ class DecisionOut(BaseModel):
 class OutcomeIn(_In):
     """How a trade sized by POST /v1/decisions went, placed by the bot elsewhere. Times without a zone are UTC."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"entry_price": 1400.0, "exit_price": 1430.0, "quantity": 10, "opened_at": "2008-01-02T14:30:00Z",
+         "closed_at": "2008-01-09T21:00:00Z", "worst_price": 1380.0, "commission": 2.5}]})
+
     entry_price: Price
     exit_price: Price
-    quantity: float = Field(gt=0, allow_inf_nan=False, le=1e12, description="What was traded (units)")
-    opened_at: datetime
-    closed_at: datetime
+    quantity: float = Field(ge=1e-12, allow_inf_nan=False, le=1e12, description="What was traded (units)")
+    opened_at: UtcTime
+    closed_at: UtcTime
     worst_price: Price = Field(description="The most adverse price while it was open (at or beyond the entry and "
                                            "the exit)")
     commission: float = Field(0.0, ge=0, allow_inf_nan=False, le=1e12, description="Both fills, account currency")
 
     @model_validator(mode="after")
     def _in_order(self) -> "OutcomeIn":
-        if _utc(self.closed_at) < _utc(self.opened_at):
+        if self.closed_at < self.opened_at:
             raise PydanticCustomError("closed_before_opened", "closed_at must not come before opened_at")
         return self
 
     def to_report(self) -> OutcomeReport:
-        return OutcomeReport(self.entry_price, self.exit_price, self.quantity, _utc(self.opened_at),
-                             _utc(self.closed_at), self.worst_price, self.commission)
-
-
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+        return OutcomeReport(self.entry_price, self.exit_price, self.quantity, self.opened_at, self.closed_at,
+                             self.worst_price, self.commission)
 
 
 class OutcomeOut(BaseModel):
@@ -141,6 +159,31 @@ class SignalState(BaseModel):
     trade_status: str | None
 
 
+class Problem(BaseModel):
+    """Every error but 422 (whose detail lists the fields at fault)."""
+
+    detail: str
+
+
+def problem(description: str) -> dict:
+    """An error response for `responses=`."""
+    return {"model": Problem, "description": description}
+
+
+TOO_LARGE = problem("The body is larger than MAX_BODY_BYTES")
+MARKET_ENDED = problem("The simulated market has no more bars: nothing new can be traded")
+UNAVAILABLE = problem("A dependency (the database, the broker) is unreachable or busy; nothing changed: send it again "
+                      "after Retry-After seconds")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str] = Field(description="Per dependency: ok, or down with the reason")
+    trading_state: dict[str, str] = Field(description="state, cause and reason, as GET /v1/trading-state")
+    dead_letters: dict[str, int] | None = Field(None, description="With workers: each topic's dead letters (null "
+                                                                  "while Redis cannot say)")
+
+
 class Page(BaseModel):
     total: int
     offset: int
@@ -172,6 +215,8 @@ class AgentOut(BaseModel):
 
 
 class TradingStateIn(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"state": "REDUCING", "reason": "broker maintenance"}]})
+
     state: Literal["ACTIVE", "REDUCING", "HALTED"]
     reason: str = Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$", description="Why, for the log")
 

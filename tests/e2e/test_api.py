@@ -195,8 +195,8 @@ async def test_a_decision_is_sized_on_the_market_price_not_the_callers(api):
                                                  "price": market["price"] * 1.03})
     assert near.status_code == 200, near.text
     assert near.json()["price"] == market["price"] and near.json()["size_usd"] == pytest.approx(market["size_usd"])
-    for price, stop in ((150.0, 148.5), (1e-323, 5e-324)):
+    for price, stop, why in ((150.0, 148.5, "market price"), (1e-323, 5e-324, "greater than or equal to 0.000")):
         r = await api.post("/v1/decisions", json={"symbol": "SP500", "side": "buy", "confidence": 0.9,
                                                   "price": price, "stop_price": stop})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "price", r.text
-        assert "market price" in r.json()["detail"][0]["msg"]
+        assert why in r.json()["detail"][0]["msg"]

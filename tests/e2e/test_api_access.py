@@ -39,21 +39,50 @@ async def test_trading_and_sizing_need_the_key(keyed, headers, detail):
         r = await keyed.post(path, json=body, headers=headers)
         assert r.status_code == 401, r.text
         assert detail in r.json()["detail"] and KEY not in r.text
-    assert (await keyed.get("/v1/trades")).json()["total"] == 0
+    assert (await keyed.get("/v1/trades", headers={"X-API-Key": KEY})).json()["total"] == 0
 
 
-async def test_the_key_opens_them_and_reads_stay_open(keyed):
+def operations(spec: dict) -> list[tuple[str, str]]:
+    """Every (method, path) the API serves under /v1, path parameters filled in."""
+    return [(method.upper(), path.replace("{signal_id}", "key-1").replace("{decision_id}", "dec-1"))
+            for path, ops in spec["paths"].items() if path.startswith("/v1/") for method in ops]
+
+
+async def test_every_v1_route_needs_the_key_reads_included(keyed):
+    spec = (await keyed.get("/openapi.json")).json()
+    served = operations(spec)
+    assert ("GET", "/v1/positions") in served and ("POST", "/v1/decisions/dec-1/outcome") in served
+    for method, path in served:
+        r = await keyed.request(method, path)
+        assert r.status_code == 401, (method, path, r.text)
+        assert r.json()["detail"] == f"missing X-API-Key header: {method} {path} needs the service's SIZER_API_KEY"
+        assert r.headers["www-authenticate"] == "APIKey"
+        assert spec["paths"][path.replace("key-1", "{signal_id}").replace("dec-1", "{decision_id}")][
+            method.lower()]["security"] == [{"APIKeyHeader": []}]
+    for path in ("/healthz", "/metrics"):
+        assert (await keyed.get(path)).status_code == 200
+        assert "security" not in spec["paths"][path]["get"]
+
+
+async def test_the_key_opens_them(keyed):
     r = await keyed.post("/v1/signals", json=SIGNAL, headers={"X-API-Key": KEY})
     assert r.status_code == 201, r.text
     r = await keyed.post("/v1/decisions", json=DECISION, headers={"X-API-Key": KEY})
     assert r.status_code == 200, r.text
-    for path in ("/v1/trades", "/v1/positions", "/v1/qtable", "/v1/agent", "/v1/outcomes", "/healthz", "/metrics"):
-        r = await keyed.get(path)
+    for path in ("/v1/trades", "/v1/positions", "/v1/qtable", "/v1/qtable/top", "/v1/agent", "/v1/outcomes",
+                 "/v1/reconciliation", "/v1/signals/key-1", "/healthz", "/metrics"):
+        r = await keyed.get(path, headers={"X-API-Key": KEY})
         assert r.status_code == 200, (path, r.text)
         assert KEY not in r.text
     spec = (await keyed.get("/openapi.json")).json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
-    assert "security" in spec["paths"]["/v1/signals"]["post"] and "security" not in spec["paths"]["/v1/trades"]["get"]
+
+
+async def test_open_reads_answer_reads_without_the_key_and_nothing_else(sqlite_url):
+    async with serving(database_url=sqlite_url, sizer_api_key=KEY, host="0.0.0.0", sizer_open_reads=True) as client:
+        for method, path in operations((await client.get("/openapi.json")).json()):
+            r = await client.request(method, path, json=DECISION)
+            assert r.status_code == (401 if method != "GET" else 404 if "key-1" in path else 200), (path, r.text)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])

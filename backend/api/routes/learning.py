@@ -6,10 +6,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from backend.api.deps import Limit, Offset, Sizer, row_dict
-from backend.api.schemas import AgentOut, Page
+from backend.api.schemas import UNAVAILABLE, AgentOut, Page
 from backend.domain.state import ALL_STATE_KEYS, validate_state_key
 
-router = APIRouter(prefix="/v1", tags=["learning"])
+router = APIRouter(prefix="/v1", tags=["learning"], responses={503: UNAVAILABLE})
 
 
 def _state(state: str | None) -> str | None:
@@ -35,7 +35,7 @@ def get_qtable(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit
 
 @router.get("/qtable/top", response_model=list[dict])
 def get_qtable_top(sizer: Sizer, limit: Limit = 10,
-                   min_visits: Annotated[int, Query(ge=0)] = 1) -> list[dict]:
+                   min_visits: Annotated[int, Query(ge=0, le=2**31 - 1)] = 1) -> list[dict]:  # visits is an int4
     return [_cell(r) for r in sizer.store.top_q_values(limit, min_visits)]
 
 

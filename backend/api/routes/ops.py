@@ -10,10 +10,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 
 from backend.api.deps import Sizer
+from backend.api.schemas import UNAVAILABLE, Health, Problem
 from backend.bootstrap import App
 from backend.risk.trading_state import TradingState
 from backend.store.db import probe_engine
@@ -28,7 +30,8 @@ _PROBES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")  # not 
 UNKNOWN = {"state": "unknown", "cause": "", "reason": "the database did not answer"}
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health, response_model_exclude_unset=True,
+            responses={503: {"model": Health, "description": "degraded: a dependency is down (see checks)"}})
 async def healthz(sizer: Sizer, response: Response) -> dict:
     """One cheap probe per dependency (a query, a clock read, a PING), each on its own thread and bounded by
     PROBE_TIMEOUT_S, so that busy request threads or a stuck dependency cannot stall it; 503 `degraded` while
@@ -93,7 +96,11 @@ def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={
+    200: {"description": "Prometheus text exposition format",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    503: {"description": UNAVAILABLE["description"],  # JSON, as every error (the route's own answer is text)
+          "content": {"application/json": {"schema": Problem.model_json_schema()}}}})
 def metrics(sizer: Sizer) -> Response:
     account = sizer.broker.account()
     sizer.metrics.equity.set(account.equity)

@@ -6,24 +6,24 @@ from typing import Literal
 from fastapi import APIRouter
 
 from backend.api.deps import Limit, Offset, Sizer, row_dict
-from backend.api.schemas import Page
+from backend.api.schemas import UNAVAILABLE, Page, Symbol
 
 router = APIRouter(prefix="/v1", tags=["portfolio"])
 
 
-@router.get("/trades", response_model=Page)
+@router.get("/trades", response_model=Page, responses={503: UNAVAILABLE})
 def get_trades(
     sizer: Sizer,
     status: Literal["pending", "open", "closing", "closed", "rejected", "canceled", "external"] | None = None,
-    symbol: str | None = None,
+    symbol: Symbol | None = None,
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> Page:
-    total, rows = sizer.store.trades(status, symbol.upper() if symbol else None, offset, limit)
+    total, rows = sizer.store.trades(status, symbol, offset, limit)
     return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])
 
 
-@router.get("/positions")
+@router.get("/positions", responses={503: UNAVAILABLE})
 def get_positions(sizer: Sizer) -> dict:
     account = sizer.broker.account()
     return {

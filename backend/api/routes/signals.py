@@ -3,27 +3,30 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import Sizer, require_api_key, row_dict
+from backend.api.deps import Sizer, row_dict
 from backend.api.schemas import (
-    DecisionIn, DecisionOut, OutcomeIn, OutcomeOut, SignalIn, SignalOut, SignalQueued, SignalState,
+    MARKET_ENDED, TOO_LARGE, UNAVAILABLE, DecisionIn, DecisionOut, Id, OutcomeIn, OutcomeOut, SignalIn, SignalOut,
+    SignalQueued, SignalState, problem,
 )
 from backend.execution.monitor import DecisionNotFound, ReportConflict
 from backend.bus.base import SIGNALS
 from backend.store.repositories import decision_to_json
 
 router = APIRouter(prefix="/v1", tags=["trading"])
-# Both POST routes need the key: signals trade, and a decision draws on the policy's exploration (its RNG advances)
-# and on the broker, so an open /v1/decisions would let anyone steer exploration and load the service.
-Keyed = [Depends(require_api_key)]
 
 
-@router.post("/signals", response_model=SignalOut | SignalQueued, status_code=201, dependencies=Keyed,
-             responses={200: {"description": "A replay, a rejection or an exit: no new order"},
-                        202: {"description": "With workers (REDIS_URL): queued; GET /v1/signals/{id} has the outcome"},
-                        503: {"description": "The bus (Redis) is unreachable: nothing was queued, try again"}})
+@router.post("/signals", response_model=SignalOut | SignalQueued, status_code=201,
+             responses={200: {"model": SignalOut, "description": "A replay, a skip (sized 0), a rejection or an exit: "
+                                                                 "no new order"},
+                        202: {"model": SignalQueued,
+                              "description": "With workers (REDIS_URL): queued; GET /v1/signals/{id} has the outcome"},
+                        409: MARKET_ENDED,
+                        413: TOO_LARGE,
+                        503: problem("The database, the broker or, with workers, the bus (Redis) is unreachable: "
+                                     "nothing was placed or queued; send it again after Retry-After seconds")})
 def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut | SignalQueued:
     signal = body.to_signal()
     if sizer.queued:
@@ -47,8 +50,9 @@ def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut |
     )
 
 
-@router.get("/signals/{signal_id}", response_model=SignalState, responses={404: {"description": "Not handled yet"}})
-def get_signal(signal_id: str, sizer: Sizer) -> SignalState:
+@router.get("/signals/{signal_id}", response_model=SignalState,
+            responses={404: problem("Not handled (yet)"), 503: UNAVAILABLE})
+def get_signal(signal_id: Id, sizer: Sizer) -> SignalState:
     """What became of a signal: its stored decision and status, and its trade if it placed one. 404 until a
     worker has handled it."""
     seen = sizer.store.signal(signal_id)
@@ -59,7 +63,8 @@ def get_signal(signal_id: str, sizer: Sizer) -> SignalState:
                        trade_status=trade.status if trade else None)
 
 
-@router.post("/decisions", response_model=DecisionOut, dependencies=Keyed)
+@router.post("/decisions", response_model=DecisionOut,
+             responses={409: MARKET_ENDED, 413: TOO_LARGE, 503: UNAVAILABLE})
 async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     """Size a trade your bot places elsewhere; nothing is sent to the broker. Report how it went with
     POST /v1/decisions/{decision_id}/outcome and the agent learns from it as from its own trades. Sizing reads
@@ -71,10 +76,11 @@ async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     return decision_to_json(decision)
 
 
-@router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut, dependencies=Keyed,
-             responses={404: {"description": "No decision has this id"},
-                        409: {"description": "The decision expired, or another outcome was reported for it"}})
-def post_outcome(decision_id: str, body: OutcomeIn, sizer: Sizer) -> OutcomeOut:
+@router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut,
+             responses={404: problem("No decision has this id"),
+                        409: problem("The decision expired, or another outcome was reported for it"),
+                        413: TOO_LARGE, 503: UNAVAILABLE})
+def post_outcome(decision_id: Id, body: OutcomeIn, sizer: Sizer) -> OutcomeOut:
     """The outcome of a trade sized by POST /v1/decisions: the agent learns what every size of it would have
     earned, exactly once. The same report again is answered as the first time and changes nothing."""
     try:

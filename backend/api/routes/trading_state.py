@@ -1,14 +1,14 @@
 """The trading state: what the protections and the operator allow now, and every change with its cause."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from backend.api.deps import Sizer, require_api_key, row_dict
-from backend.api.schemas import TradingStateIn, TradingStateOut
+from backend.api.deps import Sizer, row_dict
+from backend.api.schemas import TOO_LARGE, UNAVAILABLE, TradingStateIn, TradingStateOut
 from backend.bootstrap import App
 from backend.risk.trading_state import TradingState
 
-router = APIRouter(prefix="/v1", tags=["risk"])
+router = APIRouter(prefix="/v1", tags=["risk"], responses={503: UNAVAILABLE})
 
 
 def _out(sizer: App) -> TradingStateOut:
@@ -27,7 +27,7 @@ def get_trading_state(sizer: Sizer) -> TradingStateOut:
     return _out(sizer)
 
 
-@router.post("/trading-state", response_model=TradingStateOut, dependencies=[Depends(require_api_key)])
+@router.post("/trading-state", response_model=TradingStateOut, responses={413: TOO_LARGE})
 def post_trading_state(body: TradingStateIn, sizer: Sizer) -> TradingStateOut:
     """Set the state by hand. REDUCING or HALTED hold until ACTIVE is set again; ACTIVE acknowledges what tripped
     (the equity peak, the day's start and the losing streak start again from now), after which any protection
