@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
@@ -156,10 +157,15 @@ class PositionMonitor:
             if utcnow() - trade.created_at > timedelta(hours=self._s.decision_report_hours):
                 raise ReportConflict(f"decision {decision_id} expired unreported "
                                      f"{self._s.decision_report_hours:g} h after it was made")
+            notional = report.quantity * report.entry_price
+            if not (math.isfinite(notional) and notional > 0):
+                raise SizingError("quantity", "quantity x entry_price must be a positive, finite notional")
             path = TradePath(Side(trade.side), report.entry_price, report.exit_price, report.worst_price,
-                             report.commission / (report.quantity * report.entry_price),
-                             (report.closed_at - report.opened_at).total_seconds() / 3600.0)
-            exposure = report.quantity * report.entry_price / trade.equity_at_entry
+                             report.commission / notional, (report.closed_at - report.opened_at).total_seconds() / 3600.0)
+            exposure = notional / trade.equity_at_entry
+            outcome = path.outcome(exposure, trade.equity_at_entry, None)
+            if not all(math.isfinite(v) for v in (outcome.trade_return, outcome.pnl_usd, outcome.pnl_pct, exposure)):
+                raise SizingError("quantity", "these prices and quantity give no finite outcome")
             if self._settle(trade, path, exposure, "reported", report.closed_at, report.commission, reported):
                 return True, self._store.trade_for_signal(decision_id)
             trade = self._store.trade_for_signal(decision_id)  # a concurrent report won

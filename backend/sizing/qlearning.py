@@ -14,6 +14,8 @@ yet significant gets no size, and as the evidence grows the chosen exposure appr
 """
 from __future__ import annotations
 
+import math
+
 import random
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -43,6 +45,10 @@ class Learning:
 
     rewards: tuple[tuple[str, str, float], ...]  # (state key, action key, reward)
     decay: float
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(r) for _, _, r in self.rewards):  # one NaN would poison every average it joins
+            raise ValueError("a reward to learn must be finite")
 
 
 class QTable(Protocol):

@@ -116,3 +116,21 @@ def test_decisions_made_at_once_are_all_kept(pg_url):
         assert http.get("/v1/agent").json()["decisions"]["awaiting_report"] == 200
         last = decisions[-1]
         assert client.report(last.decision_id, **report_for(last, quantity=5.0)).learned
+
+
+@pytest.mark.parametrize("extreme", [
+    dict(entry_price=5e-324, exit_price=5e-324, quantity=5e-324, worst_price=5e-324),  # a notional of 0
+    dict(entry_price=1e-300, exit_price=1e9, worst_price=1e-300, quantity=1.0),  # an infinite return
+])
+def test_the_monitor_itself_refuses_a_report_with_no_finite_outcome(served, extreme):
+    """The API bounds keep these out; the monitor must not learn from them if another caller sends them."""
+    from backend.domain.model import OutcomeReport
+    from backend.risk import SizingError
+
+    client, sizer = served
+    d = client.decide("SP500", "buy", confidence=0.8)
+    report = OutcomeReport(**{**report_for(d, commission=0.0), **extreme})
+    with pytest.raises(SizingError):
+        sizer.monitor.report(d.decision_id, report)
+    assert sizer.store.trade_for_signal(d.decision_id).status == "external"  # nothing learned, still reportable
+    assert sizer.store.agent().total_updates == 0
