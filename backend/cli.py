@@ -28,6 +28,12 @@ def _settings(**overrides) -> Settings:
         raise typer.Exit(2) from None
 
 
+def _simulated(**overrides) -> Settings:
+    """Settings for the commands that replay history (replay, backtest): always the simulated broker, whatever
+    BROKER a .env written for Alpaca says."""
+    return _settings(**{"broker": "sim", **overrides})
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -112,7 +118,7 @@ def replay(
 
     from backend.replay import run_replay
 
-    base = _settings(**({"sim_start": start.date()} if start else {}), **({"sim_bars": tuple(bars)} if bars else {}),
+    base = _simulated(**({"sim_start": start.date()} if start else {}), **({"sim_bars": tuple(bars)} if bars else {}),
                      rl_sizing_seed=seed)
     if end and base.sim_start and end.date() <= base.sim_start:
         _fail("--end must come after --start")
@@ -155,7 +161,7 @@ def backtest(
     from backend.backtest import parse_policies, run_backtest
     from backend.data.signals import load_signals
 
-    settings = _settings(**({"sim_start": start.date()} if start else {}),
+    settings = _simulated(**({"sim_start": start.date()} if start else {}),
                          **({"sim_bars": tuple(bars)} if bars else {}), rl_sizing_seed=seed)
     try:
         specs = parse_policies(policy)

@@ -6,6 +6,7 @@ start-up with a message naming the variable (see `load_settings`).
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -297,8 +298,9 @@ class ConfigError(Exception):
 
 
 def load_settings(**overrides) -> Settings:
+    """The environment, then the file SIZER_ENV_FILE names (default `.env`; empty: none), then `overrides`."""
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=os.environ.get("SIZER_ENV_FILE", ".env") or None, **overrides)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

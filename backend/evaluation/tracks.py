@@ -107,7 +107,7 @@ def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = N
     from backend.replay import run_replay
 
     with tempfile.TemporaryDirectory() as scratch:
-        base = load_settings(sizing_policy=policy, database_url=f"sqlite:///{scratch}/replay.db",
+        base = load_settings(broker="sim", sizing_policy=policy, database_url=f"sqlite:///{scratch}/replay.db",
                              rl_sizing_seed=seed, sim_bars=bars)
         if train is not None:  # the first bars of the data only warm the indicators up
             first = next(iter(load_market(base.sim_bars, base.sim_symbols).values())).ts[sim_warmup_bars(base)]

@@ -165,3 +165,17 @@ def test_replay_on_your_own_bar_files(env, tmp_path):
     assert r.returncode == 2 and "bad.csv: row 5, column 'open'" in r.stderr and "Traceback" not in r.stderr
     r = sizer("serve", env={**env, "SIM_BARS": json.dumps([str(tmp_path / "bad.csv")])})
     assert r.returncode == 2 and "row 5, column 'open'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_dotenv_written_for_alpaca_does_not_break_the_commands_that_replay_history(tmp_path):
+    """Replay and backtest always run on the simulator (and its scratch databases), whatever BROKER says."""
+    (tmp_path / ".env").write_text("BROKER=alpaca\nALPACA_API_KEY=PKTEST\nALPACA_SECRET_KEY=secret\n"
+                                   f"DATABASE_URL=sqlite:///{tmp_path}/served.db\n")
+    (tmp_path / "signals.csv").write_text("timestamp,symbol,side,confidence\n2018-06-04,SP500,buy,0.7\n")
+    env = {k: v for k, v in os.environ.items() if k != "SIZER_ENV_FILE" and not k.startswith(("BROKER", "ALPACA"))}
+    for args in (["replay", "--start", "2018-05-01", "--end", "2018-07-02", "--no-compare"],
+                 ["backtest", "--signals", "signals.csv", "--policy", "atr", "--start", "2018-05-01", "--out", "out"]):
+        r = subprocess.run([sys.executable, "-m", "backend.cli", *args], cwd=tmp_path, env={**env, "COLUMNS": "200"},
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
+    assert (tmp_path / "out" / "report.json").exists() and not (tmp_path / "served.db").exists()
