@@ -2,7 +2,8 @@
 
 Each policy runs `run_replay` (executor, risk manager and caps, the policy, the simulated broker, the position
 monitor and the learning transaction) on a scratch database; only the policy differs. The output folder gets
-report.json (a summary per policy), trades.csv (one row per signal and policy) and three plots.
+report.json (a summary per policy, and each policy compared signal by signal with a baseline), trades.csv (one
+row per signal and policy) and three plots.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from backend.bootstrap import make_sim_broker
 from backend.config import Settings
 from backend.data.files import bars_per_year
 from backend.data.signals import ScheduledSignals, TimedSignal
-from backend.evaluation import metrics
+from backend.domain.rewards import log_growth
+from backend.evaluation import metrics, stats
 from backend.replay import Summary, TrendSignals, run_replay
 
 TRADE_COLUMNS = ("signal_id", "policy", "approved", "exposure", "leverage", "size_usd", "quantity", "entry_price",
@@ -128,11 +130,34 @@ def scores(run: PolicyRun) -> dict:
     }
 
 
+def signal_growth(row: dict) -> float | None:
+    """What one signal did to the account: ln(equity after / equity before) of its trade, 0 when nothing was
+    placed (skipped, refused: nothing risked), None while its trade was still open at the end."""
+    if not row["approved"]:
+        return 0.0
+    return None if row["equity_after"] is None else log_growth(row["equity_before"],
+                                                               row["equity_after"] - row["equity_before"])
+
+
+def paired_comparison(baseline: PolicyRun, run: PolicyRun) -> dict:
+    """`run` against `baseline` signal by signal: the mean difference in log growth per signal, its t and
+    bootstrap intervals and p-value, over the signals both runs saw to the end."""
+    base = {r["signal_id"]: signal_growth(r) for r in baseline.rows}
+    pairs = [(base[r["signal_id"]], g) for r in run.rows
+             if (g := signal_growth(r)) is not None and base.get(r["signal_id"]) is not None]
+    difference = stats.paired([a for a, _ in pairs], [b for _, b in pairs])
+    return {"signals": len(pairs), **(difference.as_dict() if difference else {})}
+
+
 def run_backtest(settings: Settings, specs: list[PolicySpec], signals: list[TimedSignal] | None, out: Path,
                  end: date | None = None, on_policy: Callable[[str], Callable[[int, int], None]] | None = None,
-                 ) -> dict:
+                 baseline: str | None = None) -> dict:
     """Every policy on the same bars and signals (None: the built-in trend follower) from SIM_START to `end`;
-    writes the report. ValueError: bars or SIM_START the simulator cannot use."""
+    writes the report. Each policy is compared with `baseline` (default: the first). ValueError: bars or
+    SIM_START the simulator cannot use, or a baseline that is not one of the policies."""
+    baseline = baseline or specs[0].label
+    if baseline not in [s.label for s in specs]:
+        raise ValueError(f"--baseline {baseline!r} is not one of the policies ({', '.join(s.label for s in specs)})")
     symbols = make_sim_broker(settings).symbols  # bad files stop here, before any run
     out.mkdir(parents=True, exist_ok=True)
     runs, schedule = [], None
@@ -141,8 +166,12 @@ def run_backtest(settings: Settings, specs: list[PolicySpec], signals: list[Time
             run, schedule = run_one(settings, spec, signals, Path(scratch), end,
                                     on_policy(spec.label) if on_policy else None)
             runs.append(run)
+    base = next(r for r in runs if r.label == baseline)
     report = {
         "policies": {r.label: scores(r) for r in runs},
+        "paired": {"baseline": baseline, "metric": "log growth per signal (ln equity after / before its trade; "
+                                                    "0 when nothing was placed), policy - baseline",
+                   "policies": {r.label: paired_comparison(base, r) for r in runs if r is not base}},
         "signals": ({"read": len(signals), "used": schedule.used,
                      "skipped": {reason: len(ids) for reason, ids in schedule.unused.items()},
                      "skipped_ids": schedule.unused} if signals is not None else

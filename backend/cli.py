@@ -152,6 +152,8 @@ def backtest(
     start: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="First bar (SIM_START)")] = None,
     end: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="Last bar (default: data end)")] = None,
     seed: Annotated[int, typer.Option(help="Exploration seed")] = 7,
+    baseline: Annotated[Optional[str], typer.Option(
+        help="The policy every other is compared with, signal by signal (default: the first named)")] = None,
 ) -> None:
     """How would each policy have sized these signals? The same bars, signals and costs through the live engine."""
     from rich.console import Console
@@ -174,7 +176,7 @@ def backtest(
             return lambda i, n: progress.update(task, completed=i, total=n)
 
         try:
-            report = run_backtest(settings, specs, timed, out, end.date() if end else None, on_policy)
+            report = run_backtest(settings, specs, timed, out, end.date() if end else None, on_policy, baseline)
         except ValueError as exc:
             _fail(str(exc))
     table = Table(title=f"backtest: {report['bars']['first']}..{report['bars']['last']}, "
@@ -188,6 +190,19 @@ def backtest(
                       f"{p['sharpe']:.2f}", pct(p["max_drawdown"]), str(p["trades"]), pct(p["win_rate"]),
                       f"{p['mean_exposure']:.2f}", "-" if p["mean_leverage"] is None else f"{p['mean_leverage']:.2f}")
     Console().print(table)
+    paired = report["paired"]
+    if paired["policies"]:
+        table = Table(title=f"paired, signal by signal, against {paired['baseline']}: the difference in log growth "
+                            "per signal (95% intervals)")
+        for col in ("policy", "signals", "mean difference", "t interval", "bootstrap interval", "p-value"):
+            table.add_column(col)
+        for name, d in paired["policies"].items():
+            if "mean" not in d:
+                table.add_row(name, str(d["signals"]), "-", "-", "-", "-")
+                continue
+            table.add_row(name, str(d["signals"]), f"{d['mean']:+.4%}", "{:+.4%} .. {:+.4%}".format(*d["ci"]),
+                          "{:+.4%} .. {:+.4%}".format(*d["bootstrap_ci"]), f"{d['p_value']:.3g}")
+        Console().print(table)
     s = report["signals"]
     if "read" in s:
         skipped = "; ".join(f"{n} {reason}" for reason, n in s["skipped"].items()) or "none"

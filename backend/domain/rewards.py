@@ -26,10 +26,15 @@ def seed_reward(o: Outcome) -> float:
     return reward
 
 
+def log_growth(equity: float, pnl: float) -> float:
+    """ln(equity after / equity before) of a trade that made `pnl` on `equity`, never below RUIN / 100."""
+    ratio = (equity + pnl) / equity
+    return max(RUIN / 100, math.log(ratio)) if ratio > 0 else RUIN / 100
+
+
 def log_growth_reward(o: Outcome) -> float:
     """100 x ln(equity after / equity before): percent-like units, comparable to `seed`."""
-    ratio = (o.equity_at_entry + o.pnl_usd) / o.equity_at_entry
-    return max(RUIN, 100.0 * math.log(ratio)) if ratio > 0 else RUIN
+    return 100.0 * log_growth(o.equity_at_entry, o.pnl_usd)
 
 
 REWARDS: dict[str, RewardFn] = {"seed": seed_reward, "log_growth": log_growth_reward}

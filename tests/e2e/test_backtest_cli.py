@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -41,7 +43,7 @@ def test_a_backtest_of_your_signals_checked_by_hand(sqlite_url, tmp_path):
 
     # by hand: sized at the signal bar's close (0.5 x equity), filled at the next open with slippage, out at the
     # open after the 48 h limit (two bars on), 1 bp commission a side
-    equity = 100_000.0
+    equity, growth = 100_000.0, []
     fixed = {t["signal_id"]: t for t in trades if t["policy"] == "fixed:0.5"}
     for sid, i, sign in (("s1", 150, 1), ("s2", 160, -1), ("s3", 170, 1)):
         t = fixed[sid]
@@ -53,6 +55,7 @@ def test_a_backtest_of_your_signals_checked_by_hand(sqlite_url, tmp_path):
         assert float(t["equity_before"]) == pytest.approx(equity)
         assert float(t["equity_after"]) == pytest.approx(equity + pnl)
         assert float(t["exposure"]) == pytest.approx(0.5 * entry / bars.close[i])  # at the fill's price
+        growth.append(math.log((equity + pnl) / equity))
         equity += pnl
     p = report["policies"]["fixed:0.5"]
     assert p["final_equity"] == pytest.approx(equity) and p["trades"] == 3 and p["mean_leverage"] == 1
@@ -60,6 +63,27 @@ def test_a_backtest_of_your_signals_checked_by_hand(sqlite_url, tmp_path):
     assert all(t["approved"] == "False" and float(t["exposure"]) == 0 for t in trades if t["policy"] == "qlearning")
     for plot in ("equity.png", "exposure_vs_confidence.png", "qtable.png"):
         assert (out / plot).stat().st_size > 1000
+
+    # paired against the first policy named: the Q agent placed nothing (log growth 0 on every signal), so its
+    # differences are minus the fixed fraction's log growth per trade
+    paired = report["paired"]
+    assert paired["baseline"] == "fixed:0.5" and set(paired["policies"]) == {"atr", "qlearning"}
+    q = paired["policies"]["qlearning"]
+    d = -np.array(growth)
+    se = d.std(ddof=1) / math.sqrt(3)
+    t975 = 4.302653  # Student's t, 2 degrees of freedom
+    assert (q["signals"], q["df"]) == (3, 2) and q["mean"] == pytest.approx(d.mean())
+    assert q["t"] == pytest.approx(d.mean() / se) and q["ci"] == pytest.approx([d.mean() - t975 * se,
+                                                                               d.mean() + t975 * se])
+    # a resample of three pairs is all the smallest (or all the largest) one with probability 1/27 = 3.7%, so the
+    # 2.5% and 97.5% bootstrap quantiles are the smallest and the largest difference
+    assert q["bootstrap_ci"] == pytest.approx([min(d), max(d)])
+    assert "paired, signal by signal, against fixed:0.5" in r.stdout
+
+
+def test_the_baseline_must_be_one_of_the_policies(sqlite_url):
+    r = sizer("backtest", "--policy", "qlearning,atr", "--baseline", "kelly", env={"DATABASE_URL": sqlite_url})
+    assert r.returncode == 2 and "--baseline 'kelly' is not one of the policies (qlearning, atr)" in r.stderr
 
 
 @pytest.mark.parametrize("content, message", [
