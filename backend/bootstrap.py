@@ -27,6 +27,7 @@ from backend.metrics import Metrics
 from backend.risk import RiskManager
 from backend.risk.protections import protections_from
 from backend.risk.trading_state import TradingGuard
+from backend.sizing.ab import Arms
 from backend.sizing.atr import AtrRule
 from backend.sizing.base import SizingPolicy
 from backend.sizing.fixed import FixedExposure
@@ -167,17 +168,19 @@ def make_q_agent(settings: Settings, store: Store) -> QLearningPolicy:
 
 
 def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, broker: Broker,
-                fallback: AtrRule) -> SizingPolicy:
-    if not settings.rl_position_sizing_enabled or settings.sizing_policy == "atr":
+                fallback: AtrRule, name: str | None = None) -> SizingPolicy:
+    """The policy `name` (default: SIZING_POLICY) sizes with."""
+    name = name or settings.sizing_policy
+    if not settings.rl_position_sizing_enabled or name == "atr":
         return fallback
-    if settings.sizing_policy == "ppo":
+    if name == "ppo":
         from backend.rl.checkpoint import load  # torch is imported only when a model is served
         from backend.sizing.ppo import PPOPolicy
 
         return PPOPolicy(load(settings.model_path), broker, reference_equity=broker.account().equity)
-    if settings.sizing_policy == "fixed":
+    if name == "fixed":
         return FixedExposure(settings.sizing_fixed_exposure)
-    if settings.sizing_policy == "kelly":
+    if name == "kelly":
         return KellyPolicy(store, settings.exposure_menu(), settings.sizing_kelly_fraction)
     return q_agent
 
@@ -187,8 +190,9 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     """The service for `sizer serve` or, with `worker`, for `sizer worker`. With workers (uses_workers) the API
     process validates and enqueues signals, listens to the broker's trade updates (publishing them on the bus),
     polls open trades and reconciles at start-up; the workers consume SIGNALS, FILLS and ORDER_ENDS. `broker`
-    and `policy` replace the configured ones (backtests on generated markets, benchmarks). `keep_sim` (serve): the
-    simulated broker's account is kept in the database and resumed at start-up, so a restart changes nothing."""
+    and `policy` replace the configured ones (backtests on generated markets, benchmarks; with AB_ENABLED,
+    `policy` is the RL arm). `keep_sim` (serve): the simulated broker's account is kept in the database and
+    resumed at start-up, so a restart changes nothing."""
     if settings.auto_migrate:
         run_migrations(settings.database_url)
     distributed = uses_workers(settings)
@@ -209,7 +213,11 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     policy = policy or make_policy(settings, q_agent, store, broker, atr)
     window = settings.rl_sizing_win_rate_window
     guard = TradingGuard(TradingStateRepository(store.engine), protections_from(settings), broker.now)
-    risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr, guard.status)
+    arms = None
+    if settings.ab_enabled:  # `policy` is the RL arm
+        arms = Arms(policy, make_policy(settings, q_agent, store, broker, atr, settings.ab_control),
+                    settings.ab_rl_share, settings.ab_seed, settings.ab_unit == "symbol")
+    risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr, guard.status, arms)
 
     def on_reward(trade, outcome, reward) -> None:
         metrics.rewards.labels(trade.policy, reward.fn).inc()

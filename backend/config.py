@@ -129,6 +129,27 @@ class Settings(BaseSettings):
         (0.45, 0.60), description="Win-rate bucket edges (bad | neutral | good), JSON list of 2"
     )
 
+    # --- A/B test: the RL policy against a rule, on live signals (GET /v1/ab) ------------------------
+    ab_enabled: bool = Field(
+        False, description="Split signals at random between the RL policy (SIZING_POLICY: qlearning or ppo) and "
+        "AB_CONTROL, and compare the two arms' growth (GET /v1/ab). Both arms meet the same caps, and the Q agent "
+        "learns from the trades of both"
+    )
+    ab_rl_share: float = Field(0.5, gt=0, lt=1, description="The share of signals the RL policy sizes; AB_CONTROL "
+                               "sizes the rest")
+    ab_control: Literal["atr", "fixed", "kelly"] = Field(
+        "atr", description="The control arm: atr (the rule), fixed (SIZING_FIXED_EXPOSURE) or kelly "
+        "(SIZING_KELLY_FRACTION of the Kelly exposure; 0.5: half Kelly)"
+    )
+    ab_unit: Literal["signal", "symbol"] = Field(
+        "signal", description="What is assigned to an arm: each signal, or each symbol (all of its signals)"
+    )
+    ab_seed: int = Field(0, description="Seed of the assignment: a signal's arm is a hash of it and the signal id "
+                         "(or symbol), so the same signal always gets the same arm")
+    ab_alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance level of the A/B verdict (two-sided)")
+    ab_power: float = Field(0.8, gt=0, lt=1, description="Planned power: GET /v1/ab says how many more trades would "
+                            "detect the difference observed so far with this probability")
+
     # --- risk manager: hard caps no policy can exceed --------------------------------------------
     rm_max_leverage: float = Field(
         5.0, ge=1, description="Most leverage (notional / equity) a trade may use; also capped by the account's "
@@ -235,6 +256,9 @@ class Settings(BaseSettings):
             raise ValueError("RM_RISK_PER_TRADE_PCT must not exceed RM_MAX_RISK_PCT")
         if self.rl_sizing_epsilon_min > self.rl_sizing_epsilon:
             raise ValueError("RL_SIZING_EPSILON_MIN must not exceed RL_SIZING_EPSILON")
+        if self.ab_enabled and (self.sizing_policy not in ("qlearning", "ppo") or not self.rl_position_sizing_enabled):
+            raise ValueError("AB_ENABLED tests an RL policy against AB_CONTROL: it needs SIZING_POLICY qlearning or "
+                             "ppo and RL_POSITION_SIZING_ENABLED=true")
         self.bucket_edges()  # validates the edges
         self.exposure_menu()
         if self.sizer_api_key is None and self.host not in LOOPBACK_HOSTS:

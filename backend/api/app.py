@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api.deps import require_api_key
-from backend.api.routes import learning, ops, portfolio, signals, trading_state
+from backend.api.routes import ab, learning, ops, portfolio, signals, trading_state
 from backend.api.schemas import problem
 from backend.bootstrap import App, build_app
 from backend.brokers.base import BrokerUnavailable, EndOfData
@@ -134,7 +134,7 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
             {"detail": [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]}, status_code=422
         )
 
-    for module in (signals, learning, portfolio, trading_state):
+    for module in (signals, learning, portfolio, trading_state, ab):
         api.include_router(module.router, dependencies=[Depends(require_api_key)], responses={
             401: problem("SIZER_API_KEY is set and the X-API-Key header is missing or does not match it")})
     api.include_router(ops.router)

@@ -90,6 +90,7 @@ class DecisionOut(BaseModel):
     model_version: str | None
     capped_by: list[str]
     reasoning: str
+    arm: str | None = Field(None, description="AB_ENABLED: the arm that sized it, rl or control (GET /v1/ab)")
 
 
 class OutcomeIn(_In):
@@ -238,3 +239,43 @@ class TradingStateOut(BaseModel):
     changed_at: datetime | None
     protections: list[str] = Field(description="The protections turned on (RM_MAX_DAILY_LOSS_PCT, ...)")
     changes: list[TradingStateChange] = Field(description="The latest changes, newest first")
+
+
+class ArmOut(BaseModel):
+    signals: int = Field(description="Closed signals the arm sized, those sized 0 included (their log growth: 0)")
+    trades: int = Field(description="Of them, placed with an order")
+    win_rate: float | None = Field(description="Of the placed trades")
+    avg_r_multiple: float | None = Field(description="PnL / what the stop would have lost as placed, averaged")
+    mean_log_growth: float | None = Field(description="ln(equity after / before) per signal: the primary metric")
+    max_drawdown: float | None = Field(description="Of the arm's own track (its trades compounded in close order)")
+    sharpe: float | None = Field(description="Per trade: mean / standard deviation of the returns on equity")
+    recovery_days: float | None = Field(description="The longest time the arm's track spent below a peak")
+    total_pnl: float
+
+
+class DifferenceOut(BaseModel):
+    n: int = Field(description="Signals in both arms together")
+    mean: float = Field(description="RL - control")
+    t: float | None = Field(description="Welch's t (none without spread)")
+    df: float
+    p_value: float = Field(description="Two-sided")
+    ci: list[float] = Field(description="Welch's interval at 1 - AB_ALPHA")
+    bootstrap_ci: list[float] = Field(description="Percentile bootstrap interval at 1 - AB_ALPHA (seeded)")
+
+
+class ABOut(BaseModel):
+    enabled: bool = Field(description="AB_ENABLED: new signals are assigned to arms")
+    rl_policy: str
+    control: str
+    rl_share: float
+    unit: str
+    alpha: float
+    power: float
+    arms: dict[str, ArmOut] = Field(description="rl and control")
+    log_growth_difference: DifferenceOut | None = Field(description="In mean log growth per signal; none until each "
+                                                                    "arm has two")
+    verdict: Literal["RL ahead, significant", "not yet significant", "control ahead, significant"]
+    trades_still_needed: int | None = Field(description="More signals (both arms) for AB_POWER at the difference "
+                                                        "observed so far; none while there is none")
+    r_multiple_difference: DifferenceOut | None = Field(description="The predecessors' test: Welch's t on the "
+                                                                    "placed trades' R-multiples")

@@ -116,6 +116,7 @@ class Decision:
     exposure: float = 0.0  # size_usd / equity
     skipped: bool = False
     decision_id: str | None = None  # POST /v1/decisions: the id its outcome is reported under
+    arm: str | None = None  # the live A/B test's arm (rl | control) that sized it; None without a test
 
     def __post_init__(self) -> None:
         numbers = {"size_usd": self.size_usd, "quantity": self.quantity, "leverage": self.leverage,

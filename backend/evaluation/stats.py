@@ -23,7 +23,7 @@ class Difference:
 
     n: int  # paired: the pairs; Welch: both samples together
     mean: float
-    t: float
+    t: float | None  # None: no spread at all (every difference the same)
     df: float
     p_value: float
     ci: tuple[float, float]  # t interval
@@ -34,11 +34,11 @@ class Difference:
                 "ci": list(self.ci), "bootstrap_ci": list(self.bootstrap_ci)}
 
 
-def _t_test(mean: float, se: float, df: float, level: float) -> tuple[float, float, tuple[float, float]]:
+def _t_test(mean: float, se: float, df: float, level: float) -> tuple[float | None, float, tuple[float, float]]:
     """(t, two-sided p, interval) of an estimate with this standard error. A zero standard error (every value
-    equal) gives t = 0 and p = 1 when the estimate is 0, else an infinite t and p = 0."""
+    equal) has no t; p is 1 when the estimate is 0, else 0."""
     if se == 0:
-        return (0.0, 1.0, (mean, mean)) if mean == 0 else (math.copysign(math.inf, mean), 0.0, (mean, mean))
+        return None, 1.0 if mean == 0 else 0.0, (mean, mean)
     t = mean / se
     half = student.ppf((1 + level) / 2, df) * se
     return t, float(2 * student.sf(abs(t), df)), (mean - half, mean + half)

@@ -102,13 +102,13 @@ class Executor:
         """POST /v1/decisions: size a trade a bot will place elsewhere. A decision that could be taken (placed or
         sized 0) is stored under a new decision_id, which the bot reports its outcome under
         (PositionMonitor.report); it holds no symbol and sends nothing."""
+        signal = replace(signal, signal_id=DECISION_ID_PREFIX + uuid.uuid4().hex)  # its id, and its A/B arm's key
         decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
         if not (decision.approved or decision.skipped):
             return decision
-        decision = replace(decision, decision_id=DECISION_ID_PREFIX + uuid.uuid4().hex)
-        self._store.record_decision(replace(signal, signal_id=decision.decision_id), decision,
-                                    client_order_id=client_order_id(decision.decision_id), equity=decision.equity,
-                                    decided_at=self._broker.now())
+        decision = replace(decision, decision_id=signal.signal_id)
+        self._store.record_decision(signal, decision, client_order_id=client_order_id(signal.signal_id),
+                                    equity=decision.equity, decided_at=self._broker.now())
         return decision
 
     def _submit(self, trade: TradeRow, decision: Decision) -> ExecutionResult:

@@ -15,6 +15,7 @@ from backend.domain.model import Account, AssetRules, Decision, MarketContext, P
 from backend.domain.state import state_key
 from backend.indicators import InsufficientData, min_bars, wilder_atr_adx
 from backend.risk.trading_state import Status
+from backend.sizing.ab import Arms
 from backend.sizing.atr import AtrRule
 from backend.sizing.base import SizingContext, SizingPolicy
 
@@ -71,6 +72,7 @@ class RiskManager:
         policy: SizingPolicy,
         fallback: AtrRule,
         trading_status: Callable[[], Status],
+        arms: Arms | None = None,
     ) -> None:
         self._s = settings
         self._broker = broker
@@ -78,6 +80,7 @@ class RiskManager:
         self._trading_status = trading_status
         self._policy = policy
         self._fallback = fallback
+        self._arms = arms  # a live A/B test: each signal is sized by the arm it is assigned to
         self._edges = settings.bucket_edges()
         self._market_cache: dict[str, tuple[object, float, float]] = {}  # symbol -> (bar time, ATR, ADX)
 
@@ -140,6 +143,7 @@ class RiskManager:
         return market, stop, stop_pct
 
     def decide(self, signal: Signal) -> Decision:
+        arm, policy = self._arms.assign(signal) if self._arms else (None, self._policy)  # before anything is read
         account = self._broker.account()
         market, stop, stop_pct = self.check(signal)
         try:
@@ -149,7 +153,7 @@ class RiskManager:
         price = market.price
 
         def reject(reason: str) -> Decision:
-            return self._decision(signal, price, stop, None, None, 0.0, (), account.equity, approved=False,
+            return self._decision(signal, price, stop, None, None, 0.0, (), account.equity, approved=False, arm=arm,
                                   note=f"rejected: {reason}")
 
         if account.equity <= 0:
@@ -185,7 +189,7 @@ class RiskManager:
             min_exposure=self._s.rm_min_position_usd / equity,
             atr_exposure=self._s.rm_risk_per_trade_pct / stop_pct,
         )
-        proposal = self._propose(ctx)
+        proposal = self._propose(ctx, policy)
         size, bound = apply_caps(proposal.exposure * equity, limits)
         quantity = size / price
         if not asset.fractionable:
@@ -197,20 +201,20 @@ class RiskManager:
                       if "trading_state" in bound else
                       f"size ${size:,.2f} after caps ({', '.join(bound) or 'none bound'}) is below the minimum "
                       f"${self._s.rm_min_position_usd:,.2f}")
-            return self._decision(signal, price, stop, proposal, ctx.state_key, 0.0, bound, equity,
+            return self._decision(signal, price, stop, proposal, ctx.state_key, 0.0, bound, equity, arm=arm,
                                   approved=False, skipped=True, note=f"sized 0: {reason}; followed without an order")
-        return self._decision(signal, price, stop, proposal, ctx.state_key, size, bound, equity, approved=True,
-                              quantity=quantity)
+        return self._decision(signal, price, stop, proposal, ctx.state_key, size, bound, equity, arm=arm,
+                              approved=True, quantity=quantity)
 
-    def _propose(self, ctx: SizingContext) -> Proposal:
-        if self._policy is self._fallback:
+    def _propose(self, ctx: SizingContext, policy: SizingPolicy) -> Proposal:
+        if policy is self._fallback:
             return self._fallback.propose(ctx)
         try:
-            return self._policy.propose(ctx)
+            return policy.propose(ctx)
         except Exception as exc:  # a broken policy must never stop trading: the rule sizes instead
-            log.exception("sizing policy %s failed; ATR rule sizes this trade", self._policy.name)
+            log.exception("sizing policy %s failed; ATR rule sizes this trade", policy.name)
             p = self._fallback.propose(ctx)
-            return Proposal(p.exposure, p.policy, f"{self._policy.name} failed ({exc!r}): {p.why}")
+            return Proposal(p.exposure, p.policy, f"{policy.name} failed ({exc!r}): {p.why}")
 
     def _decision(
         self,
@@ -227,8 +231,11 @@ class RiskManager:
         skipped: bool = False,
         quantity: float = 0.0,
         note: str = "",
+        arm: str | None = None,
     ) -> Decision:
         why = proposal.why if proposal else "not sized"
+        if arm:
+            why = f"A/B arm {arm}: {why}"
         if bound:
             why += f"; capped by {', '.join(bound)}"
         if note:
@@ -254,4 +261,5 @@ class RiskManager:
             equity=equity,
             exposure=exposure,
             skipped=skipped,
+            arm=arm,
         )

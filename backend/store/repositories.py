@@ -73,6 +73,7 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
         "exposure": d.exposure,
         "skipped": d.skipped,
         "decision_id": d.decision_id,
+        "arm": d.arm,
     }
 
 
@@ -493,6 +494,11 @@ class Store:
         with self._sessions() as s:
             return s.scalar(select(OutcomeRow).where(OutcomeRow.trade_id == trade_id))
 
+    def ab_trades(self) -> list[TradeRow]:
+        """Closed trades (sized 0 included) that a live A/B test's arm sized."""
+        with self._sessions() as s:
+            return list(s.scalars(select(TradeRow).where(TradeRow.arm.is_not(None), TradeRow.status == "closed")))
+
     def iter_outcomes(self) -> Iterator[OutcomeRow]:
         with self._sessions() as s:
             yield from s.scalars(select(OutcomeRow).order_by(OutcomeRow.id)).all()
@@ -506,7 +512,7 @@ def _trade_values(signal: Signal, decision: Decision, client_order_id: str, equi
         size_usd=decision.size_usd, leverage=decision.leverage, stop_price=decision.stop_price,
         target_price=decision.target_price, deadline_at=deadline_at, policy=decision.policy,
         rl_state_key=decision.state_key, rl_action_key=decision.action_key, q_value=decision.q_value,
-        model_version=decision.model_version, equity_at_entry=equity, decided_at=decided_at,
+        model_version=decision.model_version, arm=decision.arm, equity_at_entry=equity, decided_at=decided_at,
         decision_price=decision.price, commission_usd=0.0, max_adverse_pct=0.0, reason="", created_at=utcnow(),
     )
 

@@ -91,6 +91,7 @@ class TradeRow(Base):
     rl_action_key: Mapped[str | None] = mapped_column(String(16), nullable=True)
     q_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    arm: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the A/B test's arm that sized it (AB_*)
     equity_at_entry: Mapped[float] = mapped_column(Float)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # on the market's clock
     decision_price: Mapped[float | None] = mapped_column(Float, nullable=True)  # the price it was sized at

@@ -14,6 +14,7 @@ from backend.domain.state import action_key, exposure_menu
 from backend.risk import RiskManager, SizingError, apply_caps
 from backend.risk.trading_state import Status, TradingState
 from backend.rl import checkpoint
+from backend.sizing.ab import Arms
 from backend.sizing.atr import AtrRule
 from backend.sizing.fixed import FixedExposure
 from backend.sizing.ppo import PPOPolicy
@@ -103,17 +104,21 @@ def shipped_model():
        stop_atrs=st.one_of(st.none(), st.floats(0.05, 10, **finite)), seed=st.integers(0, 1000),
        claimed=st.one_of(st.none(), st.tuples(st.just("ratio"), st.floats(0.9, 1.1, **finite)),
                          st.tuples(st.just("absolute"), st.floats(5e-324, 1e9, **finite))),
-       trading_state=st.sampled_from(TradingState))
+       trading_state=st.sampled_from(TradingState),
+       ab=st.one_of(st.none(), st.tuples(st.floats(0.01, 0.99, **finite), st.floats(allow_nan=True, allow_infinity=True),
+                                         st.booleans())))
 def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, confidence, side, asset,
-                                       stop_atrs, seed, claimed, trading_state):
-    """`claimed`: the signal's own price, near the market's or any value at all."""
+                                       stop_atrs, seed, claimed, trading_state, ab):
+    """`claimed`: the signal's own price, near the market's or any value at all. `ab`: a live A/B test whose
+    control arm is hostile (share, its exposure, by symbol)."""
     settings = make_settings(**limits)
     series = random_walk(400, start=price_scale, seed=seed)
     broker = StaticBroker(account, series, asset)
     if policy == "ppo":
         policy = PPOPolicy(shipped_model(), broker, reference_equity=max(account.equity, 1.0))
     status = Status(trading_state, "test", "drawn", None)
-    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status)
+    arms = None if ab is None else Arms(policy, HostilePolicy(ab[1]), ab[0], seed, ab[2])
+    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status, arms)
     price = float(series.close[-1])
     stop = None
     if stop_atrs is not None:
@@ -128,6 +133,7 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
         return
 
     assert d.price == price  # caps, stops and quantities are computed on the market's price, whatever was claimed
+    assert d.arm == (None if arms is None else arms.assign(Signal("s", "TEST", side, confidence))[0])
     assert math.isfinite(d.size_usd) and math.isfinite(d.leverage)
     if not d.approved:
         assert d.size_usd == 0 and d.quantity == 0 and d.exposure == 0
