@@ -40,7 +40,8 @@ def test_decisions_are_split_between_the_arms_and_compared(sqlite_url):
             report = dict(entry_price=d["price"], exit_price=d["price"] * (1 + move), quantity=d["quantity"],
                           opened_at=T0.isoformat(), closed_at=(T0 + timedelta(days=1)).isoformat(),
                           worst_price=d["price"] * 0.985)
-            assert http.post(f"/v1/decisions/{d['decision_id']}/outcome", json=report, headers=headers).status_code == 200
+            r = http.post(f"/v1/decisions/{d['decision_id']}/outcome", json=report, headers=headers)
+            assert r.status_code == 200, r.text
             pnl[d["arm"]] += d["quantity"] * d["price"] * move
         ab = http.get("/v1/ab", headers=headers).json()
     arms = ab["arms"]

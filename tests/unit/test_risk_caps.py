@@ -105,8 +105,8 @@ def shipped_model():
        claimed=st.one_of(st.none(), st.tuples(st.just("ratio"), st.floats(0.9, 1.1, **finite)),
                          st.tuples(st.just("absolute"), st.floats(5e-324, 1e9, **finite))),
        trading_state=st.sampled_from(TradingState),
-       ab=st.one_of(st.none(), st.tuples(st.floats(0.01, 0.99, **finite), st.floats(allow_nan=True, allow_infinity=True),
-                                         st.booleans())))
+       ab=st.one_of(st.none(), st.tuples(st.floats(0.01, 0.99, **finite),
+                                         st.floats(allow_nan=True, allow_infinity=True), st.booleans())))
 def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, confidence, side, asset,
                                        stop_atrs, seed, claimed, trading_state, ab):
     """`claimed`: the signal's own price, near the market's or any value at all. `ab`: a live A/B test whose
