@@ -65,7 +65,14 @@ def get_agent(sizer: Sizer) -> AgentOut:
         visited_cells=cells,
         visited_states=states,
         trading_state=sizer.guard.status().state.value,
+        serving=_serving(sizer.risk.policy),
     )
+
+
+def _serving(policy) -> dict:
+    """The policy that sizes now, in its own terms (the Q fields above describe the agent, which always learns)."""
+    summary = (policy.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    return {"policy": policy.name, "summary": summary, **(policy.describe() if hasattr(policy, "describe") else {})}
 
 
 @router.get("/outcomes", response_model=Page)
