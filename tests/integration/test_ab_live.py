@@ -11,7 +11,7 @@ from scipy.stats import binom
 
 from backend.brokers.sim import SimBroker
 from backend.config import Settings
-from backend.data.synthetic import SYMBOL, WARMUP, coin_case, market
+from backend.data.synthetic import PROTECTIONS_OFF, SYMBOL, WARMUP, coin_case, market
 from backend.evaluation.ab import ArmTrade, report
 from backend.replay import run_replay
 from backend.sizing.ab import CONTROL, RL
@@ -19,8 +19,6 @@ from backend.sizing.fixed import FixedExposure
 from backend.store.db import make_engine
 from backend.store.repositories import Store
 
-EDGE = coin_case(f_star=3.0, t500=12, trades=300)  # a trade's Sharpe 0.54: the edge is clear within 100 trades
-PROTECTIONS_OFF = dict(rm_max_daily_loss_pct=None, rm_max_drawdown_pct=None, rm_loss_streak=None)
 
 
 def settings(url: str, **overrides) -> Settings:
@@ -29,6 +27,7 @@ def settings(url: str, **overrides) -> Settings:
 
 
 def replay(s: Settings, trades: int, seed: int, policy=None) -> None:
+    """`trades` signals of a coin market with a clear edge (a trade's Sharpe 0.54), under the shipped caps."""
     m = market(coin_case(f_star=3.0, t500=12, trades=trades), seed)
     broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=s.sim_initial_cash,
                        multiplier=s.sim_multiplier, maintenance_margin=s.rm_maintenance_margin)
@@ -44,7 +43,7 @@ def ab_report(s: Settings) -> tuple[dict, Store]:
 def experienced(tmp_path_factory) -> str:
     """A database whose Q agent has learned from 300 trades of the edge market (another draw of it)."""
     path = tmp_path_factory.mktemp("ab") / "experienced.db"
-    replay(settings(f"sqlite:///{path}"), EDGE.trades, seed=1)
+    replay(settings(f"sqlite:///{path}"), 300, seed=1)
     return str(path)
 
 
