@@ -209,7 +209,8 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     policy = policy or make_policy(settings, q_agent, store, broker, atr)
     window = settings.rl_sizing_win_rate_window
     guard = TradingGuard(TradingStateRepository(store.engine), protections_from(settings), broker.now)
-    risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr, guard.status)
+    risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr, guard.status,
+                       store.in_flight_notional)
 
     def on_reward(trade, outcome, reward) -> None:
         metrics.rewards.labels(trade.policy, reward.fn).inc()

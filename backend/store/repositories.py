@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Sequence
@@ -20,6 +21,7 @@ from backend.sizing.qlearning import Cell, Learning
 from backend.store.hot import HotTrades
 from backend.store.tables import (
     ACTIVE_TRADE_STATUSES,
+    OWN_TRADE,
     AgentRow,
     OutcomeRow,
     QValueRow,
@@ -33,6 +35,7 @@ AGENT = "qlearning"
 SIGNAL_INSERT = SignalRow.__table__.insert()  # statements made once, so their compiled form is reused
 TRADE_INSERT = TradeRow.__table__.insert().returning(TradeRow.__table__.c.id)
 READ_CACHE_MAX_AGE_S = 1.0
+OPENING_LOCK = 0x5132_0001  # PostgreSQL advisory lock key: opening decisions, across processes
 
 
 class DuplicateSignal(Exception):
@@ -87,6 +90,7 @@ class Store:
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self._read_cache: dict[tuple, tuple[float, Any]] = {}
         self._decisions = BatchWriter(engine)
+        self._opening_lock = threading.Lock()
         cells = QValueRow.__table__
         insert = self._insert(cells)
         decay = bindparam("decay")
@@ -310,6 +314,30 @@ class Store:
         if busy and trade is None:
             self.hot.sync(symbol, None)
         return None, trade
+
+    def in_flight_notional(self) -> float:
+        """The notional of this account's entry orders sent or about to be (pending trades): exposure the broker's
+        positions do not show yet, which every cap on gross exposure must count."""
+        with self._reads() as s:
+            return float(s.scalar(select(func.coalesce(func.sum(TradeRow.size_usd), 0.0))
+                                  .where(TradeRow.status == "pending", *OWN_TRADE)))
+
+    @contextmanager
+    def opening(self) -> Iterator[None]:
+        """One opening decision at a time, from sizing to its pending trade, so each sees the exposure of those
+        before it: a lock in this process and, on PostgreSQL, an advisory lock shared by every worker."""
+        with self._opening_lock:
+            if self.engine.dialect.name != "postgresql":
+                yield
+                return
+            with self.engine.connect() as c:
+                c.execute(select(func.pg_advisory_lock(OPENING_LOCK)))
+                c.commit()
+                try:
+                    yield
+                finally:
+                    c.execute(select(func.pg_advisory_unlock(OPENING_LOCK)))
+                    c.commit()
 
     def active_trades(self) -> list[TradeRow]:
         with self._sessions() as s:
