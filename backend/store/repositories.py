@@ -21,6 +21,7 @@ from backend.sizing.qlearning import Cell, Learning
 from backend.store.hot import HotTrades
 from backend.store.tables import (
     ACTIVE_TRADE_STATUSES,
+    DECISION_ID_PREFIX,
     OWN_TRADE,
     AgentRow,
     OutcomeRow,
@@ -315,6 +316,18 @@ class Store:
             self.hot.sync(symbol, None)
         return None, trade
 
+    def trades_held_beside(self, trade: TradeRow, closed_at: datetime) -> int:
+        """How many other trades (placed or followed, not sized for bots trading elsewhere) were held at some
+        time while this one was, on the market's clock: its outcome is not independent of theirs."""
+        if trade.decided_at is None:
+            return 0
+        held = (TradeRow.id != trade.id, ~TradeRow.signal_id.startswith(DECISION_ID_PREFIX),
+                TradeRow.status.notin_(("rejected", "canceled", "external")), TradeRow.decided_at.is_not(None),
+                TradeRow.decided_at < closed_at,
+                (TradeRow.closed_at.is_(None)) | (TradeRow.closed_at > trade.decided_at))
+        with self._reads() as s:
+            return int(s.scalar(select(func.count()).select_from(TradeRow).where(*held)))
+
     def in_flight_notional(self) -> float:
         """The notional of this account's entry orders sent or about to be (pending trades): exposure the broker's
         positions do not show yet, which every cap on gross exposure must count."""
@@ -475,7 +488,8 @@ class Store:
 
     def _add_rewards(self, s: Session, learning: Learning, reward: Reward) -> None:
         now = utcnow()
-        rows = [dict(state_key=state, action_key=action, visits=1, weight=1.0, reward_sum=r, reward_sq_sum=r * r,
+        w = learning.weight
+        rows = [dict(state_key=state, action_key=action, visits=1, weight=w, reward_sum=w * r, reward_sq_sum=w * r * r,
                      updated_at=now, decay=learning.decay) for state, action, r in sorted(learning.rewards)]
         s.execute(self._add_cell, rows)  # one statement, many rows, in key order (row locks taken in one order)
         decayed = AgentRow.epsilon * reward.epsilon_decay
