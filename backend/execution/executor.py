@@ -60,20 +60,21 @@ class Executor:
             return self._replay(seen)
         if active is not None:
             return self._against_active(signal, active)
-        decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
-        if not (decision.approved or decision.skipped):
-            return self._reject(signal, decision, decision.reasoning)
         limit = signal.time_limit_hours or self._s.rm_default_time_limit_hours
-        now = self._broker.now()
         try:
-            trade = self._store.record_trade(
-                signal,
-                decision,
-                client_order_id=client_order_id(signal.signal_id),
-                equity=decision.equity,
-                decided_at=now,
-                deadline_at=now + timedelta(hours=limit) if limit else None,
-            )
+            with self._store.opening():  # sized against the exposure of every opening before it
+                decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
+                if not (decision.approved or decision.skipped):
+                    return self._reject(signal, decision, decision.reasoning)
+                now = self._broker.now()
+                trade = self._store.record_trade(
+                    signal,
+                    decision,
+                    client_order_id=client_order_id(signal.signal_id),
+                    equity=decision.equity,
+                    decided_at=now,
+                    deadline_at=now + timedelta(hours=limit) if limit else None,
+                )
         except DuplicateSignal:  # a concurrent delivery of the same signal won the race
             return self._replay(self._store.signal(signal.signal_id))
         except SymbolBusy:  # opened meanwhile by another worker, or one the hot state had not caught up with

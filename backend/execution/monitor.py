@@ -67,7 +67,7 @@ class ReportConflict(Exception):
 
 
 class Learner(Protocol):
-    def learn(self, path: TradePath, state_key: str, equity: float) -> Learning: ...
+    def learn(self, path: TradePath, state_key: str, equity: float, weight: float = 1.0) -> Learning: ...
 
 
 class PositionMonitor:
@@ -187,7 +187,8 @@ class PositionMonitor:
         )
         learning = None
         if self._learner is not None and trade.rl_state_key is not None:
-            learning = self._learner.learn(path, trade.rl_state_key, trade.equity_at_entry)
+            overlapping = self._store.trades_held_beside(trade, at)
+            learning = self._learner.learn(path, trade.rl_state_key, trade.equity_at_entry, 1.0 / (1 + overlapping))
         first = self._store.close_and_learn(trade, exit_price=path.exit_price, exit_reason=reason, closed_at=at,
                                             commission=commission, outcome=outcome, reward=reward, learning=learning,
                                             reported=reported)

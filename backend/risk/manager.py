@@ -31,11 +31,13 @@ class SizingError(ValueError):
         self.field = field
 
 
-def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, asset: AssetRules) -> dict[str, float]:
+def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, asset: AssetRules,
+               in_flight: float = 0.0) -> dict[str, float]:
     """The most notional (USD) each cap allows for one new trade. Caps are fractions of equity, so they grow and
     shrink with the account; RM_MAX_POSITION_USD is an optional fixed ceiling. Leverage (notional / equity) is
     clamped to the account's multiplier; an asset that is not marginable (crypto) gets none, and only the
-    buying power that unleveraged assets may use."""
+    buying power that unleveraged assets may use. `in_flight`: the notional of entry orders the account's
+    positions do not show yet; gross exposure counts it (the broker's buying power already does)."""
     equity = account.equity
     if asset.marginable:
         max_leverage, buying_power = min(settings.rm_max_leverage, account.multiplier), account.buying_power
@@ -47,7 +49,7 @@ def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, a
         "max_leverage": max_leverage * equity,
         "max_position": settings.rm_max_position_exposure * equity,
         "max_risk": settings.rm_max_risk_pct * equity / stop_distance_pct,
-        "max_exposure": settings.rm_max_exposure * equity - account.gross_position_value,
+        "max_exposure": settings.rm_max_exposure * equity - account.gross_position_value - in_flight,
         "buying_power": buying_power,
     }
     if settings.rm_max_position_usd is not None:
@@ -72,12 +74,14 @@ class RiskManager:
         policy: SizingPolicy,
         fallback: AtrRule,
         trading_status: Callable[[], Status],
+        in_flight: Callable[[], float],
         arms: Arms | None = None,
     ) -> None:
         self._s = settings
         self._broker = broker
         self._win_rate = win_rate
         self._trading_status = trading_status
+        self._in_flight = in_flight
         self._policy = policy
         self._fallback = fallback
         self._arms = arms  # a live A/B test: each signal is sized by the arm it is assigned to
@@ -168,7 +172,7 @@ class RiskManager:
             return reject(f"{signal.symbol} may not be sold short")
 
         equity = account.equity
-        limits = cap_limits(self._s, account, stop_pct, asset)
+        limits = cap_limits(self._s, account, stop_pct, asset, self._in_flight())
         status = self._trading_status()
         if not status.allows_entries:  # no new exposure: sized and followed as a shadow, so learning goes on
             limits["trading_state"] = 0.0

@@ -41,14 +41,19 @@ class Cell:
 @dataclass(frozen=True)
 class Learning:
     """What one closed trade teaches: a reward per (state, action), to be added atomically with the outcome.
-    Each cell's earlier sums are multiplied by `decay` first (1: a plain average)."""
+    Each cell's earlier sums are multiplied by `decay` first (1: a plain average). `weight`: how much of one
+    independent trade it is worth (1 / the trades open beside it: trades held at the same time move together,
+    so k of them are counted as about one, and the evidence of an edge is not overstated)."""
 
     rewards: tuple[tuple[str, str, float], ...]  # (state key, action key, reward)
     decay: float
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(r) for _, _, r in self.rewards):  # one NaN would poison every average it joins
             raise ValueError("a reward to learn must be finite")
+        if not 0 < self.weight <= 1:
+            raise ValueError("a trade's weight is in (0, 1]")
 
 
 class QTable(Protocol):
@@ -174,12 +179,13 @@ class QLearningPolicy:
             ),
         )
 
-    def learn(self, path: TradePath, state_key: str, equity: float) -> Learning:
+    def learn(self, path: TradePath, state_key: str, equity: float, weight: float = 1.0) -> Learning:
         """Every action's counterfactual reward on this path, for the state and each coarser level."""
         rewards = counterfactual_rewards(path, self.menu, equity, self._reward, self._maintenance)
         return Learning(
             rewards=tuple((state, key, r) for state in pooled_keys(state_key) for key, r in zip(self._keys, rewards)),
             decay=self._decay,
+            weight=weight,
         )
 
 

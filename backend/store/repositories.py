@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Sequence
@@ -20,6 +21,8 @@ from backend.sizing.qlearning import Cell, Learning
 from backend.store.hot import HotTrades
 from backend.store.tables import (
     ACTIVE_TRADE_STATUSES,
+    DECISION_ID_PREFIX,
+    OWN_TRADE,
     AgentRow,
     OutcomeRow,
     QValueRow,
@@ -33,6 +36,7 @@ AGENT = "qlearning"
 SIGNAL_INSERT = SignalRow.__table__.insert()  # statements made once, so their compiled form is reused
 TRADE_INSERT = TradeRow.__table__.insert().returning(TradeRow.__table__.c.id)
 READ_CACHE_MAX_AGE_S = 1.0
+OPENING_LOCK = 0x5132_0001  # PostgreSQL advisory lock key: opening decisions, across processes
 
 
 class DuplicateSignal(Exception):
@@ -88,6 +92,7 @@ class Store:
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self._read_cache: dict[tuple, tuple[float, Any]] = {}
         self._decisions = BatchWriter(engine)
+        self._opening_lock = threading.Lock()
         cells = QValueRow.__table__
         insert = self._insert(cells)
         decay = bindparam("decay")
@@ -312,6 +317,42 @@ class Store:
             self.hot.sync(symbol, None)
         return None, trade
 
+    def trades_held_beside(self, trade: TradeRow, closed_at: datetime) -> int:
+        """How many other trades (placed or followed, not sized for bots trading elsewhere) were held at some
+        time while this one was, on the market's clock: its outcome is not independent of theirs."""
+        if trade.decided_at is None:
+            return 0
+        held = (TradeRow.id != trade.id, ~TradeRow.signal_id.startswith(DECISION_ID_PREFIX),
+                TradeRow.status.notin_(("rejected", "canceled", "external")), TradeRow.decided_at.is_not(None),
+                TradeRow.decided_at < closed_at,
+                (TradeRow.closed_at.is_(None)) | (TradeRow.closed_at > trade.decided_at))
+        with self._reads() as s:
+            return int(s.scalar(select(func.count()).select_from(TradeRow).where(*held)))
+
+    def in_flight_notional(self) -> float:
+        """The notional of this account's entry orders sent or about to be (pending trades): exposure the broker's
+        positions do not show yet, which every cap on gross exposure must count."""
+        with self._reads() as s:
+            return float(s.scalar(select(func.coalesce(func.sum(TradeRow.size_usd), 0.0))
+                                  .where(TradeRow.status == "pending", *OWN_TRADE)))
+
+    @contextmanager
+    def opening(self) -> Iterator[None]:
+        """One opening decision at a time, from sizing to its pending trade, so each sees the exposure of those
+        before it: a lock in this process and, on PostgreSQL, an advisory lock shared by every worker."""
+        with self._opening_lock:
+            if self.engine.dialect.name != "postgresql":
+                yield
+                return
+            with self.engine.connect() as c:
+                c.execute(select(func.pg_advisory_lock(OPENING_LOCK)))
+                c.commit()
+                try:
+                    yield
+                finally:
+                    c.execute(select(func.pg_advisory_unlock(OPENING_LOCK)))
+                    c.commit()
+
     def active_trades(self) -> list[TradeRow]:
         with self._sessions() as s:
             return list(s.scalars(select(TradeRow).where(TradeRow.status.in_(ACTIVE_TRADE_STATUSES))))
@@ -448,7 +489,8 @@ class Store:
 
     def _add_rewards(self, s: Session, learning: Learning, reward: Reward) -> None:
         now = utcnow()
-        rows = [dict(state_key=state, action_key=action, visits=1, weight=1.0, reward_sum=r, reward_sq_sum=r * r,
+        w = learning.weight
+        rows = [dict(state_key=state, action_key=action, visits=1, weight=w, reward_sum=w * r, reward_sq_sum=w * r * r,
                      updated_at=now, decay=learning.decay) for state, action, r in sorted(learning.rewards)]
         s.execute(self._add_cell, rows)  # one statement, many rows, in key order (row locks taken in one order)
         decayed = AgentRow.epsilon * reward.epsilon_decay

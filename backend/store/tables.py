@@ -217,3 +217,7 @@ class SimOrderRow(Base):
     seq: Mapped[int] = mapped_column(Integer)  # arrival order: pending orders fill in it
     ack: Mapped[dict] = mapped_column(JSON)
     pending: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+# trades this account placed: not followed without an order, not sized for a bot that trades elsewhere
+OWN_TRADE = (~TradeRow.shadow, ~TradeRow.signal_id.startswith(DECISION_ID_PREFIX))

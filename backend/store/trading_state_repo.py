@@ -5,22 +5,20 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
-from backend.store.tables import (
-    DECISION_ID_PREFIX, OutcomeRow, TradeRow, TradingStateChangeRow, TradingStateRow,
-)
+from backend.store.tables import OWN_TRADE, OutcomeRow, TradeRow, TradingStateChangeRow, TradingStateRow
 
 ROW_ID = 1
 CACHE_MAX_AGE_S = 1.0
-# trades this account placed: not followed without an order, not sized for a bot that trades elsewhere
-OWN = (~TradeRow.shadow, ~TradeRow.signal_id.startswith(DECISION_ID_PREFIX))
 
 
 class TradingStateRepository:
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._cached: tuple[float, TradingStateRow] | None = None
 
     def trading_state(self, fresh: bool = False) -> TradingStateRow:
@@ -71,7 +69,7 @@ class TradingStateRepository:
     def own_results(self, since: datetime | None, limit: int) -> tuple[tuple[bool, ...], datetime | None]:
         """Won? of this account's last `limit` closed trades after `since`, oldest first, and the newest's close."""
         query = (select(OutcomeRow.won, OutcomeRow.closed_at).join(TradeRow, TradeRow.id == OutcomeRow.trade_id)
-                 .where(*OWN).order_by(OutcomeRow.closed_at.desc(), OutcomeRow.id.desc()).limit(limit))
+                 .where(*OWN_TRADE).order_by(OutcomeRow.closed_at.desc(), OutcomeRow.id.desc()).limit(limit))
         if since is not None:
             query = query.where(OutcomeRow.closed_at > since)
         with self._sessions() as s:
@@ -83,11 +81,10 @@ class TradingStateRepository:
         placed = TradeRow.status.notin_(("rejected", "canceled"))
         with self._sessions() as s:
             return s.scalar(select(func.count()).select_from(TradeRow)
-                            .where(*OWN, placed, TradeRow.decided_at >= since))
+                            .where(*OWN_TRADE, placed, TradeRow.decided_at >= since))
 
     def _row(self, s) -> TradingStateRow:
-        row = s.get(TradingStateRow, ROW_ID, with_for_update=True)
-        if row is None:
-            row = TradingStateRow(id=ROW_ID, state="ACTIVE", cause="", reason="", manual_reason="")
-            s.add(row)
-        return row
+        """The row, locked for this transaction (created if missing; concurrent creators do not collide)."""
+        s.execute(self._insert(TradingStateRow).values(id=ROW_ID, state="ACTIVE", cause="", reason="",
+                                                       manual_reason="").on_conflict_do_nothing())
+        return s.get(TradingStateRow, ROW_ID, with_for_update=True, populate_existing=True)

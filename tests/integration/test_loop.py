@@ -263,3 +263,19 @@ def test_of_concurrent_opposite_signals_exactly_one_is_the_exit(app):
     assert app.store.trade_for_signal("long").status == "closed"
     after = app.executor.handle(Signal("after-close", "SP500", Side.SELL, 0.7))
     assert after.status in ("placed", "skipped")  # the trade is gone: an opposite signal is a new signal now
+
+
+def test_trades_held_at_the_same_time_count_as_one_between_them(app):
+    """SP500 and NASDAQ trades held together move together: each teaches half a trade's weight, so two of them
+    are as much evidence of an edge as one trade, not two."""
+    app.executor.handle(Signal("spx", "SP500", Side.BUY, 0.7, time_limit_hours=24 * 3))
+    app.executor.handle(Signal("ndx", "NASDAQ", Side.BUY, 0.7, time_limit_hours=24 * 3))
+    while app.store.active_trades():
+        app.advance_clock()
+    app.executor.handle(Signal("alone", "SP500", Side.BUY, 0.7, time_limit_hours=24 * 3))
+    while app.store.active_trades():
+        app.advance_clock()
+    root = {c.action_key: c for c in app.store.q_values(pooled_keys(
+        app.store.trade_for_signal("alone").rl_state_key)[0], 0, 100)[1]}
+    assert {c.visits for c in root.values()} == {3}
+    assert all(c.weight == pytest.approx(2.0) for c in root.values())  # 0.5 + 0.5 + 1

@@ -104,13 +104,14 @@ def shipped_model():
        stop_atrs=st.one_of(st.none(), st.floats(0.05, 10, **finite)), seed=st.integers(0, 1000),
        claimed=st.one_of(st.none(), st.tuples(st.just("ratio"), st.floats(0.9, 1.1, **finite)),
                          st.tuples(st.just("absolute"), st.floats(5e-324, 1e9, **finite))),
-       trading_state=st.sampled_from(TradingState),
+       trading_state=st.sampled_from(TradingState), in_flight_frac=st.floats(0, 4, **finite),
        ab=st.one_of(st.none(), st.tuples(st.floats(0.01, 0.99, **finite),
                                          st.floats(allow_nan=True, allow_infinity=True), st.booleans())))
 def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, confidence, side, asset,
-                                       stop_atrs, seed, claimed, trading_state, ab):
-    """`claimed`: the signal's own price, near the market's or any value at all. `ab`: a live A/B test whose
-    control arm is hostile (share, its exposure, by symbol)."""
+                                       stop_atrs, seed, claimed, trading_state, in_flight_frac, ab):
+    """`claimed`: the signal's own price, near the market's or any value at all. `in_flight`: entry orders sent,
+    not yet in the positions. `ab`: a live A/B test whose control arm is hostile (share, its exposure, by
+    symbol)."""
     settings = make_settings(**limits)
     series = random_walk(400, start=price_scale, seed=seed)
     broker = StaticBroker(account, series, asset)
@@ -118,7 +119,8 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
         policy = PPOPolicy(shipped_model(), broker, reference_equity=max(account.equity, 1.0))
     status = Status(trading_state, "test", "drawn", None)
     arms = None if ab is None else Arms(policy, HostilePolicy(ab[1]), ab[0], seed, ab[2])
-    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status, arms)
+    in_flight = in_flight_frac * max(account.equity, 0.0)
+    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status, lambda: in_flight, arms)
     price = float(series.close[-1])
     stop = None
     if stop_atrs is not None:
@@ -147,7 +149,7 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
     if settings.rm_max_position_usd is not None:
         assert d.size_usd <= settings.rm_max_position_usd + tol
     assert d.size_usd * stop_pct <= account.equity * settings.rm_max_risk_pct + tol
-    assert d.size_usd <= account.equity * settings.rm_max_exposure - account.gross_position_value + tol
+    assert d.size_usd <= account.equity * settings.rm_max_exposure - account.gross_position_value - in_flight + tol
     assert d.size_usd <= account.buying_power + tol
     assert d.size_usd >= settings.rm_min_position_usd - tol
     assert math.isclose(d.quantity * price, d.size_usd, rel_tol=1e-9)
