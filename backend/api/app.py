@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +25,9 @@ from backend.brokers.base import BrokerUnavailable, EndOfData
 from backend.bus.base import BusUnavailable
 from backend.config import Settings
 from backend.risk import SizingError
+
+DASHBOARD = Path(__file__).parent / "dashboard"
+DASHBOARD_PAGE = (DASHBOARD / "index.html").read_text()
 
 
 class BodyLimit:
@@ -126,5 +131,14 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
         api.include_router(module.router, dependencies=[Depends(require_api_key)], responses={
             401: problem("SIZER_API_KEY is set and the X-API-Key header is missing or does not match it")})
     api.include_router(ops.router)
+    api.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
+
+    @api.get("/", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        """The dashboard: a page that reads the documented /v1 endpoints (backend/api/dashboard/). It is told
+        whether its reads need SIZER_API_KEY, so that it asks for the key before sending any."""
+        needs_key = settings.sizer_api_key is not None and not settings.sizer_open_reads
+        return HTMLResponse(DASHBOARD_PAGE.replace("{{needs_key}}", str(needs_key).lower()))
+
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return api

@@ -1,5 +1,6 @@
-"""/docs and /redoc work offline: every asset their pages load is served by the service itself; every operation
-is documented with a summary and a description."""
+"""The pages the service serves: /docs and /redoc work offline (every asset their pages load is served by the
+service itself), every operation is documented with a summary and a description, and the dashboard's page knows
+whether its reads need the key (tests/e2e/test_dashboard.py drives it in a browser)."""
 from __future__ import annotations
 
 import re
@@ -10,6 +11,7 @@ import pytest
 from backend.api.app import create_app
 from tests.conftest import make_settings
 
+KEY = "k3y-for-tests-0123456789"
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
 
@@ -46,3 +48,17 @@ async def test_every_operation_has_a_summary_and_a_description(client):
             function = operation["operationId"].removesuffix(re.sub(r"\W", "_", path) + "_" + method)
             assert operation.get("summary", "") not in ("", function.replace("_", " ").title()), (method, path)
             assert len(operation.get("description", "")) > 40, (method, path)
+
+
+@pytest.mark.parametrize("overrides, needs_key", [({}, "false"), ({"sizer_api_key": KEY}, "true"),
+                                                  ({"sizer_api_key": KEY, "sizer_open_reads": True}, "false")])
+async def test_the_page_knows_whether_its_reads_need_the_key(sqlite_url, overrides, needs_key):
+    app = create_app(make_settings(database_url=sqlite_url, **overrides), run_clock=False)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
+            page = await client.get("/")
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+            assert f'data-needs-key="{needs_key}"' in page.text
+            for asset, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+                r = await client.get(f"/dashboard/{asset}")
+                assert r.status_code == 200 and r.headers["content-type"].startswith(kind)
