@@ -338,9 +338,10 @@ def _print_evaluation(result: dict) -> None:
                       f"{s['deflated_sharpe']:.2f}", str(s["rank"]))
     console = Console(width=max(Console().width, 130))
     console.print(table)
+    console.print("criteria on the chained test windows (the verdict), and how many single windows pass each:")
     for criterion, ok in agg["criteria"].items():
-        console.print(f"{'PASS' if ok else 'FAIL'}  {criterion}  (windows passing: "
-                      f"{agg['windows_passing'][criterion]}/{agg['windows']})")
+        console.print(f"  {criterion:<26} aggregate {'PASS' if ok else 'FAIL'}   single windows passing "
+                      f"{agg['windows_passing'][criterion]}/{agg['windows']}")
     for note in result.get("notes", []):
         console.print(note)
 

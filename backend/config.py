@@ -300,7 +300,7 @@ class ConfigError(Exception):
 def load_settings(**overrides) -> Settings:
     """The environment, then the file SIZER_ENV_FILE names (default `.env`; empty: none), then `overrides`."""
     try:
-        return Settings(_env_file=os.environ.get("SIZER_ENV_FILE", ".env") or None, **overrides)
+        return Settings(**{"_env_file": os.environ.get("SIZER_ENV_FILE", ".env") or None, **overrides})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

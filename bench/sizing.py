@@ -58,17 +58,12 @@ sys.path.insert(0, str(ROOT))
 from backend.brokers.sim import SimBroker  # noqa: E402
 from backend.config import Settings  # noqa: E402
 from backend.data.synthetic import (  # noqa: E402
-    GRID, SYMBOL, WARMUP, Case, Truth, bucket, coin_case, market, truth,
+    GRID, PROTECTIONS_OFF, SYMBOL, WARMUP, WIDE_CAPS, Case, Truth, bucket, coin_case, market, truth,
 )
 from backend.domain.model import Proposal  # noqa: E402
 from backend.domain.state import CONFIDENCE_BUCKETS  # noqa: E402
 from backend.replay import run_replay  # noqa: E402
 
-WIDE_CAPS = dict(rm_max_leverage=8.0, rm_max_position_exposure=8.0, rm_max_exposure=8.0, rm_max_risk_pct=0.5,
-                 rm_maintenance_margin=0.1, sim_multiplier=10.0)
-# the bench measures sizing: no protection may stop a policy's run (each would halt the Kelly-sized ones)
-PROTECTIONS_OFF = dict(rm_max_daily_loss_pct=None, rm_max_drawdown_pct=None, rm_loss_streak=None,
-                       rm_max_trades_per_day=None)
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # scratch databases in memory: no disk flushes
 
 

@@ -212,6 +212,8 @@ class AgentOut(BaseModel):
     visited_cells: int
     visited_states: int
     trading_state: str = Field(description="ACTIVE, REDUCING or HALTED: see GET /v1/trading-state")
+    serving: dict[str, Any] = Field(description="The policy that sizes now (SIZING_POLICY), in its own terms: for a "
+                                                "PPO checkpoint its version, actions, whether it is long-only")
 
 
 class TradingStateIn(_In):

@@ -28,6 +28,12 @@ BAR_NOISE = 0.002
 COSTS = 2 * (2 + 1) / 1e4  # the simulator's default slippage and commission, both fills
 GRID = np.round(np.arange(0, 8.0001, 0.01), 2)  # exposures the growth function is tabulated on
 EDGES = BucketEdges()
+# settings under which a sizing policy is measured on these markets: caps that allow every menu exposure up to 8x
+# (a 10x account with a 10% maintenance margin, 50% risk at the stop), and no protection that would stop a run
+WIDE_CAPS = dict(rm_max_leverage=8.0, rm_max_position_exposure=8.0, rm_max_exposure=8.0, rm_max_risk_pct=0.5,
+                 rm_maintenance_margin=0.1, sim_multiplier=10.0)
+PROTECTIONS_OFF = dict(rm_max_daily_loss_pct=None, rm_max_drawdown_pct=None, rm_loss_streak=None,
+                       rm_max_trades_per_day=None)
 
 
 @dataclass(frozen=True)

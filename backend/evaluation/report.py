@@ -1,5 +1,6 @@
-"""The evaluation report: report.json plus three PNG plots (equity against the baselines, drawdowns, the
-policy's action distribution per test window), written with matplotlib's Agg backend (no display needed)."""
+"""The evaluation report: report.json plus four PNG plots (equity against the baselines, drawdowns, the exposure
+held over time, the policy's action distribution per test window), written with matplotlib's Agg backend (no
+display needed)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PLOTS = ("equity.png", "drawdown.png", "actions.png")
+PLOTS = ("equity.png", "drawdown.png", "exposure.png", "actions.png")
 
 
 def write(out: Path, report: dict, tracks: dict) -> list[Path]:
@@ -36,6 +37,15 @@ def write(out: Path, report: dict, tracks: dict) -> list[Path]:
     ax.set(ylabel="drawdown", title="drawdowns")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, out / "drawdown.png")
+
+    fig, ax = plt.subplots(figsize=(11, 4))  # what sizing chose: gross exposure (x equity) held at each bar
+    for name, t in chained.items():
+        if name == policy or "kelly" in name or "atr" in name:
+            ax.plot(t.exposure, lw=1.6 if name == policy else 0.8, label=name, zorder=3 if name == policy else 2)
+    _window_axis(ax, bounds, starts)
+    ax.set(ylabel="exposure held (x equity)", title=f"{policy}: exposure over time, against the sizing baselines")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, out / "exposure.png")
 
     fig, ax = plt.subplots(figsize=(11, 4))
     per_window = [t[policy].actions for t in tracks["windows"]]

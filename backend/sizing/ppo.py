@@ -45,6 +45,9 @@ class PPOPolicy:
         account = ctx.account
         held = sum(p.quantity * p.market_price for p in self._broker.positions() if p.symbol == ctx.signal.symbol)
         cash = account.cash - cfg.safety_buffer_pct * account.equity
+        if ctx.signal.side is Side.SELL and not cfg.allow_short and held <= 0:
+            return Proposal(0.0, self.name, f"this PPO model is long-only: it opens no short, and holds no long in "
+                                            f"{ctx.signal.symbol} to reduce", model_version=self._p.version)
         window, valid = self._window(ctx.signal.symbol)
         obs = live_observation(window, valid, position_value=held, account_value=account.equity,
                                cash_available=cash, reference_value=self._reference,
@@ -64,6 +67,14 @@ class PPOPolicy:
         size = min(float(base_dollars(f(account.equity), cfg)) * SIZE[action], room)
         return Proposal(size / account.equity, self.name, f"PPO {ACTION_NAMES[action]} ({odds})",
                         action_key=ACTION_NAMES[action], model_version=self._p.version)
+
+    def describe(self) -> dict:
+        """What serves: the checkpoint, what it can do, and how its choices spread so far."""
+        dominance, entropy = self.collapse()
+        return {"model_version": self._p.version, "kind": "trading environment checkpoint (7 actions)",
+                "long_only": not self._p.env.allow_short, "actions": list(ACTION_NAMES),
+                "max_position_pct": self._p.env.max_position_pct, "action_dominance": dominance,
+                "action_entropy": entropy}
 
     def collapse(self) -> tuple[float, float]:
         """(dominance, entropy) of the actions this policy has chosen while serving."""

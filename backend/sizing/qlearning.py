@@ -118,6 +118,8 @@ def estimate(tree: Sequence[tuple[str, Sequence[str]]], cells: dict[str, dict[st
 
 
 class QLearningPolicy:
+    """The tabular Q agent: the menu exposure with the best lower confidence bound of its expected reward."""
+
     name = "qlearning"
 
     def __init__(self, table: QTable, menu: Sequence[float], reward: RewardFn, *, confidence_z: float,

@@ -146,6 +146,7 @@ async def test_signal_trade_outcome_and_learning_through_the_api(api):
     assert agent["total_updates"] == 1 and agent["visited_cells"] == len(menu) and agent["states"] == 300
     assert agent["menu"] == list(menu) and agent["actions"] == len(menu)
     assert agent["recent_win_rate"] in (0.0, 1.0)
+    assert agent["serving"]["policy"] == "qlearning" and "lower confidence bound" in agent["serving"]["summary"]
     assert rows(api, OutcomeRow) == 1
 
 

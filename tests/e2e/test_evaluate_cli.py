@@ -31,9 +31,11 @@ def test_evaluate_a_checkpoint_writes_the_report_and_plots(tmp_path):
                                        "rank_in_top_half"}
     assert window["collapse"]["alerts"] is not None and report["aggregate"]["windows"] == 1
     assert "skipped" in report["notes"][0]
-    for name in ("equity.png", "drawdown.png", "actions.png"):
+    for name in ("equity.png", "drawdown.png", "exposure.png", "actions.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
     assert "sharpe_non_negative" in result.output
+    verdict = next(line for line in result.output.splitlines() if "sharpe_non_negative" in line)
+    assert "aggregate" in verdict and "single windows passing" in verdict and verdict.rstrip().endswith("/1")
 
 
 def test_evaluate_the_regime_trader_trains_per_window_and_plots_its_regimes(tmp_path):
@@ -47,7 +49,7 @@ def test_evaluate_the_regime_trader_trains_per_window_and_plots_its_regimes(tmp_
     assert set(window["criteria"]) == {"sharpe_non_negative", "sharpe_vs_best_buy_hold", "turnover_at_most_50pct",
                                        "rank_in_top_half"}
     assert "dominance" in window["collapse"]
-    for name in ("equity.png", "drawdown.png", "actions.png"):
+    for name in ("equity.png", "drawdown.png", "exposure.png", "actions.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
 
 

@@ -35,9 +35,13 @@ async def test_the_shipped_checkpoint_sizes_decisions_within_the_caps(api):
             assert d["size_usd"] <= 2_000 + 1e-9 and d["leverage"] == 1.0
             assert d["approved"] == (d["action_key"] != "HOLD") and d["skipped"] == (d["action_key"] == "HOLD")
             seen.add(d["action_key"])
-    # the model was trained long-only: selling short is masked, so a sell signal with no position is declined
+    # the model was trained long-only: a sell signal with no position is declined, and the decision says why
     r = await api.post("/v1/decisions", json={"symbol": "SP500", "side": "sell", "confidence": 0.9})
-    assert r.json()["approved"] is False and r.json()["action_key"] == "HOLD" and r.json()["exposure"] == 0
+    assert r.json()["approved"] is False and r.json()["exposure"] == 0
+    assert "long-only" in r.json()["reasoning"] and "minimum" not in r.json()["reasoning"]
+    serving = (await api.get("/v1/agent")).json()["serving"]
+    assert serving["policy"] == "ppo" and serving["long_only"] is True and serving["model_version"].startswith("ppo-")
+    assert serving["actions"] == list(ACTION_NAMES) and 0 <= serving["action_dominance"] <= 1
     metrics = (await api.get("/metrics")).text
     assert "sizer_policy_action_dominance" in metrics and "sizer_policy_action_entropy" in metrics
 

@@ -7,18 +7,19 @@ import sqlalchemy as sa
 
 from backend.brokers.sim import SimBroker
 from backend.config import Settings
-from backend.data.synthetic import GRID, SYMBOL, WARMUP, Case, coin_case, market, truth
+from backend.data.synthetic import (
+    GRID, PROTECTIONS_OFF, SYMBOL, WARMUP, WIDE_CAPS, Case, coin_case, market, truth,
+)
 from backend.replay import run_replay
 
 TRADES = 400
-WIDE = dict(rm_max_leverage=8.0, rm_max_position_exposure=8.0, rm_max_exposure=8.0, rm_max_risk_pct=0.5,
-            rm_maintenance_margin=0.1, sim_multiplier=10.0)
 
 
 def exposures(case: Case, tmp_path) -> list[float]:
     """The exposure each signal was sized at, in order (0: skipped, followed without an order)."""
     url = f"sqlite:///{tmp_path}/{case.kind}.db"
-    settings = Settings(_env_file=None, database_url=url, sim_symbols=(SYMBOL,), rl_sizing_seed=1, **WIDE)
+    settings = Settings(_env_file=None, database_url=url, sim_symbols=(SYMBOL,), rl_sizing_seed=1, **WIDE_CAPS,
+                        **PROTECTIONS_OFF)
     m = market(case, seed=3)
     broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=settings.sim_initial_cash,
                        multiplier=settings.sim_multiplier, maintenance_margin=settings.rm_maintenance_margin)

@@ -27,10 +27,16 @@ def sizer_commands() -> set[str]:
     return names | {g.name for g in cli.registered_groups}
 
 
-def test_the_stack_has_its_services():
+def test_the_default_stack_needs_no_broker_account_and_workers_join_by_profile():
     assert set(SERVICES) == {"postgres", "redis", "migrate", "api", "worker"}
+    default = {name for name, spec in SERVICES.items() if "profiles" not in spec}
+    assert default == {"postgres", "migrate", "api"}
+    assert SERVICES["redis"]["profiles"] == SERVICES["worker"]["profiles"] == ["workers"]
     assert SERVICES["postgres"]["image"] == "postgres:16" and SERVICES["redis"]["image"] == "redis:7"
     assert "--appendonly" in SERVICES["redis"]["command"]
+    # the API takes BROKER from .env (the simulator unless told otherwise); migrations never need broker keys
+    assert "BROKER" not in SERVICES["api"]["environment"] and SERVICES["migrate"]["environment"]["BROKER"] == "sim"
+    assert SERVICES["worker"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
 
 
 def test_services_start_in_order():
@@ -38,8 +44,17 @@ def test_services_start_in_order():
         return {dep: spec["condition"] for dep, spec in SERVICES[name]["depends_on"].items()}
 
     assert conditions("migrate") == {"postgres": "service_healthy"}
-    for name in ("api", "worker"):
-        assert conditions(name) == {"migrate": "service_completed_successfully", "redis": "service_healthy"}
+    assert conditions("api") == {"migrate": "service_completed_successfully"}  # no dependency on a profile
+    assert conditions("worker") == {"migrate": "service_completed_successfully", "redis": "service_healthy"}
+
+
+def test_compose_keeps_to_plain_forms():
+    """Forms every Compose implementation reads: env_file as a plain path, depends_on conditions, profiles."""
+    for name in SIZER_SERVICES:
+        assert SERVICES[name]["env_file"] == ".env"
+    for spec in SERVICES.values():
+        for dep in spec.get("depends_on", {}).values():
+            assert set(dep) == {"condition"}
 
 
 @pytest.mark.parametrize("service, probe", [("postgres", "pg_isready"), ("redis", "redis-cli ping"),
@@ -63,12 +78,9 @@ def test_workers_scale():
 @pytest.mark.parametrize("service", SIZER_SERVICES)
 def test_sizer_services_set_only_known_settings(service):
     spec = SERVICES[service]
-    assert spec["env_file"] == [{"path": ".env", "required": False}]
     unknown = set(spec["environment"]) - SETTINGS
     assert not unknown, f"{service} sets variables sizer does not read: {unknown}"
     assert spec["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
-    assert spec["environment"]["REDIS_URL"] == "redis://redis:6379/0"
-    assert spec["environment"]["BROKER"] == "alpaca"  # workers share one broker account; the simulator cannot
 
 
 def test_every_interpolated_variable_is_known_and_the_key_is_required():

@@ -133,7 +133,7 @@ async function showReconciliation() {
 // --- the learning tab --------------------------------------------------------------------------------
 async function showAgent() {
   const a = await api("/v1/agent");
-  const rows = [["policy", a.policy], ["reward", a.reward_fn], ["trades learned from", a.total_updates],
+  const rows = [["policy", a.policy], ["serving", a.serving.summary], ["reward", a.reward_fn], ["trades learned from", a.total_updates],
     ["last learned", a.last_updated ? a.last_updated.slice(0, 19).replace("T", " ") : "never"],
     ["recent win rate", a.recent_win_rate === null ? "–" : `${num(100 * a.recent_win_rate, 1)}% of ${a.win_rate_window}`],
     ["confidence z", a.confidence_z], ["prior trades", a.prior_trades], ["horizon (trades)", a.horizon_trades ?? "none"],

@@ -43,9 +43,10 @@ def get_qtable_top(sizer: Sizer, limit: Limit = 10,
 
 @router.get("/agent", response_model=AgentOut, summary="The sizing agent")
 def get_agent(sizer: Sizer) -> AgentOut:
-    """The policy serving and the Q agent's settings and state: its reward, confidence bound, prior and
-    horizon, the exposure menu, exploration, recent win rate, how much it has learned and how much of the
-    table it has seen, and the trading state."""
+    """The Q agent's settings and state (it learns from every closed trade, whichever policy sized it): its
+    reward, confidence bound, prior and horizon, the exposure menu, exploration, recent win rate, how much it has
+    learned and how much of the table it has seen; the trading state; and `serving`, the policy that sizes now,
+    in its own terms."""
     s = sizer.settings
     agent = sizer.store.agent()
     cells, states = sizer.store.q_coverage()
@@ -70,7 +71,14 @@ def get_agent(sizer: Sizer) -> AgentOut:
         visited_cells=cells,
         visited_states=states,
         trading_state=sizer.guard.status().state.value,
+        serving=_serving(sizer.risk.policy),
     )
+
+
+def _serving(policy) -> dict:
+    """The policy that sizes now, in its own terms (the Q fields above describe the agent, which always learns)."""
+    summary = (policy.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    return {"policy": policy.name, "summary": summary, **(policy.describe() if hasattr(policy, "describe") else {})}
 
 
 @router.get("/outcomes", response_model=Page, summary="Closed trades' outcomes and rewards")
