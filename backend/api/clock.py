@@ -32,10 +32,6 @@ class MarketClock:
         self._changed = asyncio.Event()  # pause, resume or a new speed: the wait for the next tick starts again
 
     @property
-    def simulated(self) -> bool:
-        return isinstance(self.sizer.broker, SimBroker)
-
-    @property
     def bar_seconds(self) -> float:
         """Wall-clock seconds between two ticks now."""
         return self.sizer.clock_seconds / self.speed
@@ -54,10 +50,13 @@ class MarketClock:
             "ends_at": sim.ends_at if sim else None,
         }
 
-    def control(self, *, paused: bool | None = None, speed: float | None = None) -> None:
-        if not self.simulated:
+    def _drivable(self) -> None:
+        if not isinstance(self.sizer.broker, SimBroker):
             raise BrokerClock(f"the clock is the {self.sizer.broker.name} broker's: it cannot be paused, stepped or "
                               "sped up")
+
+    def control(self, *, paused: bool | None = None, speed: float | None = None) -> None:
+        self._drivable()
         self.paused = self.paused if paused is None else paused
         self.speed = self.speed if speed is None else speed
         self._changed.set()
@@ -65,7 +64,7 @@ class MarketClock:
     async def step(self, bars: int) -> None:
         """Show the next `bars` bars now, whether the clock is paused or not; EndOfData (nothing stepped) when the
         data have fewer left."""
-        self.control()
+        self._drivable()
         left = self.sizer.broker.bars_left
         if bars > left:
             raise EndOfData(f"{bars} bars asked for, {left} left: the data end at {self.sizer.broker.ends_at:%Y-%m-%d}")
