@@ -2,28 +2,32 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backend.api.clock import MarketClock
 from backend.api.deps import require_api_key
-from backend.api.routes import ab, learning, ops, portfolio, signals, trading_state
+from backend.api.routes import ab, learning, market, ops, portfolio, signals, trading_state
 from backend.api.schemas import problem
-from backend.bootstrap import App, build_app
+from backend.bootstrap import build_app
 from backend.brokers.base import BrokerUnavailable, EndOfData
 from backend.bus.base import BusUnavailable
 from backend.config import Settings
 from backend.risk import SizingError
 
-log = logging.getLogger(__name__)
+DASHBOARD = Path(__file__).parent / "dashboard"
+DASHBOARD_PAGE = (DASHBOARD / "index.html").read_text()
 
 
 class BodyLimit:
@@ -63,34 +67,23 @@ async def _too_large(limit: int, send: Send) -> None:
     await response({"type": "http"}, None, send)
 
 
-async def _run_clock(app: App) -> None:
-    """The simulated broker's clock (one bar every SIM_BAR_SECONDS of wall time), or the poll of a real
-    broker's open trades (every ALPACA_POLL_SECONDS)."""
-    while True:
-        await asyncio.sleep(app.clock_seconds)
-        try:
-            await run_in_threadpool(app.advance_clock)
-        except EndOfData:
-            log.warning("the bundled data has no more bars: the simulated clock stops")
-            return
-        except Exception:
-            log.exception("marking open trades failed; trying again at the next tick")
-
-
 def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
+    """The service. `run_clock=False`: the clock starts paused (POST /v1/clock steps or resumes it)."""
+
     @asynccontextmanager
     async def lifespan(api: FastAPI):
         sizer = await run_in_threadpool(lambda: build_app(settings, keep_sim=True))
         api.state.sizer = sizer
-        clock = asyncio.create_task(_run_clock(sizer)) if run_clock else None
+        api.state.clock = clock = MarketClock(sizer, paused=not run_clock)
+        await run_in_threadpool(clock.sample)  # the equity history starts with the account as it starts
+        ticking = asyncio.create_task(clock.run())
         try:
             yield
         finally:
-            if clock:
-                clock.cancel()
+            ticking.cancel()
             sizer.close()
 
-    api = FastAPI(
+    api = FastAPIOffline(  # /docs and /redoc with the Swagger UI and ReDoc files it ships: no CDN
         title="sizer",
         version="0.1.0",
         description="Reinforcement-learning position sizing: decisions, trades, outcomes and the Q-table.",
@@ -134,9 +127,18 @@ def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
             {"detail": [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]}, status_code=422
         )
 
-    for module in (signals, learning, portfolio, trading_state, ab):
+    for module in (signals, learning, portfolio, trading_state, ab, market):
         api.include_router(module.router, dependencies=[Depends(require_api_key)], responses={
             401: problem("SIZER_API_KEY is set and the X-API-Key header is missing or does not match it")})
     api.include_router(ops.router)
+    api.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
+
+    @api.get("/", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        """The dashboard: a page that reads the documented /v1 endpoints (backend/api/dashboard/). It is told
+        whether its reads need SIZER_API_KEY, so that it asks for the key before sending any."""
+        needs_key = settings.sizer_api_key is not None and not settings.sizer_open_reads
+        return HTMLResponse(DASHBOARD_PAGE.replace("{{needs_key}}", str(needs_key).lower()))
+
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return api

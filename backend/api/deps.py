@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader
 
+from backend.api.clock import MarketClock
 from backend.bootstrap import App
 
 
@@ -16,6 +17,13 @@ async def get_sizer(request: Request) -> App:
 
 
 Sizer = Annotated[App, Depends(get_sizer)]
+
+
+async def get_clock(request: Request) -> MarketClock:
+    return request.app.state.clock
+
+
+Clock = Annotated[MarketClock, Depends(get_clock)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 

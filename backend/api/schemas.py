@@ -281,3 +281,50 @@ class ABOut(BaseModel):
                                                         "observed so far; none while there is none")
     r_multiple_difference: DifferenceOut | None = Field(description="The predecessors' test: Welch's t on the "
                                                                     "placed trades' R-multiples")
+
+
+class ClockOut(BaseModel):
+    source: Literal["simulator", "broker"] = Field(description="simulator: bars replayed by this service, which "
+                                                               "POST /v1/clock drives; broker: the real market's")
+    broker: str
+    now: datetime = Field(description="The market's time: the latest bar shown, or the broker's clock")
+    paused: bool = Field(description="No tick until resumed (POST /v1/clock steps all the same)")
+    speed: float = Field(description="Ticks this much faster than SIM_BAR_SECONDS")
+    bar_seconds: float = Field(description="Wall-clock seconds between two ticks now: a simulated bar "
+                                           "(SIM_BAR_SECONDS / speed), or a poll of the real broker's open trades "
+                                           "(ALPACA_POLL_SECONDS)")
+    bars_left: int | None = Field(description="Simulator: bars still to come (null with a real broker)")
+    ends_at: datetime | None = Field(description="Simulator: the last bar's time (null with a real broker)")
+
+
+class ClockIn(_In):
+    """Applied in this order: the speed, pausing or resuming, then the steps."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"paused": True, "step": 5}, {"paused": False, "speed": 10}]})
+
+    paused: bool | None = Field(None, description="true pauses the clock, false resumes it")
+    speed: float | None = Field(None, ge=0.01, le=100, allow_inf_nan=False,
+                                description="Ticks per SIM_BAR_SECONDS: 10 shows a bar ten times as often")
+    step: int | None = Field(None, ge=1, le=250, description="Show this many bars now (about a year of daily "
+                                                             "bars at most), paused or not")
+
+    @model_validator(mode="after")
+    def _something(self) -> "ClockIn":
+        if self.paused is None and self.speed is None and self.step is None:
+            raise PydanticCustomError("nothing_to_do", "give paused, speed or step")
+        return self
+
+
+class EquitySample(BaseModel):
+    at: datetime = Field(description="The market's time")
+    equity: float
+    cash: float
+    gross_position_value: float
+    exposure: float | None = Field(description="Gross position value / equity (null while equity is not positive)")
+
+
+class EquityOut(BaseModel):
+    """The account, sampled at each tick of the clock since the service started (the latest 2,000 samples)."""
+
+    samples: list[EquitySample] = Field(description="Oldest first")

@@ -139,6 +139,11 @@ class SimBroker:
     def bars_left(self) -> int:
         return len(self._ts) - 1 - self._i
 
+    @property
+    def ends_at(self) -> datetime:
+        """The last bar's time."""
+        return _as_datetime(self._ts[-1])
+
     def bars_until(self, ts: np.datetime64) -> int:
         """How many bars the clock must advance to show the last bar at or before `ts`."""
         return max(0, int(np.searchsorted(self._ts, ts, side="right")) - 1 - self._i)

@@ -215,6 +215,12 @@ class Store:
         with self._sessions() as s:
             return s.get(SignalRow, signal_id)
 
+    def reasonings(self, signal_ids: list[str]) -> dict[str, str]:
+        """Each signal's decision, in its own words (the trade row keeps the decision's numbers, not its words)."""
+        with self._sessions() as s:
+            rows = s.execute(select(SignalRow.signal_id, SignalRow.decision).where(SignalRow.signal_id.in_(signal_ids)))
+            return {signal_id: (decision or {}).get("reasoning", "") for signal_id, decision in rows}
+
     def trade_for_signal(self, signal_id: str) -> TradeRow | None:
         with self._sessions() as s:
             return s.scalar(select(TradeRow).where(TradeRow.signal_id == signal_id))

@@ -117,6 +117,7 @@ async def test_signal_trade_outcome_and_learning_through_the_api(api):
     trade = trades["items"][0]
     assert trade["rl_state_key"] == placed["decision"]["state_key"]
     assert trade["rl_action_key"] == placed["decision"]["action_key"]
+    assert trade["reasoning"] == placed["decision"]["reasoning"] != ""
 
     api.sizer.advance_clock()
     positions = (await api.get("/v1/positions")).json()

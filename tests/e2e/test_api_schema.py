@@ -69,6 +69,8 @@ async def test_the_documented_examples_work_on_the_embedded_defaults(sqlite_url)
             assert r.status_code == 200 and r.json()["learned"], r.text
             r = await client.post("/v1/trading-state", json=example("/v1/trading-state"))
             assert r.status_code == 200 and r.json()["state"] == "REDUCING", r.text
+            r = await client.post("/v1/clock", json=example("/v1/clock"))
+            assert r.status_code == 200 and r.json()["paused"] and r.json()["bars_left"] > 0, r.text
 
 
 async def test_while_the_database_is_down_every_route_that_documents_503_answers_it(pg_url):

@@ -25,7 +25,7 @@ def _cell(row) -> dict:
     return {**row_dict(row), "q": row.q}
 
 
-@router.get("/qtable", response_model=Page)
+@router.get("/qtable", response_model=Page, summary="The Q-table")
 def get_qtable(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
     """Cells of the Q-table: per state (or pooled level such as `*|high|*|*`) and exposure, the decayed sums of
     the rewards it earned; q is their average."""
@@ -33,14 +33,20 @@ def get_qtable(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit
     return Page(total=total, offset=offset, limit=limit, items=[_cell(r) for r in rows])
 
 
-@router.get("/qtable/top", response_model=list[dict])
+@router.get("/qtable/top", response_model=list[dict], summary="The best cells of the Q-table")
 def get_qtable_top(sizer: Sizer, limit: Limit = 10,
                    min_visits: Annotated[int, Query(ge=0, le=2**31 - 1)] = 1) -> list[dict]:  # visits is an int4
+    """The full-state cells (no pooled level) with the highest average reward, among those visited at least
+    `min_visits` times."""
     return [_cell(r) for r in sizer.store.top_q_values(limit, min_visits)]
 
 
-@router.get("/agent", response_model=AgentOut)
+@router.get("/agent", response_model=AgentOut, summary="The sizing agent")
 def get_agent(sizer: Sizer) -> AgentOut:
+    """The Q agent's settings and state (it learns from every closed trade, whichever policy sized it): its
+    reward, confidence bound, prior and horizon, the exposure menu, exploration, recent win rate, how much it has
+    learned and how much of the table it has seen; the trading state; and `serving`, the policy that sizes now,
+    in its own terms."""
     s = sizer.settings
     agent = sizer.store.agent()
     cells, states = sizer.store.q_coverage()
@@ -75,7 +81,9 @@ def _serving(policy) -> dict:
     return {"policy": policy.name, "summary": summary, **(policy.describe() if hasattr(policy, "describe") else {})}
 
 
-@router.get("/outcomes", response_model=Page)
+@router.get("/outcomes", response_model=Page, summary="Closed trades' outcomes and rewards")
 def get_outcomes(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
+    """One per closed trade, newest first: its state and exposure, its return per unit of exposure after costs,
+    the reward the agent learned, its P&L, duration and worst drawdown."""
     total, rows = sizer.store.outcomes(offset, limit, _state(state))
     return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])

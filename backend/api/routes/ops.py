@@ -30,7 +30,7 @@ _PROBES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")  # not 
 UNKNOWN = {"state": "unknown", "cause": "", "reason": "the database did not answer"}
 
 
-@router.get("/healthz", response_model=Health, response_model_exclude_unset=True,
+@router.get("/healthz", response_model=Health, response_model_exclude_unset=True, summary="Health",
             responses={503: {"model": Health, "description": "degraded: a dependency is down (see checks)"}})
 async def healthz(sizer: Sizer, response: Response) -> dict:
     """One cheap probe per dependency (a query, a clock read, a PING), each on its own thread and bounded by
@@ -96,12 +96,14 @@ def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses={
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics", responses={
     200: {"description": "Prometheus text exposition format",
           "content": {"text/plain": {"schema": {"type": "string"}}}},
     503: {"description": UNAVAILABLE["description"],  # JSON, as every error (the route's own answer is text)
           "content": {"application/json": {"schema": Problem.model_json_schema()}}}})
 def metrics(sizer: Sizer) -> Response:
+    """Signals, decisions and their latency, rewards, equity, exposure, exploration, the trading state, dead
+    letters and, with the PPO policy, its action dominance and entropy (a collapse monitor)."""
     account = sizer.broker.account()
     sizer.metrics.equity.set(account.equity)
     sizer.metrics.exposure.set(account.exposure)

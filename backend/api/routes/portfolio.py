@@ -11,7 +11,8 @@ from backend.api.schemas import UNAVAILABLE, Page, Symbol
 router = APIRouter(prefix="/v1", tags=["portfolio"])
 
 
-@router.get("/trades", response_model=Page, responses={503: UNAVAILABLE})
+@router.get("/trades", response_model=Page, summary="Trades and the decisions that sized them",
+            responses={503: UNAVAILABLE})
 def get_trades(
     sizer: Sizer,
     status: Literal["pending", "open", "closing", "closed", "rejected", "canceled", "external"] | None = None,
@@ -19,12 +20,19 @@ def get_trades(
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> Page:
+    """Every trade, newest first: its signal, the decision that sized it (policy, state and action keys, Q value,
+    size, leverage, and `reasoning`: the decision in words), its fills and how it ended; shadow trades (sized 0,
+    followed without an order) included."""
     total, rows = sizer.store.trades(status, symbol, offset, limit)
-    return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])
+    reasonings = sizer.store.reasonings([r.signal_id for r in rows])
+    return Page(total=total, offset=offset, limit=limit,
+                items=[{**row_dict(r), "reasoning": reasonings.get(r.signal_id, "")} for r in rows])
 
 
-@router.get("/positions", responses={503: UNAVAILABLE})
+@router.get("/positions", summary="The broker's account and positions", responses={503: UNAVAILABLE})
 def get_positions(sizer: Sizer) -> dict:
+    """The account (equity, cash, buying power, gross position value, exposure = gross / equity) and each open
+    position with its mark, as the broker reports them now."""
     account = sizer.broker.account()
     return {
         "as_of": sizer.broker.now(),
@@ -33,7 +41,7 @@ def get_positions(sizer: Sizer) -> dict:
     }
 
 
-@router.get("/reconciliation")
+@router.get("/reconciliation", summary="The start-up reconciliation")
 def get_reconciliation(sizer: Sizer) -> dict:
     """What the start-up comparison of the trade store with the broker found and did."""
     r = sizer.reconciliation

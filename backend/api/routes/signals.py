@@ -18,7 +18,7 @@ from backend.store.repositories import decision_to_json
 router = APIRouter(prefix="/v1", tags=["trading"])
 
 
-@router.post("/signals", response_model=SignalOut | SignalQueued, status_code=201,
+@router.post("/signals", response_model=SignalOut | SignalQueued, status_code=201, summary="Execute a signal",
              responses={200: {"model": SignalOut, "description": "A replay, a skip (sized 0), a rejection or an exit: "
                                                                  "no new order"},
                         202: {"model": SignalQueued,
@@ -28,6 +28,10 @@ router = APIRouter(prefix="/v1", tags=["trading"])
                         503: problem("The database, the broker or, with workers, the bus (Redis) is unreachable: "
                                      "nothing was placed or queued; send it again after Retry-After seconds")})
 def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut | SignalQueued:
+    """Size the signal (the policy, then every cap), place its order and follow the trade until it closes and
+    the agent learns from it. Idempotent on `signal_id`: a replay answers what became of the first and places
+    nothing. Sized 0, it is followed without an order (a shadow trade); an opposite signal closes the open trade.
+    With workers (REDIS_URL) it is checked, queued and answered 202."""
     signal = body.to_signal()
     if sizer.queued:
         sizer.risk.check(signal)  # bad input is answered 422 here, as without workers, not after the 202
@@ -50,7 +54,7 @@ def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut |
     )
 
 
-@router.get("/signals/{signal_id}", response_model=SignalState,
+@router.get("/signals/{signal_id}", response_model=SignalState, summary="What became of a signal",
             responses={404: problem("Not handled (yet)"), 503: UNAVAILABLE})
 def get_signal(signal_id: Id, sizer: Sizer) -> SignalState:
     """What became of a signal: its stored decision and status, and its trade if it placed one. 404 until a
@@ -63,7 +67,7 @@ def get_signal(signal_id: Id, sizer: Sizer) -> SignalState:
                        trade_status=trade.status if trade else None)
 
 
-@router.post("/decisions", response_model=DecisionOut,
+@router.post("/decisions", response_model=DecisionOut, summary="Size a trade placed elsewhere",
              responses={409: MARKET_ENDED, 413: TOO_LARGE, 503: UNAVAILABLE})
 async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     """Size a trade your bot places elsewhere; nothing is sent to the broker. Report how it went with
@@ -76,7 +80,7 @@ async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     return decision_to_json(decision)
 
 
-@router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut,
+@router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut, summary="Report how a sized trade went",
              responses={404: problem("No decision has this id"),
                         409: problem("The decision expired, or another outcome was reported for it"),
                         413: TOO_LARGE, 503: UNAVAILABLE})

@@ -19,7 +19,7 @@ def _out(sizer: App) -> TradingStateOut:
                            changes=[row_dict(c) for c in changes])
 
 
-@router.get("/trading-state", response_model=TradingStateOut)
+@router.get("/trading-state", response_model=TradingStateOut, summary="The trading state")
 def get_trading_state(sizer: Sizer) -> TradingStateOut:
     """ACTIVE (trading), REDUCING (only exits: no new exposure) or HALTED (nothing new; stops, targets and time
     limits still close positions), what set it, and its last 20 changes. Signals that would add exposure while
@@ -27,7 +27,8 @@ def get_trading_state(sizer: Sizer) -> TradingStateOut:
     return _out(sizer)
 
 
-@router.post("/trading-state", response_model=TradingStateOut, responses={413: TOO_LARGE})
+@router.post("/trading-state", response_model=TradingStateOut, summary="Set the trading state by hand",
+             responses={413: TOO_LARGE})
 def post_trading_state(body: TradingStateIn, sizer: Sizer) -> TradingStateOut:
     """Set the state by hand. REDUCING or HALTED hold until ACTIVE is set again; ACTIVE acknowledges what tripped
     (the equity peak, the day's start and the losing streak start again from now), after which any protection
