@@ -306,8 +306,8 @@ class ClockIn(_In):
     paused: bool | None = Field(None, description="true pauses the clock, false resumes it")
     speed: float | None = Field(None, ge=0.01, le=100, allow_inf_nan=False,
                                 description="Ticks per SIM_BAR_SECONDS: 10 shows a bar ten times as often")
-    step: int | None = Field(None, ge=1, le=250, description="Show this many bars now (about a year of daily "
-                                                             "bars at most), paused or not")
+    step: int | None = Field(None, ge=1, le=50, description="Show this many bars now (about ten weeks of daily "
+                                                            "bars at most), paused or not")
 
     @model_validator(mode="after")
     def _something(self) -> "ClockIn":

@@ -10,7 +10,7 @@ from backend.evaluation.ab import ArmTrade, report
 router = APIRouter(prefix="/v1", tags=["learning"], responses={503: UNAVAILABLE})
 
 
-@router.get("/ab", response_model=ABOut)
+@router.get("/ab", response_model=ABOut, summary="The live A/B test: RL sizing against the control")
 def get_ab(sizer: Sizer) -> ABOut:
     """Per arm (rl, control): trades, win rate, average R-multiple, mean log growth per signal, max drawdown,
     Sharpe, recovery time and total PnL; the difference in mean log growth per signal with Welch's and a
