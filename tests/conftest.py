@@ -20,8 +20,9 @@ from backend.store.db import run_migrations
 from backend.store.tables import Base
 
 os.environ["SIZER_ENV_FILE"] = ""  # a developer's .env (and its BROKER=alpaca) never reaches the tests' processes
-PG_ADMIN_URL = os.environ.get("SIZER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_TEST_URL = os.environ.get("SIZER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# the server's maintenance database, which every PostgreSQL server has: each session creates its own beside it
+PG_ADMIN_URL = os.environ.get("SIZER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("SIZER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")  # not the default db 0
 REQUIRE_SERVICES = os.environ.get("SIZER_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
 
 

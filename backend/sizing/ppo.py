@@ -12,6 +12,7 @@ import torch
 from backend.brokers.base import Broker
 from backend.domain.model import Proposal, Side
 from backend.rl.checkpoint import LoadedPolicy
+from backend.rl.collapse import THRESHOLDS
 from backend.rl.env import ACTION_NAMES, BUY_25, BUY_75, HOLD, N_ACTIONS, SELL_25, SELL_75, SIZE, action_mask, base_dollars
 from backend.rl.observation import HISTORY_BARS, live_market_window, live_observation
 from backend.rl.ppo import collapse_stats
@@ -71,10 +72,14 @@ class PPOPolicy:
     def describe(self) -> dict:
         """What serves: the checkpoint, what it can do, and how its choices spread so far."""
         dominance, entropy = self.collapse()
+        alerts = [f"one action takes {dominance:.0%} of decisions"] if dominance > THRESHOLDS["dominance"] else []
+        if entropy < THRESHOLDS["entropy"]:
+            alerts.append(f"action entropy {entropy:.2f} nats")
         return {"model_version": self._p.version, "kind": "trading environment checkpoint (7 actions)",
-                "long_only": not self._p.env.allow_short, "actions": list(ACTION_NAMES),
-                "max_position_pct": self._p.env.max_position_pct, "action_dominance": dominance,
-                "action_entropy": entropy}
+                "long_only": not self._p.env.allow_short, "max_position_pct": self._p.env.max_position_pct,
+                "action_counts": {name: int(n) for name, n in zip(ACTION_NAMES, self._counts.tolist())},
+                "action_dominance": dominance, "action_entropy": entropy,
+                "collapse_alerts": alerts if self._counts.sum() > 0 else []}
 
     def collapse(self) -> tuple[float, float]:
         """(dominance, entropy) of the actions this policy has chosen while serving."""

@@ -131,6 +131,12 @@ async function showReconciliation() {
 }
 
 // --- the learning tab --------------------------------------------------------------------------------
+function shown(v) {  // a value of the serving policy's description, in words
+  if (Array.isArray(v)) return v.length ? v.join("; ") : "none";
+  if (v !== null && typeof v === "object") return Object.entries(v).map(([k, n]) => `${k} ${n}`).join(", ");
+  return typeof v === "number" ? num(v, 3) : String(v);
+}
+
 async function showAgent() {
   const a = await api("/v1/agent");
   const rows = [["policy", a.policy], ["serving", a.serving.summary], ["reward", a.reward_fn], ["trades learned from", a.total_updates],
@@ -140,7 +146,9 @@ async function showAgent() {
     ["exploration", `${num(a.epsilon, 3)} (min ${a.epsilon_min}, decay ${a.epsilon_decay})`],
     ["table seen", `${a.visited_states} of ${a.states} states, ${a.visited_cells} cells, ${a.actions} exposures`],
     ["decisions for bots", Object.entries(a.decisions).map(([k, v]) => `${k} ${v}`).join(", ") || "none"],
-    ["trading state", a.trading_state]];
+    ["trading state", a.trading_state],
+    ...Object.entries(a.serving).filter(([k]) => !["policy", "summary"].includes(k))
+      .map(([k, v]) => [`serving: ${k.replace(/_/g, " ")}`, shown(v)])];
   document.getElementById("agent").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   return a.menu;
 }
