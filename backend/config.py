@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
     rl_position_sizing_enabled: bool = Field(True, description="False: every trade is sized by the ATR rule")
     rl_sizing_confidence_z: float = Field(
-        1.64, ge=0, description="Exposures are ranked by their expected reward less this many standard errors: an "
+        1.28, ge=0, description="Exposures are ranked by their expected reward less this many standard errors: an "
         "edge that is not yet this clear gets no size (0: rank by the plain estimate)"
     )
     rl_sizing_prior_trades: float = Field(
