@@ -121,6 +121,10 @@ def test_the_dashboard_asks_for_the_key_then_shows_the_market_and_the_learning(b
     outcomes = service.get("/v1/outcomes").json()["total"]
     rewards = page.locator("#reward-chart polyline")
     assert rewards.count() == 2 and len(rewards.first.get_attribute("points").split()) == outcomes
+    ab = service.get("/v1/ab").json()
+    assert page.text_content("#ab-verdict") == ab["verdict"] and "off (AB_ENABLED)" in page.text_content("#ab")
+    assert page.locator("#ab-arms tbody tr").count() == 9
+    assert page.locator("#ab-arms tbody tr").first.locator("td").nth(0).text_content() == str(ab["arms"]["rl"]["signals"])
     page.screenshot(path=str(screenshot_dir(tmp_path) / "dashboard-learning.png"), full_page=True)
 
     assert problems == [], problems

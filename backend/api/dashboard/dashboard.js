@@ -131,10 +131,12 @@ async function showReconciliation() {
 }
 
 // --- the learning tab --------------------------------------------------------------------------------
-function shown(v) {  // a value of the serving policy's description, in words
+function shown(v) {  // a value of a description (the serving policy's, an A/B arm's), in words
+  if (v === null || v === undefined) return "–";
   if (Array.isArray(v)) return v.length ? v.join("; ") : "none";
   if (v !== null && typeof v === "object") return Object.entries(v).map(([k, n]) => `${k} ${n}`).join(", ");
-  return typeof v === "number" ? num(v, 3) : String(v);
+  if (typeof v === "number") return Number.isInteger(v) ? v.toLocaleString("en-US") : num(v, 3);
+  return String(v);
 }
 
 async function showAgent() {
@@ -151,6 +153,28 @@ async function showAgent() {
       .map(([k, v]) => [`serving: ${k.replace(/_/g, " ")}`, shown(v)])];
   document.getElementById("agent").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   return a.menu;
+}
+
+const ARM_ROWS = ["signals", "trades", "win_rate", "avg_r_multiple", "mean_log_growth", "max_drawdown", "sharpe",
+  "recovery_days", "total_pnl"];
+
+async function showAB() {
+  const ab = await api("/v1/ab");
+  const d = ab.log_growth_difference;
+  const about = ab.enabled
+    ? `${ab.rl_policy} sizes ${num(100 * ab.rl_share, 0)}% of the ${ab.unit === "symbol" ? "symbols" : "signals"}, ${ab.control} the rest: `
+    : "off (AB_ENABLED); trades sized while it was on still count: ";
+  const table = el("table", { id: "ab-arms" },
+    el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", {}, "rl"), el("th", {}, "control"))),
+    el("tbody", {}, ...ARM_ROWS.map((k) => el("tr", {}, el("th", {}, k.replace(/_/g, " ")),
+      cell(shown(ab.arms.rl[k])), cell(shown(ab.arms.control[k]))))));
+  const difference = d
+    ? `rl - control, mean log growth per signal: ${num(d.mean, 5)} (${num(100 * (1 - ab.alpha), 0)}% interval ` +
+      `${num(d.ci[0], 5)} .. ${num(d.ci[1], 5)}, bootstrap ${num(d.bootstrap_ci[0], 5)} .. ${num(d.bootstrap_ci[1], 5)}), ` +
+      `p = ${num(d.p_value, 3)}; signals still needed for ${num(100 * ab.power, 0)}% power: ${ab.trades_still_needed ?? "–"}`
+    : "no difference yet: each arm needs two closed signals";
+  document.getElementById("ab").replaceChildren(el("p", {}, about, el("b", { id: "ab-verdict" }, ab.verdict)), table,
+    el("p", { class: "muted" }, difference));
 }
 
 async function showRewards() {
@@ -218,7 +242,7 @@ async function refresh() {
   try {
     const shown = [showClock(), showTradingState()];
     if (tab() === "trading") shown.push(showAccount(), showEquity(), showTrades(), showReconciliation());
-    else shown.push(showAgent().then(showQTable), showRewards());
+    else shown.push(showAgent().then(showQTable), showRewards(), showAB());
     await Promise.all(shown);
     form.hidden = error.hidden = true;
     document.body.dataset.loaded = "true";
