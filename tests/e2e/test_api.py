@@ -202,3 +202,14 @@ async def test_a_decision_is_sized_on_the_market_price_not_the_callers(api):
                                                   "price": price, "stop_price": stop})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "price", r.text
         assert why in r.json()["detail"][0]["msg"]
+
+
+async def test_a_wiped_out_account_is_reported_not_a_server_error(api):
+    from backend.domain.model import Account
+    from tests.fakes import StaticBroker, random_walk
+
+    api.sizer.broker = StaticBroker(Account(equity=-500.0, cash=-500.0, buying_power=0.0, multiplier=1.0,
+                                            shorting_enabled=False, gross_position_value=0.0), random_walk(300))
+    r = await api.get("/v1/positions")
+    assert r.status_code == 200 and r.json()["account"]["equity"] == -500.0
+    assert r.json()["account"]["exposure"] is None  # gross / equity has no meaning (JSON has no infinity)

@@ -1,6 +1,7 @@
 """Trades and the broker's positions."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from fastapi import APIRouter
@@ -31,12 +32,12 @@ def get_trades(
 
 @router.get("/positions", summary="The broker's account and positions", responses={503: UNAVAILABLE})
 def get_positions(sizer: Sizer) -> dict:
-    """The account (equity, cash, buying power, gross position value, exposure = gross / equity) and each open
-    position with its mark, as the broker reports them now."""
+    """The account (equity, cash, buying power, gross position value, exposure = gross / equity, null while equity
+    is not positive) and each open position with its mark, as the broker reports them now."""
     account = sizer.broker.account()
     return {
         "as_of": sizer.broker.now(),
-        "account": {**account.__dict__, "exposure": account.exposure},
+        "account": {**account.__dict__, "exposure": account.exposure if math.isfinite(account.exposure) else None},
         "positions": [p.__dict__ for p in sizer.broker.positions()],
     }
 
