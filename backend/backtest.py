@@ -3,7 +3,7 @@
 Each policy runs `run_replay` (executor, risk manager and caps, the policy, the simulated broker, the position
 monitor and the learning transaction) on a scratch database; only the policy differs. The output folder gets
 report.json (a summary per policy, and each policy compared signal by signal with a baseline), trades.csv (one
-row per signal and policy) and three plots.
+row per signal and policy) and the plots (PLOTS).
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from backend.domain.rewards import log_growth
 from backend.evaluation import metrics, stats
 from backend.replay import Summary, TrendSignals, run_replay
 
-TRADE_COLUMNS = ("signal_id", "policy", "approved", "exposure", "leverage", "size_usd", "quantity", "entry_price",
+TRADE_COLUMNS = ("signal_id", "policy", "decided_at", "approved", "exposure", "leverage", "size_usd", "quantity", "entry_price",
                  "exit_price", "pnl_pct", "equity_before", "equity_after", "reward", "reason")
-PLOTS = ("equity.png", "exposure_vs_confidence.png", "qtable.png")
+PLOTS = ("equity.png", "exposure.png", "exposure_vs_confidence.png", "qtable.png")
 
 
 @dataclass(frozen=True)
@@ -81,24 +81,31 @@ def run_one(settings: Settings, spec: PolicySpec, signals: list[TimedSignal] | N
     if signals is not None:
         schedule = ScheduledSignals.schedule(signals, broker.calendar, broker.symbols, broker.index)
     summary = run_replay(s, end, broker=broker, signals=schedule or TrendSignals(broker.symbols), on_bar=on_bar)
+    rows, confidence, cells = read_run(url, spec.label)
+    return PolicyRun(spec.label, summary, rows, confidence, cells), schedule
+
+
+def read_run(url: str, label: str) -> tuple[list[dict], dict[str, float], list[tuple[str, str, float]]]:
+    """What a run left in its database: one row per signal handled (TRADE_COLUMNS), each signal's confidence,
+    and the Q-table's cells (state, action, average reward) over full states."""
     engine = sa.create_engine(url)
     with engine.connect() as c:
         rows = c.execute(sa.text(
-            "SELECT s.signal_id, s.confidence, s.status, s.reason, s.decision, t.entry_price, t.exit_price, t.quantity,"
-            " t.size_usd, t.leverage, t.equity_at_entry, t.pnl_usd, o.pnl_pct, o.reward, o.exposure "
-            "FROM signal s LEFT JOIN trade t ON t.signal_id = s.signal_id LEFT JOIN outcome o ON o.trade_id = t.id "
-            "ORDER BY s.received_at, s.signal_id")).all()
+            "SELECT s.signal_id, s.confidence, s.status, s.reason, s.decision, t.decided_at, t.entry_price,"
+            " t.exit_price, t.quantity, t.size_usd, t.leverage, t.equity_at_entry, t.pnl_usd, o.pnl_pct, o.reward,"
+            " o.exposure FROM signal s LEFT JOIN trade t ON t.signal_id = s.signal_id"
+            " LEFT JOIN outcome o ON o.trade_id = t.id ORDER BY s.received_at, s.signal_id")).all()
         cells = c.execute(sa.text("SELECT state_key, action_key, reward_sum / weight FROM q_value "
                                   "WHERE weight > 0 AND state_key NOT LIKE '%*%'")).all()
     engine.dispose()
     out, confidence = [], {}
-    for (sid, conf, status, reason, decision, entry, exit_, qty, size, lev, equity, pnl, pnl_pct, reward,
+    for (sid, conf, status, reason, decision, decided_at, entry, exit_, qty, size, lev, equity, pnl, pnl_pct, reward,
          exposure) in rows:
         decision = json.loads(decision) if isinstance(decision, str) else decision
         placed = status == "placed"
         confidence[sid] = conf
         out.append({
-            "signal_id": sid, "policy": spec.label, "approved": placed,
+            "signal_id": sid, "policy": label, "decided_at": decided_at, "approved": placed,
             "exposure": exposure if exposure is not None else (decision.get("exposure", 0.0) if placed else 0.0),
             "leverage": lev if placed else None, "size_usd": size if placed else 0.0,
             "quantity": qty if placed else 0.0, "entry_price": entry, "exit_price": exit_,
@@ -106,7 +113,7 @@ def run_one(settings: Settings, spec: PolicySpec, signals: list[TimedSignal] | N
             "equity_after": equity + pnl if equity is not None and pnl is not None else None,
             "reward": reward, "reason": reason or decision.get("reasoning", ""),
         })
-    return PolicyRun(spec.label, summary, out, confidence, [tuple(c) for c in cells]), schedule
+    return out, confidence, [tuple(c) for c in cells]
 
 
 def scores(run: PolicyRun) -> dict:
@@ -199,13 +206,28 @@ def _plots(out: Path, runs: list[PolicyRun]) -> None:
     ax.legend(fontsize=8)
     _save(fig, out / "equity.png")
 
-    fig, ax = plt.subplots(figsize=(11, 5))
+    fig, (held, lev) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     for run in runs:
-        xs = [run.confidence[r["signal_id"]] for r in run.rows]
-        ax.scatter(xs, [r["exposure"] or 0.0 for r in run.rows], s=8, alpha=0.5, label=run.label)
-    ax.set(xlabel="signal confidence", ylabel="exposure chosen (notional / equity)",
-           title="exposure against confidence (0: skipped)")
-    ax.legend(fontsize=8)
+        held.plot(run.summary.curve.dates[1:], run.summary.curve.exposure, lw=0.9, label=run.label)
+        placed = [r for r in run.rows if r["approved"] and r["decided_at"] is not None]
+        lev.scatter([np.datetime64(str(r["decided_at"])[:10]) for r in placed], [r["leverage"] for r in placed],
+                    s=8, alpha=0.6, label=run.label)
+    held.set(ylabel="exposure held (x equity)", title="what sizing chose over time: gross exposure at each bar")
+    lev.set(ylabel="leverage of each trade placed", xlabel="date")
+    held.legend(fontsize=8)
+    _save(fig, out / "exposure.png")
+
+    fig, (exp, lev) = plt.subplots(1, 2, figsize=(12, 5))
+    for run in runs:
+        exp.scatter([run.confidence[r["signal_id"]] for r in run.rows], [r["exposure"] or 0.0 for r in run.rows],
+                    s=8, alpha=0.5, label=run.label)
+        placed = [r for r in run.rows if r["approved"]]
+        lev.scatter([run.confidence[r["signal_id"]] for r in placed], [r["leverage"] for r in placed], s=8,
+                    alpha=0.5, label=run.label)
+    exp.set(xlabel="signal confidence", ylabel="exposure chosen (notional / equity)",
+            title="exposure against confidence (0: skipped)")
+    lev.set(xlabel="signal confidence", ylabel="leverage", title="leverage of the trades placed")
+    exp.legend(fontsize=8)
     _save(fig, out / "exposure_vs_confidence.png")
 
     fig, ax = plt.subplots(figsize=(11, 7))

@@ -1,6 +1,6 @@
-"""The evaluation report: report.json plus four PNG plots (equity against the baselines, drawdowns, the exposure
-held over time, the policy's action distribution per test window), written with matplotlib's Agg backend (no
-display needed)."""
+"""The evaluation report: report.json plus PNG plots (equity against the baselines, drawdowns, the exposure held
+over time and the leverage of each trade, exposure and leverage against the signal's confidence, the policy's
+action distribution per test window), written with matplotlib's Agg backend (no display needed)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PLOTS = ("equity.png", "drawdown.png", "exposure.png", "actions.png")
+PLOTS = ("equity.png", "drawdown.png", "exposure.png", "exposure_vs_confidence.png", "actions.png")
 
 
 def write(out: Path, report: dict, tracks: dict) -> list[Path]:
@@ -38,14 +38,31 @@ def write(out: Path, report: dict, tracks: dict) -> list[Path]:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, out / "drawdown.png")
 
-    fig, ax = plt.subplots(figsize=(11, 4))  # what sizing chose: gross exposure (x equity) held at each bar
+    sized = {name: t.sizes for name, t in chained.items() if t.sizes is not None}  # the policies sizing signals
+    fig, (ax, lev) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)  # what sizing chose, bar by bar
     for name, t in chained.items():
         if name == policy or "kelly" in name or "atr" in name:
             ax.plot(t.exposure, lw=1.6 if name == policy else 0.8, label=name, zorder=3 if name == policy else 2)
-    _window_axis(ax, bounds, starts)
+    for name, z in sized.items():
+        lev.scatter(z[:, 0], z[:, 3], s=8, alpha=0.6, label=name)
+    _window_axis(lev, bounds, starts)
     ax.set(ylabel="exposure held (x equity)", title=f"{policy}: exposure over time, against the sizing baselines")
+    lev.set(ylabel="leverage of each trade placed")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, out / "exposure.png")
+
+    fig, (ax, lev) = plt.subplots(1, 2, figsize=(12, 5))
+    for name, z in sized.items():
+        ax.scatter(z[:, 1], z[:, 2], s=8, alpha=0.5, label=name)
+        lev.scatter(z[:, 1], z[:, 3], s=8, alpha=0.5, label=name)
+    if sized:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, f"{policy} does not size signals (it trades every bar)", ha="center", transform=ax.transAxes)
+    ax.set(xlabel="signal confidence", ylabel="exposure chosen (notional / equity)",
+           title="exposure against confidence (0: skipped)")
+    lev.set(xlabel="signal confidence", ylabel="leverage", title="leverage of the trades placed")
+    _save(fig, out / "exposure_vs_confidence.png")
 
     fig, ax = plt.subplots(figsize=(11, 4))
     per_window = [t[policy].actions for t in tracks["windows"]]

@@ -24,6 +24,7 @@ class Track:
     exposure: np.ndarray  # (n - 1,)
     turnover: np.ndarray  # (n - 1,)
     actions: np.ndarray | None = None  # (n - 1, k) decision labels, None for a fixed rule
+    sizes: np.ndarray | None = None  # (m, 4) per signal sized: bar index, confidence, exposure, leverage (NaN: none)
 
     def __post_init__(self) -> None:
         if not len(self.exposure) == len(self.turnover) == len(self.equity) - 1:
@@ -36,10 +37,13 @@ def chain(tracks: list[Track]) -> Track:
     for t in tracks:
         equity.append(level * t.equity[1:] / t.equity[0])
         level = float(equity[-1][-1])
-    actions = [t.actions for t in tracks]
+    actions, sizes = [t.actions for t in tracks], [t.sizes for t in tracks]
+    starts = np.cumsum([0] + [len(t.exposure) for t in tracks])
     return Track(np.concatenate(equity), np.concatenate([t.exposure for t in tracks]),
                  np.concatenate([t.turnover for t in tracks]),
-                 None if any(a is None for a in actions) else np.concatenate(actions))
+                 None if any(a is None for a in actions) else np.concatenate(actions),
+                 None if any(z is None for z in sizes) else
+                 np.concatenate([z + [start, 0, 0, 0] for z, start in zip(sizes, starts)]))
 
 
 def weights_track(close: np.ndarray, target: np.ndarray, cost_rate: float) -> Track:
@@ -101,6 +105,7 @@ def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = N
     window's dates in the same scratch database; in the test window it keeps learning online, as it does live.
     `calendar`: the dates of the track's bars, which the replay covers exactly; `bars`: bar files (SIM_BARS)
     instead of the bundled indices."""
+    from backend.backtest import read_run
     from backend.bootstrap import sim_warmup_bars
     from backend.config import load_settings
     from backend.data.files import load_market
@@ -115,8 +120,15 @@ def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = N
         for dates in ([train] if train is not None and len(train) > 1 else []) + [calendar]:
             day = lambda i: dates[i].astype("datetime64[D]").item()  # noqa: E731
             curve = run_replay(base.model_copy(update={"sim_start": day(0)}), day(-1)).curve
+        rows, confidence, _ = read_run(base.database_url, policy)
     if not np.array_equal(curve.dates, calendar.astype("datetime64[D]")):
         raise ValueError(f"the replay's bars {curve.dates[0]}..{curve.dates[-1]} ({len(curve.dates)}) differ from "
                          f"the window's {calendar[0]}..{calendar[-1]} ({len(calendar)})")
     labels = np.where(curve.turnover > 0, "TRADE", np.where(curve.exposure > 0, "IN_POSITION", "FLAT"))
-    return Track(curve.equity / curve.equity[0], curve.exposure, curve.turnover, labels[:, None])
+    days = curve.dates[:-1]
+    sizes = [(np.searchsorted(days, on), confidence[r["signal_id"]], r["exposure"] or 0.0,
+              np.nan if r["leverage"] is None else r["leverage"])
+             for r in rows if r["decided_at"] is not None
+             and days[0] <= (on := np.datetime64(str(r["decided_at"])[:10])) <= days[-1]]
+    return Track(curve.equity / curve.equity[0], curve.exposure, curve.turnover, labels[:, None],
+                 np.array(sizes, dtype=float).reshape(-1, 4))

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backend.backtest import PLOTS
 from tests.e2e.test_cli import _write_bars, sizer
 from tests.fakes import random_walk
 
@@ -61,7 +62,7 @@ def test_a_backtest_of_your_signals_checked_by_hand(sqlite_url, tmp_path):
     assert p["final_equity"] == pytest.approx(equity) and p["trades"] == 3 and p["mean_leverage"] == 1
     assert report["policies"]["qlearning"]["trades"] == 0  # three trades are no evidence of an edge: skipped
     assert all(t["approved"] == "False" and float(t["exposure"]) == 0 for t in trades if t["policy"] == "qlearning")
-    for plot in ("equity.png", "exposure_vs_confidence.png", "qtable.png"):
+    for plot in PLOTS:
         assert (out / plot).stat().st_size > 1000
 
     # paired against the first policy named: the Q agent placed nothing (log growth 0 on every signal), so its

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from backend.cli import app
 from backend.data.bundled import load_bundled
+from backend.evaluation.report import PLOTS
 from backend.evaluation.tracks import replay_track
 from backend.evaluation.walkforward import windows
 
@@ -31,7 +32,7 @@ def test_evaluate_a_checkpoint_writes_the_report_and_plots(tmp_path):
                                        "rank_in_top_half"}
     assert window["collapse"]["alerts"] is not None and report["aggregate"]["windows"] == 1
     assert "skipped" in report["notes"][0]
-    for name in ("equity.png", "drawdown.png", "exposure.png", "actions.png"):
+    for name in PLOTS:
         assert (tmp_path / name).read_bytes()[:8] == PNG
     assert "sharpe_non_negative" in result.output
     verdict = next(line for line in result.output.splitlines() if "sharpe_non_negative" in line)
@@ -49,7 +50,7 @@ def test_evaluate_the_regime_trader_trains_per_window_and_plots_its_regimes(tmp_
     assert set(window["criteria"]) == {"sharpe_non_negative", "sharpe_vs_best_buy_hold", "turnover_at_most_50pct",
                                        "rank_in_top_half"}
     assert "dominance" in window["collapse"]
-    for name in ("equity.png", "drawdown.png", "exposure.png", "actions.png"):
+    for name in PLOTS:
         assert (tmp_path / name).read_bytes()[:8] == PNG
 
 
@@ -63,6 +64,11 @@ def test_the_q_agent_learns_from_the_first_bars_the_indicators_allow():
     assert np.isfinite(track.equity).all() and (track.exposure <= 3 + 1e-9).all()
     atr = replay_track("atr", ts[first.track_rows])
     assert (atr.turnover > 0).any()  # the same signals traded by the rule
+    bar, confidence, exposure, leverage = atr.sizes.T  # each signal sized in the window, at the bar it came
+    placed = ~np.isnan(leverage)
+    assert placed.any() and ((0 <= confidence) & (confidence <= 1)).all() and (exposure[placed] > 0).all()
+    assert (atr.turnover[bar[placed].astype(int)] > 0).all()  # its order filled at the next open
+    assert (leverage[placed] >= 1).all() and (bar < len(atr.exposure)).all()
 
 
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
