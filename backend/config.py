@@ -82,8 +82,9 @@ class Settings(BaseSettings):
     )
     rl_position_sizing_enabled: bool = Field(True, description="False: every trade is sized by the ATR rule")
     rl_sizing_confidence_z: float = Field(
-        1.28, ge=0, description="Exposures are ranked by their expected reward less this many standard errors: an "
-        "edge that is not yet this clear gets no size (0: rank by the plain estimate)"
+        1.28, ge=0, description="Only exposures whose expected reward less this many standard errors is above 0 may "
+        "be taken (the best expected among them is): an edge that is not yet this clear gets no size (0: any "
+        "positive estimate)"
     )
     rl_sizing_prior_trades: float = Field(
         50.0, ge=0, description="Before any trade the agent believes in no edge, as firmly as if this many trades had "

@@ -9,8 +9,13 @@ The estimate of an action in a state is the average of its rewards (decayed over
 set), pooled with coarser states (all trades -> confidence -> regime + confidence -> the state) by empirical
 Bayes: a finer bucket keeps its own average only as far as the buckets beside it differ by more than chance,
 so buckets that carry no information share all their data, and informative ones (a confidence that predicts
-the outcome) keep theirs. Actions are ranked by a lower confidence bound of that estimate: an edge that is not
-yet significant gets no size, and as the evidence grows the chosen exposure approaches the growth-optimal one.
+the outcome) keep theirs.
+
+The choice is gated by a lower confidence bound of that estimate: only exposures whose bound is above 0 (what
+skipping earns) may be taken, so an edge that is not yet significant gets no size; among them, the one with the
+best expected reward (Kelly's exposure as estimated so far). The gate alone keeps the agent out of markets
+without an edge; ranking by the bound itself would also shrink every size by about z / t (t: the edge's
+t-statistic so far), which costs growth long after the edge is established.
 """
 from __future__ import annotations
 
@@ -123,7 +128,8 @@ def estimate(tree: Sequence[tuple[str, Sequence[str]]], cells: dict[str, dict[st
 
 
 class QLearningPolicy:
-    """The tabular Q agent: the menu exposure with the best lower confidence bound of its expected reward."""
+    """The tabular Q agent: the menu exposure with the best expected reward among those whose lower confidence
+    bound is above 0 (skipping earns exactly 0): no size until an edge is significant, then Kelly's estimate."""
 
     name = "qlearning"
 
@@ -161,9 +167,9 @@ class QLearningPolicy:
         if epsilon > 0 and self._rng.random() < epsilon:
             i = self._rng.choice(np.flatnonzero(feasible).tolist())
             how = f"explored (epsilon {epsilon:.3f})"
-        else:
-            i = int(np.argmax(np.where(feasible, lcb, -np.inf)))  # ties: the smaller exposure
-            how = "the best lower confidence bound"
+        else:  # skip (index 0, bound 0) is always allowed; ties: the smaller exposure
+            i = int(np.argmax(np.where(feasible & ((lcb > 0) | (np.arange(len(lcb)) == 0)), mean, -np.inf)))
+            how = "the best expected reward whose lower bound is above 0"
         exposure = self.menu[i]
         barred = int((~feasible).sum())
         return Proposal(
