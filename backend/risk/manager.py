@@ -54,7 +54,7 @@ def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, a
     }
     if settings.rm_max_position_usd is not None:
         limits["max_position_usd"] = settings.rm_max_position_usd
-    return {name: max(0.0, limit) for name, limit in limits.items()}
+    return {name: (limit + abs(limit)) / 2 for name, limit in limits.items()}  # max(0, limit), tensors too
 
 
 def apply_caps(size: float, limits: dict[str, float]) -> tuple[float, tuple[str, ...]]:
