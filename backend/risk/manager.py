@@ -176,6 +176,7 @@ class RiskManager:
         status = self._trading_status()
         if not status.allows_entries:  # no new exposure: sized and followed as a shadow, so learning goes on
             limits["trading_state"] = 0.0
+        win_rate = self._win_rate()
         ctx = SizingContext(
             signal=signal,
             market=market,
@@ -186,12 +187,13 @@ class RiskManager:
                 adx=market.adx,
                 confidence=signal.confidence,
                 exposure=account.exposure,
-                win_rate=self._win_rate(),
+                win_rate=win_rate,
                 edges=self._edges,
             ),
             max_exposure=min(limits.values()) / equity,
             min_exposure=self._s.rm_min_position_usd / equity,
             atr_exposure=self._s.rm_risk_per_trade_pct / stop_pct,
+            win_rate=win_rate,
         )
         proposal = self._propose(ctx, policy)
         size, bound = apply_caps(proposal.exposure * equity, limits)

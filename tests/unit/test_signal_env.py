@@ -136,3 +136,89 @@ def test_trade_paths_are_the_live_engines():
     assert len(rows) == len(trades) >= 38
     for sid, growth in zip(trades.ids, trades.growth[:, one]):
         assert math.expm1(growth) == pytest.approx(rows[sid], abs=2e-4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny real training run on a generated market with an edge (f* = 1.5), tested on another seed's."""
+    from backend.rl.ppo import PPOConfig
+    from backend.rl.training import SignalData, run_sizing
+
+    out = tmp_path_factory.mktemp("sizing")
+    config = PPOConfig(seed=1, total_timesteps=24_576, n_envs=256, n_steps=16, n_minibatches=4, gamma=0.0,
+                       hidden=32, learning_rate=1e-3, device="cpu")
+    settings = Settings(_env_file=None, **PROTECTIONS_OFF)
+    return run_sizing(config, SignalData(signals="coin:1.5:6", trades=300, window=4), dict(WIDE_CAPS), out, settings)
+
+
+def test_a_tiny_training_run_sizes_better_than_random(trained):
+    path, report = trained
+    held_out = report["held_out"]
+    assert held_out["signals"] >= 290 and report["data_window"]["test_seed"] != report["data_window"]["train_seed"]
+    assert held_out["policy"]["log_growth"] > held_out["random"]["log_growth"]
+    assert held_out["policy"]["log_growth"] > 0 and held_out["policy"]["mean_exposure"] > 0.2
+
+
+def test_a_checkpoint_records_its_kind_menu_caps_and_window_and_the_wrong_kind_is_refused(trained):
+    from backend.rl import checkpoint
+    from backend.rl.observation import SpecMismatch
+
+    path, _ = trained
+    loaded = checkpoint.load(path, kind="sizing")
+    assert loaded.kind == "sizing" and loaded.menu == Settings(_env_file=None, **WIDE_CAPS).exposure_menu()
+    assert loaded.meta["sizing"]["caps"]["rm_max_leverage"] == WIDE_CAPS["rm_max_leverage"]
+    assert loaded.meta["data_window"]["generated"] == "coin:1.5:6" and loaded.n_actions == len(loaded.menu)
+    with pytest.raises(checkpoint.CheckpointError, match="is a sizing checkpoint .* a trading checkpoint"):
+        checkpoint.load(path, kind="trading")
+    with pytest.raises(checkpoint.CheckpointError, match="is a trading checkpoint .* a sizing checkpoint"):
+        checkpoint.load(Settings(_env_file=None).model_path.parents[1] / "ppo-trader" / "model.pt", kind="sizing")
+    blob = torch.load(path, weights_only=True)
+    blob["observation_spec"]["account_features"] = blob["observation_spec"]["account_features"][:-1]
+    torch.save(blob, path.with_name("other.pt"))
+    with pytest.raises(SpecMismatch, match="differs from this code's"):
+        checkpoint.load(path.with_name("other.pt"), kind="sizing")
+
+
+def test_served_as_trained_the_live_observation_mask_and_exposure_are_the_environments(trained, tmp_path):
+    """SIZING_POLICY=ppo with a sizing checkpoint, through the risk manager on the simulated broker at a held-out
+    signal's bar: the observation and the mask equal the environment's at that signal, and the decision's exposure
+    is the environment's greedy choice."""
+    from backend.bootstrap import build_app
+    from backend.rl import checkpoint
+    from backend.rl.training import SignalData, sizing_data
+    from backend.sizing.ppo import PPOSizingPolicy
+
+    path, _ = trained
+    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/s.db", sim_symbols=(SYMBOL,),
+                        sizing_policy="ppo", model_path=path, log_level="warning", **WIDE_CAPS, **PROTECTIONS_OFF)
+    loaded = checkpoint.load(path, kind="sizing")
+    *_, series, signals, _, _ = sizing_data(SignalData(signals="coin:1.5:6", trades=300, window=4), settings)
+    trades = trade_paths(series, signals, settings, loaded.menu)
+    env = SignalSizingEnv(trades, series, loaded.spec, settings, loaded.menu, n_envs=1)
+    by_id = {t.signal.signal_id: t.signal for t in signals}
+    broker = SimBroker({SYMBOL: series[0]}, start_index=int(trades.bar[0]), initial_cash=settings.sim_initial_cash,
+                       multiplier=settings.sim_multiplier, maintenance_margin=settings.rm_maintenance_margin)
+    app = build_app(settings, broker=broker)
+    try:
+        policy = app.risk.policy
+        assert isinstance(policy, PPOSizingPolicy)
+        for k in range(6):
+            while broker.index < trades.bar[k]:
+                broker.advance()
+            app.risk._win_rate = lambda k=k: float(trades.win_rate[k])  # the store's, as the environment has it
+            obs, mask = env.reset(starts=torch.tensor([k]))
+            seen = {}
+            real = policy.observation
+            policy.observation = lambda ctx: seen.setdefault("obs", real(ctx))  # noqa: B023
+            decision = app.risk.decide(by_id[trades.ids[k]])
+            policy.observation = real
+            live_obs, live_mask = seen["obs"]
+            assert torch.allclose(live_obs.float(), obs[0], atol=1e-5)
+            assert live_mask.tolist() == mask[0].tolist()
+            greedy = int(loaded.probabilities(obs[0], mask[0]).argmax())
+            assert decision.exposure == pytest.approx(loaded.menu[greedy], rel=1e-9)
+            assert decision.leverage == pytest.approx(max(1.0, loaded.menu[greedy]))
+            assert decision.action_key == f"{loaded.menu[greedy]:g}" and decision.model_version == loaded.version
+        assert policy.describe()["kind"] == "sizing" and sum(policy.describe()["action_counts"].values()) == 6
+    finally:
+        app.close()
