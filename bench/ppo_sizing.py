@@ -34,13 +34,13 @@ from backend.rl.training import SignalData, run_sizing  # noqa: E402
 
 
 def config(steps: int, seed: int) -> PPOConfig:
-    return PPOConfig(seed=seed, total_timesteps=steps, n_envs=1024, n_steps=32, n_minibatches=4, gamma=0.0,
+    return PPOConfig(seed=seed, total_timesteps=steps, n_envs=1024, n_steps=4, n_minibatches=4, gamma=0.0,
                      hidden=64, learning_rate=1e-3, device="cpu")
 
 
 def one(case_name: str, steps: int, train_seed: int, test_seed: int, trades: int) -> dict:
     started = time.perf_counter()
-    data = SignalData(signals=case_name, trades=trades, train_seed=train_seed, test_seed=test_seed, window=8)
+    data = SignalData(signals=case_name, trades=trades, train_seed=train_seed, test_seed=test_seed)
     with tempfile.TemporaryDirectory() as out:
         _, report = run_sizing(config(steps, 1), data, dict(WIDE_CAPS), Path(out),
                                Settings(_env_file=None, **PROTECTIONS_OFF))

@@ -165,7 +165,7 @@ def live_market_window(spec: ObservationSpec, bars) -> tuple[torch.Tensor, bool]
     need = spec.window + WARMUP_BARS
     if len(bars.close) < need:
         raise ValueError(f"an observation needs {need} bars of history, have {len(bars.close)}")
-    raw = market_features(bars.open, bars.high, bars.low, bars.close, bars.volume)[-spec.window:]
+    raw = market_features(bars.open, bars.high, bars.low, bars.close, bars.volume)[len(bars.close) - spec.window:]
     return torch.from_numpy(normalise(spec, raw)).ravel(), bool(np.all(np.isfinite(raw)))
 
 

@@ -38,7 +38,9 @@ from backend.rl.observation import ObservationSpec, market_features, normalise
 
 KIND = "sizing"
 SIGNAL_FEATURES = ("side", "confidence", "stop_distance", "time_limit")
-ACCOUNT_FEATURES = ("equity_change", "open_exposure", "recent_win_rate")
+# no equity: log-growth sizing does not depend on the wealth it sizes, and an account's equity drifts out of any
+# range the training episodes showed (a held-out pass is longer than an episode)
+ACCOUNT_FEATURES = ("open_exposure", "recent_win_rate")
 OBSERVED = SIGNAL_FEATURES + ACCOUNT_FEATURES  # after the market window, in this order
 
 
@@ -49,11 +51,10 @@ def signal_features(side: torch.Tensor, confidence: torch.Tensor, stop_pct: torc
     return torch.stack([side, confidence, 10 * stop_pct, torch.log1p(time_limit_hours / 24)], dim=-1).float()
 
 
-def account_features(equity: torch.Tensor, reference: float, open_exposure: torch.Tensor,
-                     win_rate: torch.Tensor) -> torch.Tensor:
-    """(..., 3): log(equity / reference), gross open exposure (notional / equity), win rate of the last trades
-    that ended (0.5 before any)."""
-    return torch.stack([torch.log(equity.clamp_min(1e-9) / reference), open_exposure, win_rate], dim=-1).float()
+def account_features(open_exposure: torch.Tensor, win_rate: torch.Tensor) -> torch.Tensor:
+    """(..., 2): gross open exposure (notional / equity), win rate of the last trades that ended (0.5 before
+    any)."""
+    return torch.stack([open_exposure, win_rate], dim=-1).float()
 
 
 def menu_mask(menu: torch.Tensor, max_exposure: torch.Tensor, min_exposure: torch.Tensor) -> torch.Tensor:
@@ -87,6 +88,12 @@ class Trades:
         return Trades([self.ids[i] for i in np.flatnonzero(rows)], *(pick(getattr(self, f)) for f in (
             "symbol", "bar", "exit_bar", "side", "confidence", "stop_pct", "time_limit_hours", "win_rate",
             "growth")), self.unused)
+
+    def pessimistic(self, z: float) -> "Trades":
+        """Each exposure's growth less z standard errors of its mean over these trades: the lower confidence bound
+        the Q agent ranks exposures by (RL_SIZING_CONFIDENCE_Z), as a cost per trade, so that an edge these trades
+        do not make clear is not worth sizing."""
+        return replace(self, growth=self.growth - z * self.growth.std(axis=0) / np.sqrt(len(self)))
 
 
 def _path(s: Series, side: Side, t: int, stop: float, target: float | None, deadline: np.datetime64 | None,
@@ -218,6 +225,7 @@ class SignalSizingEnv:
     random start. Actions: indices into `menu`."""
 
     continuous = False
+    counterfactual = True  # info["rewards"]: every menu exposure's reward on the signal just sized
 
     def __init__(self, trades: Trades, series: list[Series], spec: ObservationSpec, settings: Settings,
                  menu: tuple[float, ...], n_envs: int, episode_signals: int = 256, seed: int = 0,
@@ -283,8 +291,7 @@ class SignalSizingEnv:
         return self.open_notional.sum(dim=1)
 
     def observe(self) -> torch.Tensor:
-        acct = account_features(self.equity, self.settings.sim_initial_cash, self.gross() / self.equity,
-                                self._win_rate[self.i])
+        acct = account_features(self.gross() / self.equity, self._win_rate[self.i])
         return torch.cat([self._static[self.i], acct], dim=1)
 
     def limits(self) -> dict[str, torch.Tensor]:
@@ -306,10 +313,12 @@ class SignalSizingEnv:
     def step(self, action: torch.Tensor):
         """Size every environment's current signal. Returns obs, mask, reward (the trade's log growth), terminated
         (never: a ruined account's growth is bounded below), truncated (the episode's last signal), info."""
-        invalid = ~self.action_mask()[self._rows, action]
+        valid = self.action_mask()
+        invalid = ~valid[self._rows, action]
         action = torch.where(invalid, torch.zeros_like(action), action)  # a masked exposure is played as a skip
         exposure = self.menu[action]
         reward = self._growth[self.i, action]
+        rewards = torch.where(valid, self._growth[self.i], 0.0)
         symbol = self._symbol[self.i]
         self.open_notional[self._rows, symbol] = exposure * self.equity
         self.open_growth[self._rows, symbol] = reward.double()
@@ -319,7 +328,8 @@ class SignalSizingEnv:
         self.episode_length += 1
         truncated = self.i >= self.end
         terminated = torch.zeros_like(truncated)
-        info = {"invalid": invalid, "traded": exposure, "exposure": exposure}
+        info = {"invalid": invalid, "traded": exposure, "exposure": exposure,
+                "rewards": rewards}
         if truncated.any():
             self.i = torch.where(truncated, self.i - 1, self.i)  # the terminal observation: the last signal again
             info.update(final_obs=self.observe()[truncated], episode_return=self.episode_return[truncated].clone(),
@@ -338,7 +348,7 @@ def market_windows(series: list[Series], spec: ObservationSpec, symbol: np.ndarr
     for i, f in enumerate(feats):
         rows = symbol == i
         idx = np.clip(bar[rows, None] + offsets[None, :], 0, None)
-        out[rows] = f[idx].reshape(int(rows.sum()), -1)
+        out[rows] = f[idx].reshape(int(rows.sum()), out.shape[1])
     return out
 
 

@@ -118,8 +118,9 @@ class SignalData:
     """Bars and signals: the last training bar (signals after it are held out); normalisation from bars to here."""
     test_end: date | None = None
     """Bars and signals: the last held-out bar (default: the data's end)."""
-    window: int = 8
-    """Bars in the observation's market window."""
+    window: int = 0
+    """Bars in the observation's market window. 0: none, the signal and the account only: on a few thousand
+    signals, a window lets the policy tell the training trades apart and learn which of them won."""
     episode_signals: int = 256
     """Signals per training episode."""
 
@@ -213,7 +214,7 @@ def run_sizing(config: PPOConfig, data: SignalData, caps: dict[str, Any], out_di
                                                 for s in train_series]), data.window))
     train_trades = trade_paths(train_series, train_signals, settings, menu)
     test_trades = trade_paths(test_series, test_signals, settings, menu)
-    env = SignalSizingEnv(train_trades, train_series, spec, settings, menu, config.n_envs, data.episode_signals,
+    env = SignalSizingEnv(train_trades.pessimistic(settings.rl_sizing_confidence_z), train_series, spec, settings, menu, config.n_envs, data.episode_signals,
                           config.seed, device)
     agent, history = train(config, env, out_dir, on_update)
     path = out_dir / "model.pt"

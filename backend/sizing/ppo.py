@@ -115,8 +115,7 @@ class PPOSizingPolicy(PPOPolicy):
         f = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
         features = signal_features(f(signal.side.sign), f(signal.confidence), f(ctx.stop_distance_pct),
                                    f(signal.time_limit_hours or self._default_limit))
-        account = account_features(f(ctx.account.equity), self._reference, f(ctx.account.exposure),
-                                   f(0.5 if ctx.win_rate is None else ctx.win_rate))
+        account = account_features(f(ctx.account.exposure), f(0.5 if ctx.win_rate is None else ctx.win_rate))
         mask = menu_mask(self._menu, f(ctx.max_exposure), f(ctx.min_exposure))
         return torch.cat([window, features, account]), mask
 

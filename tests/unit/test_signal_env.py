@@ -68,14 +68,13 @@ def test_a_hand_checked_episode():
     obs, mask = env.reset(starts=torch.tensor([0]))
     # the risk cap binds: 8% of equity at a 5% stop is 1.6x; every menu exposure up to it may be chosen
     assert mask[0].tolist() == [e <= 1.6 + 1e-9 for e in menu]
-    assert obs[0, -7:].tolist() == pytest.approx([1.0, 0.7, 0.5, math.log1p(2.0), 0.0, 0.0, 0.5])
+    assert obs[0, -6:].tolist() == pytest.approx([1.0, 0.7, 0.5, math.log1p(2.0), 0.0, 0.5])
     obs, mask, reward, terminated, truncated, info = env.step(torch.tensor([one]))
     assert float(reward[0]) == pytest.approx(math.log1p(trade_return), rel=1e-6)
     assert not truncated[0] and float(info["exposure"][0]) == 1.0
     # c is decided at bar 160, after a ended (bar 153): its growth is in the equity, nothing is open
     assert float(env.equity[0]) == pytest.approx(100_000 * (1 + trade_return), rel=1e-6)
-    assert obs[0, -7:].tolist() == pytest.approx([-1.0, 0.4, 10 * 5 / 110, math.log1p(1.0),
-                                                  math.log1p(trade_return), 0.0, 1.0], rel=1e-5)
+    assert obs[0, -6:].tolist() == pytest.approx([-1.0, 0.4, 10 * 5 / 110, math.log1p(1.0), 0.0, 1.0], rel=1e-5)
     obs, mask, reward, terminated, truncated, info = env.step(torch.tensor([menu.index(0.5)]))
     short_return = -((1 + SLIP) / (1 - SLIP) - 1) - 2 * COMMISSION  # flat: in at 110 - slippage, out at 110 + it
     assert float(reward[0]) == pytest.approx(math.log1p(0.5 * short_return), rel=1e-5)
@@ -222,3 +221,12 @@ def test_served_as_trained_the_live_observation_mask_and_exposure_are_the_enviro
         assert policy.describe()["kind"] == "sizing" and sum(policy.describe()["action_counts"].values()) == 6
     finally:
         app.close()
+
+
+def test_pessimism_costs_each_exposure_its_standard_error():
+    m = market(coin_case(1.5, 6, 60), 2)
+    settings = Settings(_env_file=None, **WIDE_CAPS, **PROTECTIONS_OFF)
+    trades = trade_paths([m.series], m.timed, settings, settings.exposure_menu())
+    cost = trades.growth - trades.pessimistic(1.28).growth
+    assert np.allclose(cost, 1.28 * trades.growth.std(axis=0) / np.sqrt(len(trades)))
+    assert cost[:, 0].max() == 0 and (np.diff(cost[0]) > 0).all()  # skipping costs nothing, more exposure more
