@@ -223,6 +223,43 @@ def test_served_as_trained_the_live_observation_mask_and_exposure_are_the_enviro
         app.close()
 
 
+def test_the_gym_view_passes_the_checkers_steps_as_the_vectorised_env_and_trains_maskable_ppo():
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from backend.rl.signal_gym import SignalSizingGymEnv
+
+    m = market(coin_case(1.5, 6, 60), 2)
+    settings = Settings(_env_file=None, **WIDE_CAPS, **PROTECTIONS_OFF)
+    menu = settings.exposure_menu()
+    args = (trade_paths([m.series], m.timed, settings, menu), [m.series], spec_of(m.series, 2), settings, menu)
+    gym_env = SignalSizingGymEnv(*args, episode_signals=8, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(gym_env, skip_render_check=True)
+        sb3_check_env(SignalSizingGymEnv(*args, episode_signals=8), warn=True)
+
+    vector = SignalSizingEnv(*args, n_envs=1, episode_signals=8, seed=4)
+    obs, mask = vector.reset()
+    gym_obs, _ = gym_env.reset(seed=4)
+    for k in range(8):
+        assert np.array_equal(gym_obs, obs[0].numpy()) and np.array_equal(gym_env.action_masks(), mask[0].numpy())
+        action = int(np.flatnonzero(mask[0].numpy())[k % int(mask[0].sum())])
+        gym_obs, reward, terminated, truncated, _ = gym_env.step(action)
+        obs, mask, vector_reward, _, vector_truncated, info = vector.step(torch.tensor([action]))
+        assert reward == pytest.approx(float(vector_reward[0])) and not terminated and truncated == (k == 7)
+    assert truncated and np.array_equal(gym_obs, info["final_obs"][0].numpy())
+
+    model = MaskablePPO("MlpPolicy", gym_env, n_steps=32, batch_size=16, gamma=0.0, seed=0, device="cpu")
+    model.learn(total_timesteps=64)
+    gym_obs, _ = gym_env.reset(seed=1)
+    action, _ = model.predict(gym_obs, action_masks=gym_env.action_masks(), deterministic=True)
+    assert model.num_timesteps >= 64 and gym_env.action_masks()[int(action)]
+
+
 def test_pessimism_costs_each_exposure_its_standard_error():
     m = market(coin_case(1.5, 6, 60), 2)
     settings = Settings(_env_file=None, **WIDE_CAPS, **PROTECTIONS_OFF)
