@@ -16,9 +16,14 @@ the trade would bring. A step is then a gather, and state is tensors of shape (n
 
 The account: equity in USD (it settles a trade's growth when the trade has ended, so an observation never sees
 an outcome that is still in the future), the notional of the open trade per symbol (gross exposure for the caps
-and the observation). Observation: the market feature window at the signal's bar (`backend.rl.observation`),
-the signal's features and the account's (`signal_features`, `account_features` below), built by the same
-functions when a live signal is sized (`backend.sizing.ppo.PPOSizingPolicy`).
+and the observation). Observation: the market feature window at the signal's bar (`backend.rl.observation`;
+none when the spec's window is 0), the signal's features and the account's (`signal_features`,
+`account_features` below), built by the same functions when a live signal is sized
+(`backend.sizing.ppo.PPOSizingPolicy`).
+
+Training (`backend.rl.ppo`, `counterfactual`): every step also returns every menu exposure's reward on the signal
+just sized, so the PPO surrogate takes its expectation over the actions exactly; the training trades' rewards are
+their lower confidence bound (`Trades.pessimistic`).
 """
 from __future__ import annotations
 
