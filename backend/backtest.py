@@ -39,12 +39,15 @@ class PolicySpec:
 
 
 def parse_policies(text: str) -> list[PolicySpec]:
-    """`qlearning,ppo,atr,fixed:0.5,kelly` (kelly alone is half Kelly; kelly:1 full)."""
+    """`qlearning,ppo,atr,fixed:0.5,kelly,runs/mine/model.pt` (kelly alone is half Kelly; kelly:1 full; a path
+    ending in .pt is a PPO checkpoint)."""
     specs = []
     for label in (part.strip() for part in text.split(",")):
         name, _, arg = label.partition(":")
         if name in ("qlearning", "ppo", "atr") and not arg:
             overrides = {"sizing_policy": name}
+        elif label.endswith(".pt"):  # a PPO checkpoint, served as SIZING_POLICY=ppo serves MODEL_PATH
+            overrides = {"sizing_policy": "ppo", "model_path": Path(label)}
         elif name in ("fixed", "kelly"):
             try:
                 value = float(arg) if arg else (None if name == "fixed" else 0.5)
@@ -55,7 +58,8 @@ def parse_policies(text: str) -> list[PolicySpec]:
             overrides = {"sizing_policy": name, "sizing_fixed_exposure" if name == "fixed" else
                          "sizing_kelly_fraction": value}
         else:
-            raise ValueError(f"unknown policy {label!r}: qlearning, ppo, atr, fixed:EXPOSURE or kelly[:FRACTION]")
+            raise ValueError(f"unknown policy {label!r}: qlearning, ppo, atr, fixed:EXPOSURE, kelly[:FRACTION] or a "
+                             "checkpoint PATH.pt")
         if label in [s.label for s in specs]:
             raise ValueError(f"{label!r} is named twice")
         specs.append(PolicySpec(label, overrides))
@@ -74,7 +78,7 @@ class PolicyRun:
 def run_one(settings: Settings, spec: PolicySpec, signals: list[TimedSignal] | None, scratch: Path,
             end: date | None = None, on_bar: Callable[[int, int], None] | None = None,
             ) -> tuple[PolicyRun, ScheduledSignals | None]:
-    url = f"sqlite:///{scratch}/{spec.label.replace(':', '_')}.db"
+    url = f"sqlite:///{scratch}/{''.join(c if c.isalnum() else '_' for c in spec.label)}.db"
     s = settings.model_copy(update={**spec.overrides, "database_url": url})
     broker = make_sim_broker(s)
     schedule = None

@@ -175,9 +175,12 @@ def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, brok
         return fallback
     if name == "ppo":
         from backend.rl.checkpoint import load  # torch is imported only when a model is served
-        from backend.sizing.ppo import PPOPolicy
+        from backend.sizing.ppo import PPOPolicy, PPOSizingPolicy
 
-        return PPOPolicy(load(settings.model_path), broker, reference_equity=broker.account().equity)
+        loaded = load(settings.model_path)
+        if loaded.kind == "sizing":
+            return PPOSizingPolicy(loaded, broker, broker.account().equity, settings.rm_default_time_limit_hours)
+        return PPOPolicy(loaded, broker, reference_equity=broker.account().equity)
     if name == "fixed":
         return FixedExposure(settings.sizing_fixed_exposure)
     if name == "kelly":

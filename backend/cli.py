@@ -144,7 +144,8 @@ def backtest(
                                               "signal_id, stop_price, target_price, time_limit_hours), or trend "
                                               "(the built-in trend follower)")] = "trend",
     policy: Annotated[str, typer.Option(help="Policies to compare, comma-separated: qlearning, ppo, atr, "
-                                             "fixed:EXPOSURE, kelly[:FRACTION]")] = "qlearning,atr,fixed:0.5,kelly",
+                                             "fixed:EXPOSURE, kelly[:FRACTION], or a checkpoint PATH.pt")
+                      ] = "qlearning,atr,fixed:0.5,kelly",
     bars: Annotated[Optional[list[str]], typer.Option(
         help="A bar file (CSV or Parquet) per symbol, SYMBOL=PATH or PATH named after its symbol; repeat it. "
              "Default: SIM_BARS, else the bundled indices")] = None,
@@ -239,18 +240,45 @@ def train_cmd(
     seed: Annotated[Optional[int], typer.Option(help="Overrides ppo.seed")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda")] = None,
     gru: Annotated[Optional[bool], typer.Option(help="GRU window encoder")] = None,
+    bars: Annotated[Optional[list[str]], typer.Option(
+        help="Sizing: a bar file per symbol (SYMBOL=PATH or PATH); repeat it. Default: the bundled indices")] = None,
+    signals: Annotated[Optional[str], typer.Option(
+        help="Sizing: a signal CSV, trend, or a generated market (coin:F:T, coin:fair, coin:losing, confidence, "
+             "drift:MU:SIGMA). Given (or kind: sizing in the config), the signal sizing environment is trained")] = None,
 ) -> None:
-    """Train a PPO sizing policy in the vectorised environment, then validate it on held-out bars."""
+    """Train a PPO policy, then report it on held-out data: the signal sizing environment (--signals, or kind:
+    sizing in the config; what SIZING_POLICY=ppo serves) or seed 000's trading environment."""
     from rich.progress import Progress
 
     from backend.data.files import BarsFileError
-    from backend.rl.training import load_config, run
+    from backend.data.signals import SignalsFileError
+    from backend.rl.training import is_sizing_config, load_config, load_sizing_config, run, run_sizing
 
     flags = {"total_timesteps": total_timesteps, "seed": seed, "device": device, "gru": gru}
+    flags = {k: v for k, v in flags.items() if v is not None}
     try:
-        ppo, data = load_config(config, {k: v for k, v in flags.items() if v is not None})
+        sizing = signals is not None or bool(bars) or is_sizing_config(config)
+        if sizing:
+            data_flags = {k: v for k, v in {"bars": bars, "signals": signals}.items() if v}
+            ppo, signal_data, caps = load_sizing_config(config, flags, data_flags)
+        else:
+            ppo, data = load_config(config, flags)
     except (OSError, ValueError, TypeError) as exc:
         _fail(f"config: {exc}")
+    if sizing:
+        with Progress() as progress:
+            task = progress.add_task("training", total=None)
+            try:
+                path, report = run_sizing(ppo, signal_data, caps, out, _simulated(), lambda i, n, row: progress.update(
+                    task, completed=i, total=n, description=f"training  SPS {row['charts/SPS']:,}"))
+            except (BarsFileError, SignalsFileError, ValueError) as exc:
+                _fail(str(exc))
+        h = report["held_out"]
+        typer.echo(f"checkpoint {path} (sizing); held-out {h['signals']} signals: log growth "
+                   f"{h['policy']['log_growth']:+.4f} at mean exposure {h['policy']['mean_exposure']:.2f}; best fixed "
+                   f"exposure in hindsight {h['best_fixed_in_hindsight']['exposure']:g}: "
+                   f"{h['best_fixed_in_hindsight']['log_growth']:+.4f}; random {h['random']['log_growth']:+.4f}")
+        return
     with Progress() as progress:
         task = progress.add_task("training", total=None)
 

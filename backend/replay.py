@@ -16,6 +16,8 @@ from backend.bootstrap import App, build_app
 from backend.brokers.base import EndOfData
 from backend.brokers.sim import SimBroker
 from backend.config import Settings
+from backend.data.bundled import Series
+from backend.data.signals import TimedSignal
 from backend.domain.model import Side, Signal
 from backend.domain.state import ALL_STATE_KEYS
 from backend.risk import SizingError
@@ -53,6 +55,24 @@ class TrendSignals:
         day = app.broker.now().date().isoformat()
         return Signal(f"replay-{symbol}-{day}", symbol, side, confidence)
 
+
+def trend_signals(series: dict[str, Series], settings: Settings) -> list[TimedSignal]:
+    """The trend follower's signals over whole series, as `run_replay` would send them from the first bar after
+    the indicators' warm-up (what `sizer train --signals trend` learns from): the same source on a clock of
+    its own, since its signals do not depend on what was traded."""
+    from types import SimpleNamespace
+
+    from backend.bootstrap import sim_warmup_bars
+    from backend.risk.manager import RiskManager
+
+    broker = SimBroker(series, start_index=sim_warmup_bars(settings), initial_cash=settings.sim_initial_cash)
+    app = SimpleNamespace(broker=broker, risk=RiskManager(settings, broker, None, None, None, None, None))
+    source, out = TrendSignals(broker.symbols), []
+    while True:
+        out += [TimedSignal(broker.calendar[broker.index], s) for s in source(app)]
+        if broker.bars_left <= 0:
+            return out
+        broker.advance()
 
 @dataclass(frozen=True)
 class Curve:

@@ -176,3 +176,25 @@ def truth(case: Case, maintenance: float, samples: int = 100_000) -> Truth:
         f_star = {k: max(0.0, (2 * float(p[rows].mean()) - 1) * case.a / (case.a**2 + noise))
                   for k, rows in keys.items()}
     return Truth(growth, f_star)
+
+
+def named_case(name: str, trades: int) -> Case:
+    """bench/sizing's cases by name: `coin:F:T` (f* = F, t500 = T), `coin:fair`, `coin:losing`, `confidence`
+    (twice the signals), `drift:MU:SIGMA` (annual, e.g. drift:0.2:0.2)."""
+    kind, *args = name.split(":")
+    try:
+        if kind == "coin" and args == ["fair"]:
+            return Case("coin fair", "coin", trades, p=0.5, a=0.05)
+        if kind == "coin" and args == ["losing"]:
+            return Case("coin losing", "coin", trades, p=0.45, a=0.05)
+        if kind == "coin" and len(args) == 2:
+            return coin_case(float(args[0]), float(args[1]), trades)
+        if kind == "confidence" and not args:
+            return Case("confidence p=0.4+0.3c", "confidence", 2 * trades, a=0.08)
+        if kind == "drift" and len(args) == 2:
+            return Case(f"drift mu={args[0]} sigma={args[1]}", "drift", trades, mu=float(args[0]),
+                        sigma=float(args[1]))
+    except ValueError:
+        pass
+    raise ValueError(f"unknown generated market {name!r}: coin:F:T, coin:fair, coin:losing, confidence or "
+                     "drift:MU:SIGMA")

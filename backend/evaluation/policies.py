@@ -39,7 +39,7 @@ def test_market(series: list[Series], w: Window, spec: ObservationSpec) -> Marke
 
 def checkpoint_policy(path: Path) -> tuple[Policy, date]:
     """A trained checkpoint and the last bar it was trained on (from its metadata)."""
-    loaded = checkpoint.load(path)
+    loaded = checkpoint.load(path, kind="trading")
     try:
         train_end = date.fromisoformat(str(loaded.meta["data_window"]["train_end"]))
     except (KeyError, TypeError, ValueError):

@@ -54,7 +54,7 @@ def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, a
     }
     if settings.rm_max_position_usd is not None:
         limits["max_position_usd"] = settings.rm_max_position_usd
-    return {name: max(0.0, limit) for name, limit in limits.items()}
+    return {name: (limit + abs(limit)) / 2 for name, limit in limits.items()}  # max(0, limit), tensors too
 
 
 def apply_caps(size: float, limits: dict[str, float]) -> tuple[float, tuple[str, ...]]:
@@ -176,6 +176,7 @@ class RiskManager:
         status = self._trading_status()
         if not status.allows_entries:  # no new exposure: sized and followed as a shadow, so learning goes on
             limits["trading_state"] = 0.0
+        win_rate = self._win_rate()
         ctx = SizingContext(
             signal=signal,
             market=market,
@@ -186,12 +187,13 @@ class RiskManager:
                 adx=market.adx,
                 confidence=signal.confidence,
                 exposure=account.exposure,
-                win_rate=self._win_rate(),
+                win_rate=win_rate,
                 edges=self._edges,
             ),
             max_exposure=min(limits.values()) / equity,
             min_exposure=self._s.rm_min_position_usd / equity,
             atr_exposure=self._s.rm_risk_per_trade_pct / stop_pct,
+            win_rate=win_rate,
         )
         proposal = self._propose(ctx, policy)
         size, bound = apply_caps(proposal.exposure * equity, limits)

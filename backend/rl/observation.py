@@ -54,14 +54,16 @@ class ObservationSpec:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict) -> "ObservationSpec":
+    def from_dict(d: dict, account_features: tuple[str, ...] = ACCOUNT_FEATURES) -> "ObservationSpec":
+        """The spec of a checkpoint, refused unless this code builds the same observation (`account_features`:
+        what follows the market window in the checkpoint's kind of environment)."""
         spec = ObservationSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-        current = (VERSION, MARKET_FEATURES, ACCOUNT_FEATURES)
+        current = (VERSION, MARKET_FEATURES, account_features)
         if (spec.version, spec.market_features, spec.account_features) != current:
             raise SpecMismatch(
                 f"checkpoint observation v{spec.version} {list(spec.market_features)} + "
                 f"{list(spec.account_features)} differs from this code's v{VERSION} {list(MARKET_FEATURES)} + "
-                f"{list(ACCOUNT_FEATURES)}: retrain the model with this version"
+                f"{list(account_features)}: retrain the model with this version"
             )
         return spec
 
@@ -157,12 +159,13 @@ HISTORY_BARS = 300  # Wilder smoothing forgets its start after ~300 bars: live f
 
 
 def live_market_window(spec: ObservationSpec, bars) -> tuple[torch.Tensor, bool]:
-    """The normalised feature window (window x F, flattened) and its validity from the broker's recent bars
-    (a Series of at least window + HISTORY_BARS bars, so Wilder smoothing matches the training features)."""
-    need = spec.window + HISTORY_BARS
+    """The normalised feature window (window x F, flattened) and its validity from the broker's recent bars: ask
+    for window + HISTORY_BARS bars, so that Wilder smoothing matches the training features; fewer are taken as
+    the series' whole history (a younger series: the training features saw no more), at least window + warm-up."""
+    need = spec.window + WARMUP_BARS
     if len(bars.close) < need:
         raise ValueError(f"an observation needs {need} bars of history, have {len(bars.close)}")
-    raw = market_features(bars.open, bars.high, bars.low, bars.close, bars.volume)[-spec.window:]
+    raw = market_features(bars.open, bars.high, bars.low, bars.close, bars.volume)[len(bars.close) - spec.window:]
     return torch.from_numpy(normalise(spec, raw)).ravel(), bool(np.all(np.isfinite(raw)))
 
 

@@ -119,6 +119,12 @@ class Agent(nn.Module):
             return out.squeeze(-1).clamp(-1.0, 1.0)
         return out.masked_fill(~mask, -torch.inf).argmax(dim=-1)
 
+    def log_policy(self, obs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probabilities of every action (-1e8 where masked), value)."""
+        hidden = self._encode(obs)
+        logits = self.actor(hidden).masked_fill(~mask, -1e8)
+        return torch.log_softmax(logits, dim=-1), self.critic(hidden).squeeze(-1)
+
     def get_action_and_value(self, obs: torch.Tensor, mask: torch.Tensor, action: torch.Tensor | None = None):
         hidden = self._encode(obs)
         out = self.actor(hidden)
@@ -163,6 +169,15 @@ def train(
     rewards = torch.zeros((steps, n), device=device)
     dones = torch.zeros((steps, n), device=device)
     values = torch.zeros((steps, n), device=device)
+    # an environment that returns every action's reward (info["rewards"], one-step decisions: gamma 0) gets the
+    # surrogate's expectation over actions computed exactly, each action's advantage its reward less the policy's
+    # expected reward on the same step, instead of estimated from the one action sampled
+    exact = getattr(env, "counterfactual", False)
+    if exact:
+        if config.gamma != 0:
+            raise ValueError("an environment of one-step decisions with every action's reward trains with gamma 0")
+        old_logp = torch.zeros((steps, n, n_classes), device=device)
+        all_rewards = torch.zeros((steps, n, n_classes), device=device)
 
     done = torch.zeros(n, device=device)
     last_class = torch.full((n,), -1, device=device)
@@ -181,9 +196,16 @@ def train(
             global_step += n
             obs_buf[step], mask_buf[step], dones[step] = obs, mask, done
             with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(obs, mask)
+                if exact:
+                    old_logp[step], value = agent.log_policy(obs, mask)
+                    action = Categorical(logits=old_logp[step]).sample()
+                    logprob = old_logp[step].gather(1, action[:, None]).squeeze(1)
+                else:
+                    action, logprob, _, value = agent.get_action_and_value(obs, mask)
             actions[step], logprobs[step], values[step] = action, logprob, value
             obs, mask, reward, terminated, truncated, info = env.step(action)
+            if exact:
+                all_rewards[step] = info["rewards"] * config.reward_scale
             reward = reward * config.reward_scale
             if truncated.any():  # a window's end is not the end of the world: bootstrap from its last state
                 with torch.no_grad():
@@ -214,6 +236,10 @@ def train(
                 last = delta + config.gamma * config.gae_lambda * next_nonterminal * last
                 advantages[t] = last
             returns = advantages + values
+            if exact:
+                returns = (old_logp.exp() * all_rewards).sum(-1)
+                advantages = all_rewards - returns[..., None]
+                advantages /= ((old_logp.exp() * advantages**2).sum(-1).mean().sqrt() + 1e-8)
 
         # --- the clipped update ------------------------------------------------------------------------
         b_obs, b_mask = obs_buf.reshape(batch_size, -1), mask_buf.reshape(batch_size, -1)
@@ -224,6 +250,13 @@ def train(
             perm = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
                 mb = perm[start:start + minibatch_size]
+                if exact:
+                    pg_loss, v_loss, entropy_loss, approx_kl, clipped = _exact_losses(
+                        agent, config, b_obs[mb], b_mask[mb], old_logp.reshape(batch_size, -1)[mb],
+                        advantages.reshape(batch_size, -1)[mb], b_returns[mb])
+                    clipfracs.append(clipped)
+                    _step(agent, optimizer, config, pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss)
+                    continue
                 _, new_logprob, entropy, new_value = agent.get_action_and_value(b_obs[mb], b_mask[mb], b_actions[mb])
                 log_ratio = new_logprob - b_logprobs[mb]
                 ratio = log_ratio.exp()
@@ -235,11 +268,7 @@ def train(
                 pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
                 v_loss = 0.5 * ((new_value - b_returns[mb]) ** 2).mean()
                 entropy_loss = entropy.mean()
-                loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
-                optimizer.step()
+                _step(agent, optimizer, config, pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss)
 
         dominance, action_entropy = collapse_stats(action_counts)
         finished = torch.cat(episode_returns) if episode_returns else torch.empty(0)
@@ -268,6 +297,29 @@ def train(
     if out_dir is not None:
         _write_logs(out_dir, history, config)
     return agent, history
+
+
+def _step(agent: Agent, optimizer: torch.optim.Optimizer, config: PPOConfig, loss: torch.Tensor) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+    optimizer.step()
+
+
+def _exact_losses(agent: Agent, config: PPOConfig, obs: torch.Tensor, mask: torch.Tensor, old_logp: torch.Tensor,
+                  adv: torch.Tensor, returns: torch.Tensor):
+    """The clipped surrogate as an expectation over the old policy's actions, each with its own advantage."""
+    logp, value = agent.log_policy(obs, mask)
+    old_p = old_logp.exp()
+    log_ratio = torch.where(mask, logp - old_logp, 0.0)
+    ratio = log_ratio.exp()
+    surrogate = torch.min(ratio * adv, ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef) * adv)
+    pg_loss = -(old_p * surrogate).sum(-1).mean()
+    entropy = -(logp.exp() * torch.where(mask, logp, 0.0)).sum(-1).mean()
+    with torch.no_grad():
+        approx_kl = (old_p * ((ratio - 1) - log_ratio)).sum(-1).mean()
+        clipped = (old_p * ((ratio - 1).abs() > config.clip_coef)).sum(-1).mean().item()
+    return pg_loss, 0.5 * ((value - returns) ** 2).mean(), entropy, approx_kl, clipped
 
 
 def _write_logs(out_dir: Path, rows: list[dict], config: PPOConfig) -> None:

@@ -17,6 +17,7 @@ class SizingContext:
     max_exposure: float  # the largest exposure (notional / equity) every cap allows for this trade
     min_exposure: float  # a smaller positive exposure is below the minimum order (RM_MIN_POSITION_USD)
     atr_exposure: float  # the ATR rule's: RM_RISK_PER_TRADE_PCT of equity lost at the stop
+    win_rate: float | None = None  # of the last RL_SIZING_WIN_RATE_WINDOW outcomes (None before any)
 
     def feasible(self, exposure: float) -> bool:
         """Whether the caps would place this exposure unchanged (0, the skip, always is)."""

@@ -12,7 +12,7 @@ from backend.evaluation.report import PLOTS
 from backend.evaluation.tracks import replay_track
 from backend.evaluation.walkforward import windows
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "ppo-sizer" / "model.pt"
+MODEL = Path(__file__).resolve().parents[2] / "models" / "ppo-trader" / "model.pt"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

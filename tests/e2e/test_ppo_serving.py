@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,16 +14,39 @@ from tests.conftest import make_settings
 from tests.e2e.test_cli import sizer
 
 
+TRADER = Path(__file__).resolve().parents[2] / "models" / "ppo-trader" / "model.pt"
+
+
 @pytest.fixture
-async def api(sqlite_url):
-    app = create_app(make_settings(database_url=sqlite_url, sizing_policy="ppo", rm_max_position_usd=2_000),
-                     run_clock=False)
+async def api(sqlite_url, request):
+    """The API serving SIZING_POLICY=ppo: the shipped sizing checkpoint, or with a `model` marker another."""
+    model = request.node.get_closest_marker("model")
+    app = create_app(make_settings(database_url=sqlite_url, sizing_policy="ppo", rm_max_position_usd=2_000,
+                                   **({"model_path": model.args[0]} if model else {})), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             yield client
 
 
-async def test_the_shipped_checkpoint_sizes_decisions_within_the_caps(api):
+async def test_the_shipped_sizing_checkpoint_sizes_each_signal_from_its_menu_within_the_caps(api):
+    serving = (await api.get("/v1/agent")).json()["serving"]
+    assert serving["kind"] == "sizing" and serving["menu"][0] == 0 and serving["trained_caps"]["rm_max_exposure"] > 0
+    menu = {f"{e:g}" for e in serving["menu"]}
+    for symbol in ("SP500", "NASDAQ"):
+        for side in ("buy", "sell"):
+            r = await api.post("/v1/decisions", json={"symbol": symbol, "side": side, "confidence": 0.7})
+            assert r.status_code == 200, r.text
+            d = r.json()
+            assert d["policy"] == "ppo" and d["model_version"] == serving["model_version"]
+            assert d["action_key"] in menu and validate_state_key(d["state_key"])
+            assert d["size_usd"] <= 2_000 + 1e-9 and d["leverage"] == max(1.0, d["exposure"])
+            assert d["skipped"] == (d["action_key"] == "0") or "capped by" in d["reasoning"]
+    counts = (await api.get("/v1/agent")).json()["serving"]["action_counts"]
+    assert set(counts) == menu and sum(counts.values()) == 4
+
+
+@pytest.mark.model(TRADER)
+async def test_the_trading_checkpoint_sizes_decisions_within_the_caps(api):
     seen = set()
     for symbol in ("SP500", "NASDAQ"):
         for confidence in (0.2, 0.9):

@@ -17,7 +17,7 @@ from backend.rl import checkpoint
 from backend.sizing.ab import Arms
 from backend.sizing.atr import AtrRule
 from backend.sizing.fixed import FixedExposure
-from backend.sizing.ppo import PPOPolicy
+from backend.sizing.ppo import PPOPolicy, PPOSizingPolicy
 from backend.sizing.qlearning import Cell, KellyPolicy, QLearningPolicy
 from tests.conftest import make_settings
 from tests.fakes import StaticBroker, random_walk
@@ -89,13 +89,14 @@ policies = st.one_of(
     st.builds(lambda q, f: KellyPolicy(RandomQTable(q, 0.0), MENU, f), cells, st.floats(0.1, 1, **finite)),
     st.builds(FixedExposure, st.floats(0.01, 20, **finite)),
     st.just(AtrRule()),
-    st.just("ppo"),  # the shipped checkpoint, built per example around its broker
+    st.sampled_from(("sizing", "trading")),  # the shipped PPO checkpoints, built per example around its broker
 )
 
 
 @functools.cache
-def shipped_model():
-    return checkpoint.load(Settings(_env_file=None).model_path)
+def shipped_model(kind: str):
+    path = Settings(_env_file=None).model_path
+    return checkpoint.load(path if kind == "sizing" else path.parents[1] / "ppo-trader" / "model.pt", kind=kind)
 
 
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -115,8 +116,10 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
     settings = make_settings(**limits)
     series = random_walk(400, start=price_scale, seed=seed)
     broker = StaticBroker(account, series, asset)
-    if policy == "ppo":
-        policy = PPOPolicy(shipped_model(), broker, reference_equity=max(account.equity, 1.0))
+    if policy == "sizing":
+        policy = PPOSizingPolicy(shipped_model(policy), broker, max(account.equity, 1.0), 240.0)
+    elif policy == "trading":
+        policy = PPOPolicy(shipped_model(policy), broker, reference_equity=max(account.equity, 1.0))
     status = Status(trading_state, "test", "drawn", None)
     arms = None if ab is None else Arms(policy, HostilePolicy(ab[1]), ab[0], seed, ab[2])
     in_flight = in_flight_frac * max(account.equity, 0.0)
