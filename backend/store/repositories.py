@@ -335,12 +335,16 @@ class Store:
         with self._reads() as s:
             return int(s.scalar(select(func.count()).select_from(TradeRow).where(*held)))
 
-    def in_flight_notional(self) -> float:
+    def in_flight_notional(self, since: datetime | None = None) -> float:
         """The notional of this account's entry orders sent or about to be (pending trades): exposure the broker's
-        positions do not show yet, which every cap on gross exposure must count."""
+        positions do not show yet, which every cap on gross exposure must count. `since`: the time of a cached
+        account read; entries filled after it are missing from that account too, so they count as well."""
+        in_flight = TradeRow.status == "pending"
+        if since is not None:
+            in_flight |= TradeRow.opened_at >= since
         with self._reads() as s:
             return float(s.scalar(select(func.coalesce(func.sum(TradeRow.size_usd), 0.0))
-                                  .where(TradeRow.status == "pending", *OWN_TRADE)))
+                                  .where(in_flight, *OWN_TRADE)))
 
     @contextmanager
     def opening(self) -> Iterator[None]:
