@@ -97,48 +97,48 @@ class Run:
         with self.db.connect() as c:
             return c.scalar(sa.text("SELECT count(*) FROM signal"))
 
-    def wait_stored(self, total: int, timeout: float = 600) -> float:
+    def wait_stored(self, total: int, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
         while (n := self.stored()) < total:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {n} of {total} signals were handled")
-            time.sleep(0.005)
-        return time.perf_counter()
+            time.sleep(0.05)  # the polls share the cores with the workers; the times come from the rows
 
-    def backlog(self, signals: list[Signal]) -> tuple[dict[str, float], float]:
-        """XADD every signal at once; returns when each was sent (wall clock) and the perf_counter start."""
-        start, sent = time.perf_counter(), time.time()
+    def backlog(self, signals: list[Signal]) -> dict[str, float]:
+        """XADD every signal at once; returns when each was sent (wall clock)."""
+        sent = time.time()
         with self.bus.client.pipeline(transaction=False) as pipe:
             for s in signals:
                 pipe.xadd(self.bus.stream("signals"), {"event": json.dumps(s.to_event())})
             pipe.execute()
-        return {s.signal_id: sent for s in signals}, start
+        return {s.signal_id: sent for s in signals}
 
     def opening(self, count: int, symbols: list[str], fake: FakeAlpaca) -> dict:
         requests, throttled = len(fake.requests), fake.throttled
         signals = self.signals(count, symbols)
-        sent, start = self.backlog(signals)
+        sent = self.backlog(signals)
         ids = {client_order_id(s.signal_id): s.signal_id for s in signals}
         deadline = time.monotonic() + 900
         while (placed := sum(1 for o in list(fake.orders.values()) if o.client_order_id in ids)) < count:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {placed} of {count} signals were placed")
-            time.sleep(0.005)
-        seconds = time.perf_counter() - start
+            time.sleep(0.05)  # the polls share the cores with the workers; the times come from the orders
         to_order = [o.created_at.timestamp() - sent[ids[o.client_order_id]] for o in list(fake.orders.values())
                     if o.client_order_id in ids]
+        seconds = max(to_order)
         return {"signals": count, "seconds": round(seconds, 3), "orders_per_s": count / seconds,
                 "order_p50_ms": ms(to_order, 0.5), "order_p99_ms": ms(to_order, 0.99),
                 "requests_per_order": (len(fake.requests) - requests) / count, "throttled": fake.throttled - throttled}
 
     def refusals(self, count: int, symbols: list[str]) -> dict:
         before = self.stored()
-        sent, start = self.backlog(self.signals(count, symbols))
-        seconds = self.wait_stored(before + count) - start
+        sent = self.backlog(self.signals(count, symbols))
+        self.wait_stored(before + count)
         with self.db.connect() as c:
             rows = c.execute(sa.text("SELECT signal_id, received_at FROM signal WHERE signal_id = ANY(:ids)"),
                              {"ids": list(sent)}).all()
         to_store = [r.received_at.replace(tzinfo=timezone.utc).timestamp() - sent[r.signal_id] for r in rows]
+        seconds = max(to_store)
         return {"signals": count, "seconds": round(seconds, 3), "signals_per_s": count / seconds,
                 "store_p50_ms": ms(to_store, 0.5), "store_p99_ms": ms(to_store, 0.99)}
 

@@ -5,6 +5,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import partial
 from datetime import timedelta
 from typing import Any
 
@@ -61,10 +62,14 @@ class Executor:
         if active is not None:
             return self._against_active(signal, active)
         limit = signal.time_limit_hours or self._s.rm_default_time_limit_hours
-        try:
-            with self._store.opening():  # sized against the exposure of every opening before it
-                decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
-                if not (decision.approved or decision.skipped):
+        decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
+        if not (decision.approved or decision.skipped):
+            return self._reject(signal, decision, decision.reasoning)
+        try:  # openings one at a time, each sized against those before it: only the in-flight read and the insert
+            with self._store.opening() as opening:
+                in_flight = partial(self._store.in_flight_notional, opening=opening)
+                decision = self._risk.confirm(signal, decision, in_flight)
+                if not (decision.approved or decision.skipped):  # decided again, on a cache read since: rare
                     return self._reject(signal, decision, decision.reasoning)
                 now = self._broker.now()
                 trade = self._store.record_trade(
@@ -74,6 +79,7 @@ class Executor:
                     equity=decision.equity,
                     decided_at=now,
                     deadline_at=now + timedelta(hours=limit) if limit else None,
+                    opening=opening,
                 )
         except DuplicateSignal:  # a concurrent delivery of the same signal won the race
             return self._replay(self._store.signal(signal.signal_id))

@@ -156,7 +156,9 @@ class RiskManager:
                                             f"at least {MIN_STOP_DISTANCE:.2%} away")
         return market, stop, stop_pct
 
-    def decide(self, signal: Signal) -> Decision:
+    def decide(self, signal: Signal, in_flight: Callable[[datetime | None], float] | None = None) -> Decision:
+        """`in_flight`: how the in-flight notional is read (Store.in_flight_notional, or in an opening's
+        transaction)."""
         arm, policy = self._arms.assign(signal) if self._arms else (None, self._policy)  # before anything is read
         account = self._broker.account()
         market, stop, stop_pct = self.check(signal)
@@ -182,7 +184,7 @@ class RiskManager:
             return reject(f"{signal.symbol} may not be sold short")
 
         equity = account.equity
-        limits = cap_limits(self._s, account, stop_pct, asset, self._in_flight(account.as_of))
+        limits = cap_limits(self._s, account, stop_pct, asset, (in_flight or self._in_flight)(account.as_of))
         status = self._trading_status()
         if not status.allows_entries:  # no new exposure: sized and followed as a shadow, so learning goes on
             limits["trading_state"] = 0.0
@@ -219,6 +221,14 @@ class RiskManager:
                                   approved=False, skipped=True, note=f"sized 0: {reason}; followed without an order")
         return self._decision(signal, price, stop, proposal, ctx.state_key, size, bound, equity, arm=arm,
                               approved=True, quantity=quantity)
+
+    def confirm(self, signal: Signal, decision: Decision, in_flight: Callable[[datetime | None], float]) -> Decision:
+        """`decision` as it stands if its size still fits the caps with the in-flight notional read now (under the
+        opening lock, after the openings decided meanwhile), else `signal` decided again with it."""
+        account = self._broker.account()
+        stop_pct = abs(decision.price - decision.stop_price) / decision.price
+        limits = cap_limits(self._s, account, stop_pct, self._broker.asset(signal.symbol), in_flight(account.as_of))
+        return decision if decision.size_usd <= min(limits.values()) else self.decide(signal, in_flight)
 
     def _propose(self, ctx: SizingContext, policy: SizingPolicy) -> Proposal:
         if policy is self._fallback:

@@ -104,8 +104,10 @@ class TradingGuard:
             verdicts.append(("operator", Trip(TradingState(row.manual_state), row.manual_reason)))
         cause, trip = max(verdicts, key=lambda v: v[1].state.severity,
                           default=("", Trip(TradingState.ACTIVE, "no protection holds trading back")))
-        self._store.save_trading_state(now, trip.state.value, cause, trip.reason, day=day,
-                                       day_start_equity=day_start, peak_equity=peak)
+        if (row.state, row.cause, row.reason, row.day, row.day_start_equity, row.peak_equity) != (
+                trip.state.value, cause, trip.reason, day, day_start, peak):  # unchanged: no write, no row lock
+            self._store.save_trading_state(now, trip.state.value, cause, trip.reason, day=day,
+                                           day_start_equity=day_start, peak_equity=peak)
         if (row.state, row.cause) != (trip.state.value, cause):
             log.warning("trading state %s -> %s (%s): %s", row.state, trip.state.value, cause or "nothing holds it",
                         trip.reason)

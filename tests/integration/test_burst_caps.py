@@ -1,7 +1,7 @@
 """A burst of opening signals decided at once never exceeds the gross exposure cap: every decision counts the
-entry orders sent before it (pending trades, and with a cached broker account those filled since it was read),
-and openings are decided one at a time (a lock in the process, an advisory lock across processes on
-PostgreSQL)."""
+entry orders sent before it (pending trades, and with a cached broker account those filled since it was read):
+openings are sized at once, then confirmed one at a time against the in-flight notional read again (a lock in
+the process, an advisory lock across processes on PostgreSQL)."""
 from __future__ import annotations
 
 import time
