@@ -50,10 +50,10 @@ class Executor:
         self._monitor = monitor
         self._guard = guard
 
-    def evaluate_protections(self, equity: float | None = None) -> None:
-        """Let the protections see the account now (each bar or poll, and after each placed trade)."""
+    def evaluate_protections(self) -> None:
+        """Let the protections see the account now (each bar or poll; after each placed trade, see `_submit`)."""
         if self._guard.protections:
-            self._guard.evaluate(self._broker.account().equity if equity is None else equity)
+            self._guard.evaluate(self._broker.account().equity)
 
     def handle(self, signal: Signal) -> ExecutionResult:
         seen, active = self._store.admission(signal.signal_id, signal.symbol)
@@ -134,7 +134,8 @@ class Executor:
             return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision), trade.id)
         log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
                  trade.symbol, trade.size_usd, trade.leverage, trade.policy)
-        self.evaluate_protections(decision.equity)
+        if self._guard.protections:
+            self._guard.evaluate_after_trade(decision.equity)
         return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision_to_json(decision), trade.id)
 
     def _reject(self, signal: Signal, decision: Decision, reason: str) -> ExecutionResult:
