@@ -191,7 +191,7 @@ def main() -> int:
             run_migrations(url)
             run = Run(url, fake, workers, logs, args.rate_limit)
             opening, refusing = symbols[(latency, workers)]
-            results.append({"latency_ms": latency, "workers": workers,
+            results.append({"latency_ms": latency, "workers": workers, "load_at_start": os.getloadavg()[0],
                             "opening": run.opening(args.burst, opening, fake),
                             "refusals": run.refusals(args.signals, refusing)})
         finally:
@@ -204,12 +204,12 @@ def main() -> int:
     print(f"\nopening: {args.burst} signals over as many symbols, each placing an order; refusal-heavy: "
           f"{args.signals} over {args.symbols} symbols (a symbol's first places an order, the rest are refused); "
           f"rate limit {args.rate_limit or 'none'}; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'latency':>8}{'workers':>8} | {'orders/s':>9}{'order p50':>10}{'order p99':>10}{'req/order':>10}"
+    print(f"{'latency':>8}{'workers':>8}{'load':>6} | {'orders/s':>9}{'order p50':>10}{'order p99':>10}{'req/order':>10}"
           f"{'429s':>6} | {'signals/s':>9}{'store p50':>10}{'store p99':>10}")
     for r in results:
         o, f = r["opening"], r["refusals"]
-        print(f"{r['latency_ms']:>6g}ms{r['workers']:>8} | {o['orders_per_s']:>9.0f}{o['order_p50_ms']:>10.0f}"
-              f"{o['order_p99_ms']:>10.0f}{o['requests_per_order']:>10.2f}{o['throttled']:>6} | "
+        print(f"{r['latency_ms']:>6g}ms{r['workers']:>8}{r['load_at_start']:>6.1f} | {o['orders_per_s']:>9.0f}"
+              f"{o['order_p50_ms']:>10.0f}{o['order_p99_ms']:>10.0f}{o['requests_per_order']:>10.2f}{o['throttled']:>6} | "
               f"{f['signals_per_s']:>9.0f}{f['store_p50_ms']:>10.1f}{f['store_p99_ms']:>10.1f}")
     out = logs / f"bus-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
