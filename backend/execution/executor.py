@@ -5,8 +5,8 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
-from functools import partial
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
