@@ -231,16 +231,26 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     grace = 3 * settings.bus_claim_idle_ms / 1000 if distributed else PENDING_GRACE_S
     monitor = PositionMonitor(settings, store, broker, learner=q_agent, on_reward=on_reward, pending_grace_s=grace)
     executor = Executor(settings, store, broker, risk, monitor, guard)
+    def on_fill(event: dict) -> None:
+        broker.account_changed()  # the next decision reads the account again
+        monitor.on_fill(Fill.from_event(event))
+
+    def on_trade_update(update: Fill | OrderEnded) -> None:
+        if isinstance(update, Fill):
+            broker.account_changed()
+        publish_patiently(bus, FILLS if isinstance(update, Fill) else ORDER_ENDS, update.to_event())
+
     if worker or not distributed:
-        bus.subscribe(FILLS, lambda event: monitor.on_fill(Fill.from_event(event)))
+        bus.subscribe(FILLS, on_fill)
         bus.subscribe(ORDER_ENDS, lambda event: monitor.on_order_ended(OrderEnded.from_event(event)))
-    if worker:
-        bus.subscribe(SIGNALS, lambda event: executor.handle_queued(Signal.from_event(event)))
+    if worker:  # signals of different symbols are sized and placed at once, on WORKER_CONCURRENCY threads
+        bus.subscribe(SIGNALS, lambda event: executor.handle_queued(Signal.from_event(event)),
+                      key=lambda event: event.get("symbol"),
+                      prepare=lambda events: risk.prefetch([e["symbol"] for e in events if isinstance(e.get("symbol"), str)]))
     trade_updates = reconciliation = None
     if not worker:
         if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two
-            trade_updates = TradeUpdates(settings, lambda e: publish_patiently(
-                bus, FILLS if isinstance(e, Fill) else ORDER_ENDS, e.to_event()))
+            trade_updates = TradeUpdates(settings, on_trade_update)
             trade_updates.start()
         reconciliation = Reconciliation(broker.now(), broker.name, monitor.reconcile(alone=not distributed))
     log.info("sizer %s ready: policy %s, broker %s, bus %s, database %s", "worker" if worker else "service",

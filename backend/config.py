@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     bus_stream_maxlen: int = Field(
         100_000, ge=1_000, description="Each Redis bus stream is trimmed to about this many messages"
     )
+    worker_concurrency: int = Field(
+        16, ge=1, le=24, description="Signals one worker sizes and places at once (threads; two signals for one "
+        "symbol are never handled at the same time); also the Alpaca connections each process keeps"
+    )
 
     # --- sizing policy -------------------------------------------------------------------------
     sizing_policy: Literal["qlearning", "ppo", "atr", "fixed", "kelly"] = Field(
@@ -244,6 +248,14 @@ class Settings(BaseSettings):
     alpaca_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one Alpaca HTTP request")
     alpaca_max_retries: int = Field(
         4, ge=0, le=10, description="Retries of a request that met 429, 5xx or a timeout (backoff with jitter)"
+    )
+    alpaca_rate_limit_per_minute: float = Field(
+        200.0, gt=0, description="Alpaca requests per minute this process sends at most (a token bucket shared by "
+        "its threads; a 429 pauses it). Alpaca allows 200 per account: split it among the API and the workers"
+    )
+    alpaca_account_max_age_seconds: float = Field(
+        5.0, gt=0, description="How long a decision may use a cached Alpaca account (equity, exposure, buying "
+        "power); a fill makes the next decision read it again, and orders filled since count as in flight"
     )
     alpaca_trading_url: str | None = Field(None, description="Override of the trading API base URL (tests, proxies)")
     alpaca_data_url: str | None = Field(None, description="Override of the market data API base URL")

@@ -1,26 +1,27 @@
-"""Benchmark signals through Redis Streams to `sizer worker` processes, end to end.
+"""Benchmark signals through Redis Streams to `sizer worker` processes, end to end, in two mixes side by side.
 
 Run on demand (not part of the test suite), from the project root, with the local Redis and PostgreSQL:
 
-    .venv/bin/python bench/bus.py [--workers 1 2] [--signals 2000] [--symbols 16] [--rate 50] [--latency-signals 400]
+    .venv/bin/python bench/bus.py [--workers 1 2] [--latency-ms 0 50] [--jitter-ms 10] [--rate-limit 200]
+                                  [--signals 2000] [--symbols 16] [--burst 500]
 
-What it does: creates a scratch database sizer_bench_<random> on 127.0.0.1:5432 (migrated), starts the fake
-Alpaca server of the tests in this process (orders fill at once) with `--symbols` tradable symbols, and for each
-worker count starts that many `sizer worker` subprocesses (BROKER=alpaca against the fake, their own Redis key
-prefix), waits until they are ready, then:
+What it does: creates a scratch database sizer_bench_<random> on 127.0.0.1:5432 (migrated) per run, starts the
+fake Alpaca server of the tests in this process (orders fill at once; each request takes `--latency-ms` +-
+`--jitter-ms`), and for each latency and worker count starts that many `sizer worker` subprocesses (BROKER=alpaca
+against the fake, their own Redis key prefix), waits until they are ready, then XADDs two backlogs at once:
 
-* throughput: XADDs `--signals` signals at once (a backlog) and times until every one has its signal row in
-  PostgreSQL (signals/s = signals / that time);
-* latency: XADDs `--latency-signals` more, over `--latency-symbols` other symbols, at a steady `--rate` per
-  second and reports p50/p99 of signal -> stored (XADD to the signal row's received_at, every signal) and
-  signal -> order (XADD to the order's arrival at the fake, the signals that opened a trade).
+* opening: `--burst` signals over as many new symbols, every one sized and placed (the account, clock, asset
+  rules and bars come from the worker's caches and batched prefetches, then one submit). Reports orders/s (signals
+  / time until the last order reached the fake), p50/p99 of XADD -> order at the fake, and the broker requests
+  per order (every request the fake saw during the burst, 429s included).
+* refusal-heavy: `--signals` signals over `--symbols` other symbols, each symbol's first opening a trade and every
+  later one refused as "one active trade per symbol" (a Redis hot-state read, a PostgreSQL read and one insert,
+  no broker call). Reports signals/s (until every signal row is stored) and p50/p99 of XADD -> stored row.
 
-The mix is stated, not hidden: signal i is a buy of symbol i mod `--symbols`, so the first signal per symbol
-opens a trade (risk decision with the broker's account, bars and asset, then the order: about five HTTP calls to
-the fake) and every later one is refused as "one active trade per symbol" (a Redis hot-state read, a PostgreSQL
-read and one insert, no broker call). With `--symbols` >= the number of signals every signal places an order.
-The fake Alpaca is a Python server sharing this machine's cores. Prints a table; writes
-bench/results/bus-<timestamp>.json. Workers, Redis keys and the database are always cleaned up.
+`--rate-limit N`: the fake enforces N requests a minute (429 beyond it) and the workers share it
+(ALPACA_RATE_LIMIT_PER_MINUTE = N / workers); without it neither limits. The fake is a Python server sharing this
+machine's cores. Prints a table; writes bench/results/bus-<timestamp>.json. Workers, Redis keys and the
+database are always cleaned up.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.bus.redis_streams import RedisBus  # noqa: E402
 from backend.domain.model import Side, Signal  # noqa: E402
+from backend.execution.executor import client_order_id  # noqa: E402
 from backend.store.db import run_migrations  # noqa: E402
 from tests.fake_alpaca import Asset, FakeAlpaca  # noqa: E402
 
@@ -57,15 +59,20 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
 
 
+def ms(seconds: list[float], p: float) -> float:
+    return round(1000 * pct(seconds, p), 2)
+
+
 class Run:
-    def __init__(self, db_url: str, fake: FakeAlpaca, workers: int, logs: Path) -> None:
+    def __init__(self, db_url: str, fake: FakeAlpaca, workers: int, logs: Path, rate_limit: float | None) -> None:
         self.prefix = f"bench:{secrets.token_hex(4)}:"
         self.db = sa.create_engine(db_url)
         self.bus = RedisBus(REDIS, "workers", prefix=self.prefix)
         env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": REDIS, "REDIS_PREFIX": self.prefix,
                "AUTO_MIGRATE": "false", "LOG_LEVEL": "info",
-               "SIZING_POLICY": "fixed", "SIZING_FIXED_EXPOSURE": "0.02",  # every signal sized: 100 symbols fit
-               **{k.upper(): str(v) for k, v in fake.settings().items()}, "ALPACA_TIMEOUT_SECONDS": "10"}
+               "SIZING_POLICY": "fixed", "SIZING_FIXED_EXPOSURE": "0.0002",  # every signal sized: 15,000 symbols fit
+               **{k.upper(): str(v) for k, v in fake.settings().items()}, "ALPACA_TIMEOUT_SECONDS": "10",
+               "ALPACA_RATE_LIMIT_PER_MINUTE": str(rate_limit / workers if rate_limit else 600_000)}
         self.logs = [logs / f"{self.prefix.replace(':', '-')}{i}.log" for i in range(workers)]
         self.procs: list[subprocess.Popen] = []
         atexit.register(self.close)  # also when start-up fails half-way
@@ -90,47 +97,50 @@ class Run:
         with self.db.connect() as c:
             return c.scalar(sa.text("SELECT count(*) FROM signal"))
 
-    def wait_stored(self, total: int, timeout: float = 600) -> float:
+    def wait_stored(self, total: int, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
         while (n := self.stored()) < total:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {n} of {total} signals were handled")
-            time.sleep(0.005)
-        return time.perf_counter()
+            time.sleep(0.05)  # the polls share the cores with the workers; the times come from the rows
 
-    def throughput(self, count: int, symbols: list[str]) -> dict:
-        batch = [s.to_event() for s in self.signals(count, symbols)]
-        before = self.stored()
-        start = time.perf_counter()
+    def backlog(self, signals: list[Signal]) -> dict[str, float]:
+        """XADD every signal at once; returns when each was sent (wall clock)."""
+        sent = time.time()
         with self.bus.client.pipeline(transaction=False) as pipe:
-            for event in batch:
-                pipe.xadd(self.bus.stream("signals"), {"event": json.dumps(event)})
+            for s in signals:
+                pipe.xadd(self.bus.stream("signals"), {"event": json.dumps(s.to_event())})
             pipe.execute()
-        seconds = self.wait_stored(before + count) - start
-        return {"signals": count, "seconds": round(seconds, 3), "signals_per_s": count / seconds}
+        return {s.signal_id: sent for s in signals}
 
-    def latency(self, count: int, symbols: list[str], rate: float, fake: FakeAlpaca) -> dict:
-        sent: dict[str, float] = {}
+    def opening(self, count: int, symbols: list[str], fake: FakeAlpaca) -> dict:
+        requests, throttled = len(fake.requests), fake.throttled
+        signals = self.signals(count, symbols)
+        sent = self.backlog(signals)
+        ids = {client_order_id(s.signal_id): s.signal_id for s in signals}
+        deadline = time.monotonic() + 900
+        while (placed := sum(1 for o in list(fake.orders.values()) if o.client_order_id in ids)) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {placed} of {count} signals were placed")
+            time.sleep(0.05)  # the polls share the cores with the workers; the times come from the orders
+        to_order = [o.created_at.timestamp() - sent[ids[o.client_order_id]] for o in list(fake.orders.values())
+                    if o.client_order_id in ids]
+        seconds = max(to_order)
+        return {"signals": count, "seconds": round(seconds, 3), "orders_per_s": count / seconds,
+                "order_p50_ms": ms(to_order, 0.5), "order_p99_ms": ms(to_order, 0.99),
+                "requests_per_order": (len(fake.requests) - requests) / count, "throttled": fake.throttled - throttled}
+
+    def refusals(self, count: int, symbols: list[str]) -> dict:
         before = self.stored()
-        start = time.perf_counter()
-        for i, s in enumerate(self.signals(count, symbols)):
-            while time.perf_counter() < start + i / rate:
-                time.sleep(0.0005)
-            sent[s.signal_id] = time.time()
-            self.bus.publish("signals", s.to_event())
+        sent = self.backlog(self.signals(count, symbols))
         self.wait_stored(before + count)
         with self.db.connect() as c:
-            rows = c.execute(sa.text("SELECT s.signal_id, s.received_at, t.client_order_id FROM signal s "
-                                     "LEFT JOIN trade t ON t.signal_id = s.signal_id "
-                                     "WHERE s.signal_id = ANY(:ids)"), {"ids": list(sent)}).all()
-        arrived = {o.client_order_id: o.created_at.timestamp() for o in list(fake.orders.values())}
-        to_store = [(r.received_at.replace(tzinfo=None) - datetime.utcfromtimestamp(sent[r.signal_id])).total_seconds()
-                    for r in rows]
-        to_order = [arrived[r.client_order_id] - sent[r.signal_id] for r in rows if r.client_order_id in arrived]
-        ms = lambda xs, p: round(1000 * pct(xs, p), 2)  # noqa: E731
-        return {"signals": count, "rate": rate, "orders": len(to_order),
-                "store_p50_ms": ms(to_store, 0.5), "store_p99_ms": ms(to_store, 0.99),
-                "order_p50_ms": ms(to_order, 0.5), "order_p99_ms": ms(to_order, 0.99)}
+            rows = c.execute(sa.text("SELECT signal_id, received_at FROM signal WHERE signal_id = ANY(:ids)"),
+                             {"ids": list(sent)}).all()
+        to_store = [r.received_at.replace(tzinfo=timezone.utc).timestamp() - sent[r.signal_id] for r in rows]
+        seconds = max(to_store)
+        return {"signals": count, "seconds": round(seconds, 3), "signals_per_s": count / seconds,
+                "store_p50_ms": ms(to_store, 0.5), "store_p99_ms": ms(to_store, 0.99)}
 
     def close(self) -> None:
         atexit.unregister(self.close)
@@ -151,23 +161,27 @@ class Run:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
-    ap.add_argument("--signals", type=int, default=2000, help="signals in the throughput backlog")
-    ap.add_argument("--symbols", type=int, default=16, help="distinct symbols (each opens one trade)")
-    ap.add_argument("--rate", type=float, default=50.0, help="signals per second in the latency phase")
-    ap.add_argument("--latency-signals", type=int, default=400, help="signals in the latency phase")
-    ap.add_argument("--latency-symbols", type=int, default=100, help="its own symbols (as many orders)")
+    ap.add_argument("--latency-ms", type=float, nargs="+", default=[0, 50], help="the fake's delay per request")
+    ap.add_argument("--jitter-ms", type=float, default=10.0, help="+- uniform jitter on a non-zero latency")
+    ap.add_argument("--rate-limit", type=float, default=None, help="requests/min the fake allows (default: none)")
+    ap.add_argument("--burst", type=int, default=500, help="opening signals, one symbol each")
+    ap.add_argument("--signals", type=int, default=2000, help="signals in the refusal-heavy backlog")
+    ap.add_argument("--symbols", type=int, default=16, help="its distinct symbols (each opens one trade)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    fake = FakeAlpaca(cash=1e12).start()
+    fake = FakeAlpaca(cash=1e12, rate_limit_per_minute=args.rate_limit).start()
     fake.auto_fill = True
-    backlog = [f"B{i:04d}" for i in range(args.symbols)]
-    steady = [f"L{i:04d}" for i in range(args.latency_symbols)]
-    for symbol in backlog + steady:
-        fake.assets[symbol] = Asset(symbol, price=100.0)
+    runs = [(lat, w) for lat in args.latency_ms for w in args.workers]
+    symbols = {run: ([f"O{i}-{j:04d}" for j in range(args.burst)], [f"R{i}-{j:04d}" for j in range(args.symbols)])
+               for i, run in enumerate(runs)}
+    for opening, refusing in symbols.values():
+        for symbol in opening + refusing:
+            fake.assets[symbol] = Asset(symbol, price=100.0)
     logs = ROOT / "bench" / "results"
     logs.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for workers in args.workers:
+    results = []
+    for latency, workers in runs:
+        fake.latency_s, fake.jitter_s = latency / 1000, (args.jitter_ms / 1000 if latency else 0.0)
         db = f"sizer_bench_{secrets.token_hex(4)}"
         with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
             c.execute(f'CREATE DATABASE "{db}"')
@@ -175,9 +189,11 @@ def main() -> int:
         run = None
         try:
             run_migrations(url)
-            run = Run(url, fake, workers, logs)
-            results[workers] = {"throughput": run.throughput(args.signals, backlog),
-                                "latency": run.latency(args.latency_signals, steady, args.rate, fake)}
+            run = Run(url, fake, workers, logs, args.rate_limit)
+            opening, refusing = symbols[(latency, workers)]
+            results.append({"latency_ms": latency, "workers": workers, "load_at_start": os.getloadavg()[0],
+                            "opening": run.opening(args.burst, opening, fake),
+                            "refusals": run.refusals(args.signals, refusing)})
         finally:
             if run is not None:
                 run.close()
@@ -185,17 +201,19 @@ def main() -> int:
                 c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     fake.stop()
 
-    print(f"\nbacklog: {args.signals} signals over {args.symbols} symbols; steady: {args.latency_signals} at "
-          f"{args.rate:g}/s over {args.latency_symbols} symbols (a symbol's first signal places an order, the rest "
-          f"are refused as busy)")
-    print(f"{'workers':>8}{'signals/s':>11}{'store p50':>11}{'store p99':>11}{'order p50':>11}{'order p99':>11}"
-          f"{'orders':>8}")
-    for workers, r in results.items():
-        t, lat = r["throughput"], r["latency"]
-        print(f"{workers:>8}{t['signals_per_s']:>11.0f}{lat['store_p50_ms']:>11.2f}{lat['store_p99_ms']:>11.2f}"
-              f"{lat['order_p50_ms']:>11.2f}{lat['order_p99_ms']:>11.2f}{lat['orders']:>8}")
+    print(f"\nopening: {args.burst} signals over as many symbols, each placing an order; refusal-heavy: "
+          f"{args.signals} over {args.symbols} symbols (a symbol's first places an order, the rest are refused); "
+          f"rate limit {args.rate_limit or 'none'}; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'latency':>8}{'workers':>8}{'load':>6} | {'orders/s':>9}{'order p50':>10}{'order p99':>10}{'req/order':>10}"
+          f"{'429s':>6} | {'signals/s':>9}{'store p50':>10}{'store p99':>10}")
+    for r in results:
+        o, f = r["opening"], r["refusals"]
+        print(f"{r['latency_ms']:>6g}ms{r['workers']:>8}{r['load_at_start']:>6.1f} | {o['orders_per_s']:>9.0f}"
+              f"{o['order_p50_ms']:>10.0f}{o['order_p99_ms']:>10.0f}{o['requests_per_order']:>10.2f}{o['throttled']:>6} | "
+              f"{f['signals_per_s']:>9.0f}{f['store_p50_ms']:>10.1f}{f['store_p99_ms']:>10.1f}")
     out = logs / f"bus-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "results": results}, indent=2))
+    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
+                               "results": results}, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
     return 0
 

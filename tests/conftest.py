@@ -86,14 +86,18 @@ def pg_database() -> str:
     admin.dispose()
 
 
-@pytest.fixture
-def pg_url(pg_database) -> str:
-    """The session's PostgreSQL database, emptied before the test."""
-    engine = sa.create_engine(pg_database)
+def empty_database(url: str) -> None:
+    engine = sa.create_engine(url)
     with engine.begin() as conn:
         names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
         conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database) -> str:
+    """The session's PostgreSQL database, emptied before the test."""
+    empty_database(pg_database)
     return pg_database
 
 

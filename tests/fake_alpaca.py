@@ -3,12 +3,15 @@ JSON shaped as Alpaca documents it, so the real alpaca-py clients can be pointed
 
 Orders wait until the test fills them (`fill`), or fill at once at the symbol's price with `auto_fill`.
 Bracket and OTO legs are held until their parent fills, then `move(symbol, price)` triggers them (one
-cancels the other). Faults are injected per request (`fail_next`, `delay_next_submit`).
+cancels the other). Faults are injected per request (`fail_next`, `delay_next_submit`). Like the real
+service, every request may take `latency_s` (+- `jitter_s`, uniform) and be held to `rate_limit_per_minute`
+(a bucket of `rate_burst` requests; over it: 429 with X-RateLimit-* headers, counted in `throttled`).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import threading
 import time
@@ -99,8 +102,14 @@ class FakeOrder:
 
 
 class FakeAlpaca:
-    def __init__(self, *, cash: float = 100_000.0, multiplier: float = 4.0, shorting: bool = True) -> None:
+    def __init__(self, *, cash: float = 100_000.0, multiplier: float = 4.0, shorting: bool = True,
+                 latency_s: float = 0.0, jitter_s: float = 0.0, rate_limit_per_minute: float | None = None,
+                 rate_burst: int = 20) -> None:
         self.cash, self.multiplier, self.shorting = cash, multiplier, shorting
+        self.latency_s, self.jitter_s = latency_s, jitter_s
+        self.rate_limit_per_minute, self.rate_burst = rate_limit_per_minute, rate_burst
+        self._tokens, self._refilled = float(rate_burst), time.monotonic()
+        self.throttled = 0  # requests answered 429
         self.market_open = True
         self.auto_fill = False
         self.assets = {"SPY": Asset("SPY", price=100.0, fractionable=True),
@@ -148,7 +157,8 @@ class FakeAlpaca:
         """The settings that point sizer's Alpaca broker here."""
         return dict(broker="alpaca", alpaca_api_key_id="PKTEST", alpaca_api_secret_key="secret-test",
                     alpaca_trading_url=self.url, alpaca_data_url=self.url, alpaca_stream_url=self.stream_url,
-                    alpaca_timeout_seconds=0.5, alpaca_max_retries=3)
+                    alpaca_timeout_seconds=0.5, alpaca_max_retries=3,
+                    alpaca_rate_limit_per_minute=self.rate_limit_per_minute or 600_000)  # no limit: none to keep
 
     @property
     def streaming(self) -> bool:
@@ -162,6 +172,21 @@ class FakeAlpaca:
     def delay_next_submit(self, seconds: float) -> None:
         """The next order is created at once but answered only after `seconds`: the client times out."""
         self._submit_delay = seconds
+
+    def _over_limit(self) -> float | None:
+        """Take a token from the rate-limit bucket; without one, the seconds until the next."""
+        if self.rate_limit_per_minute is None:
+            return None
+        rate = self.rate_limit_per_minute / 60
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.rate_burst, self._tokens + (now - self._refilled) * rate)
+            self._refilled = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return None
+            self.throttled += 1
+            return (1 - self._tokens) / rate
 
     # --- the market, driven by the test -------------------------------------------------------------------
     def by_cid(self, client_order_id: str) -> FakeOrder:
@@ -309,8 +334,16 @@ class FakeAlpaca:
         async def faults(request: Request, call_next):
             path = request.url.path
             self.requests.append((request.method, path))
+            if self.latency_s or self.jitter_s:
+                await asyncio.sleep(max(0.0, self.latency_s + random.uniform(-self.jitter_s, self.jitter_s)))
             if request.headers.get("APCA-API-KEY-ID") != "PKTEST":
                 return error(401, 40110000, "request is not authorized")
+            wait = self._over_limit()
+            if wait is not None:
+                answer = error(429, 42910000, "rate limit exceeded")
+                answer.headers.update({"X-RateLimit-Limit": f"{self.rate_limit_per_minute:g}",
+                                       "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{time.time() + wait:.3f}"})
+                return answer
             with self._lock:
                 hit = next((f for f in self._failures if f[0] == request.method and path.startswith(f[1])), None)
                 if hit:
@@ -328,6 +361,10 @@ class FakeAlpaca:
             now = datetime.now(UTC)
             return {"timestamp": iso(now), "is_open": self.market_open, "next_open": iso(now + timedelta(hours=16)),
                     "next_close": iso(now + timedelta(hours=6))}
+
+        @app.get("/v2/assets")
+        def assets(status: str | None = None):
+            return [a.json() for a in self.assets.values()]
 
         @app.get("/v2/assets/{symbol:path}")
         def asset(symbol: str):

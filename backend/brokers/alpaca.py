@@ -1,15 +1,22 @@
 """Alpaca through the official alpaca-py SDK: account, assets, orders and positions from TradingClient, bars
 from the historical data clients, fills and cancels from TradingStream.
 
-Every request has a timeout and is retried here (429, 5xx, timeouts, dropped connections) with exponential
-backoff and full jitter, a bounded number of times; the SDK's own retry is switched off so the two do not
-multiply. A submit whose answer was lost is looked up by client_order_id before it is retried, so a retry
+Every request waits for the process's token bucket (ALPACA_RATE_LIMIT_PER_MINUTE), has a timeout and is retried
+here (5xx, timeouts, dropped connections) with exponential backoff and full jitter, a bounded number of times;
+the SDK's own retry is switched off so the two do not multiply. A 429 pauses the bucket for every thread until
+the time Alpaca names, and is retried without spending an attempt: a burst slows down instead of failing. A submit whose answer was lost is looked up by client_order_id before it is retried, so a retry
 never creates a second order. 403 and 422 answers (e.g. insufficient buying power) become OrderRejected
 carrying Alpaca's message.
 
 Stocks trade in whole shares so the stop and target can travel with the entry as a bracket (OTO without a
 target): Alpaca accepts no fractional bracket orders. Crypto trades fractionally, unleveraged and long only,
 as simple GTC market orders; its stop and target are enforced by the position monitor.
+
+The reads a decision needs are cached for as long as they stay true: the account for ALPACA_ACCOUNT_MAX_AGE_SECONDS
+(sooner after a fill), bars until the next bar closes, asset rules for minutes, the clock until its next open or
+close. A cached account says when it was read (`Account.as_of`): the caps count every order filled since then as
+still in flight, so a stale account can never let a burst past a cap. `prefetch` loads the bars and asset rules
+of many symbols in a few requests.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from typing import Callable, TypeVar
 import numpy as np
 import pandas as pd
 import requests
+from requests.adapters import HTTPAdapter
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import DataFeed
 from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
@@ -38,6 +46,7 @@ from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, StopLo
 from alpaca.trading.stream import TradingStream
 
 from backend.brokers.base import BrokerPosition, BrokerUnavailable, OrderAck, OrderRejected, OrderRequest
+from backend.brokers.ratelimit import TokenBucket
 from backend.config import Settings
 from backend.data.bundled import Series
 from backend.domain.model import Account, AssetRules, Fill, OrderEnded, Side
@@ -54,9 +63,13 @@ TIMEFRAMES = {  # setting -> (alpaca-py timeframe, length in trading days)
 ENDED = {"canceled": "canceled", "expired": "expired", "rejected": "rejected", "replaced": "canceled",
          "suspended": "canceled", "stopped": "canceled"}
 DUPLICATE_ID = "client_order_id must be unique"  # Alpaca's answer to a second order under one client id
-ASSET_TTL_S = 3600.0
-CLOCK_TTL_S = 30.0
-HISTORY_TTL_S = 60.0
+ASSET_TTL_S = 600.0
+CLOCK_TTL_S = 300.0  # at most: the clock's next open or close ends it sooner
+HISTORY_MIN_TTL_S = 60.0  # bars whose next one is overdue (a halt, a holiday) are asked again after this
+ACCOUNT_FILL_REFRESH_S = 1.0  # after a fill, the account is read again, at most this often
+FILL_CLOCK_SLACK = timedelta(seconds=1)  # a fill stamped by Alpaca's clock this much before our read still counts
+RATE_BURST = 10  # requests that may go out at once before the bucket spaces them
+MAX_PAUSE_S = 60.0
 
 
 def is_crypto(symbol: str) -> bool:
@@ -106,11 +119,35 @@ def to_ack(order: Order) -> OrderAck:
     )
 
 
-def _harden(client, timeout_s: float) -> None:
-    """Give every request of an alpaca-py client a timeout and leave retrying to us (the SDK has no
-    option for either: it retries 429 and 504 with a fixed 3 s sleep and waits on a socket forever)."""
+def _harden(client, timeout_s: float, bucket: TokenBucket, connections: int) -> None:
+    """Give every request of an alpaca-py client a timeout and a token from the bucket, keep `connections`
+    connections for concurrent callers, and leave retrying to us (the SDK has no option for any of these: it
+    retries 429 and 504 with a fixed 3 s sleep and waits on a socket forever)."""
     client._retry = 0
-    client._session.request = functools.partial(client._session.request, timeout=timeout_s)
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+    client._session.mount("https://", adapter)
+    client._session.mount("http://", adapter)
+    request = functools.partial(client._session.request, timeout=timeout_s)
+
+    def limited(*args, **kwargs):
+        bucket.acquire()
+        return request(*args, **kwargs)
+
+    client._session.request = limited
+
+
+def _retry_after(exc: APIError, otherwise: float) -> float:
+    """How long a 429 asks us to wait: Retry-After (seconds) or X-RateLimit-Reset (epoch seconds) when Alpaca
+    sends them, else `otherwise`; never longer than MAX_PAUSE_S."""
+    headers = exc.response.headers if exc.response is not None else {}
+    try:
+        if "Retry-After" in headers:
+            otherwise = float(headers["Retry-After"])
+        elif "X-RateLimit-Reset" in headers:
+            otherwise = float(headers["X-RateLimit-Reset"]) - time.time()
+    except ValueError:
+        pass
+    return min(MAX_PAUSE_S, max(0.05, otherwise))
 
 
 def _api_message(exc: APIError) -> str:
@@ -130,16 +167,22 @@ class AlpacaBroker:
         self._trading = TradingClient(key, secret, paper=settings.alpaca_paper, url_override=settings.alpaca_trading_url)
         self._stocks = StockHistoricalDataClient(key, secret, raw_data=True, url_override=settings.alpaca_data_url)
         self._crypto = CryptoHistoricalDataClient(key, secret, raw_data=True, url_override=settings.alpaca_data_url)
+        self.bucket = TokenBucket(settings.alpaca_rate_limit_per_minute, RATE_BURST)
         for client in (self._trading, self._stocks, self._crypto):
-            _harden(client, settings.alpaca_timeout_seconds)
+            _harden(client, settings.alpaca_timeout_seconds, self.bucket, settings.worker_concurrency)
         self._feed = DataFeed(settings.alpaca_data_feed)
         self._timeframe, self._bar_days = TIMEFRAMES[settings.alpaca_bar_timeframe]
         self._max_retries = settings.alpaca_max_retries
         self._paper = settings.alpaca_paper
         self._backoff_s = 0.25
         self._assets: dict[str, tuple[float, AssetRules]] = {}
-        self._clock: tuple[float, bool] = (-1e18, False)
-        self._history: dict[str, tuple[float, int, Series]] = {}
+        self._listed_at = -ASSET_TTL_S  # when every active asset was last listed (monotonic)
+        self._clock: tuple[datetime, bool] = (datetime.min.replace(tzinfo=timezone.utc), False)  # (until, open)
+        self._history: dict[str, tuple[datetime, int, Series]] = {}  # symbol -> (good until, count, bars)
+        self._account_max_age_s = settings.alpaca_account_max_age_seconds
+        self._account: tuple[float, Account] | None = None  # (read at, monotonic; the account)
+        self._account_changed = False
+        self._account_lock = threading.Lock()
         self._ranges: dict[str, tuple[datetime, float, float, datetime]] = {}  # symbol -> since, low, high, next
 
     # --- requests with retries ---------------------------------------------------------------------
@@ -149,7 +192,8 @@ class AlpacaBroker:
         instead when the failed attempt may have taken effect (a submit whose reply was lost). For an
         `order` request, 403 and 422 are the broker refusing it (OrderRejected); elsewhere they mean sizer
         cannot work with this account (BrokerUnavailable)."""
-        for attempt in range(self._max_retries + 1):
+        attempt = pauses = 0
+        while True:
             try:
                 return fn()
             except APIError as exc:
@@ -160,7 +204,13 @@ class AlpacaBroker:
                     if order:
                         raise OrderRejected(_api_message(exc)) from None
                     raise BrokerUnavailable(f"alpaca refused {what} (HTTP {status}): {_api_message(exc)}") from None
-                if status != 429 and status < 500:
+                if status == 429:  # not a failure: every request of the process waits, then this one again
+                    wait = _retry_after(exc, self._backoff_s * 2 ** pauses)
+                    pauses += 1
+                    log.warning("alpaca %s: rate limited (HTTP 429); requests pause %.2fs", what, wait)
+                    self.bucket.pause(wait)
+                    continue
+                if status < 500:
                     raise
                 failure = f"HTTP {status}: {_api_message(exc)}"
             except (requests.Timeout, requests.ConnectionError) as exc:
@@ -168,13 +218,13 @@ class AlpacaBroker:
             if attempt == self._max_retries:
                 raise BrokerUnavailable(f"alpaca {what} failed {attempt + 1} times; last: {failure}")
             delay = random.uniform(0, self._backoff_s * 2 ** attempt)  # full jitter
-            log.warning("alpaca %s: %s; retry %d/%d in %.2fs", what, failure, attempt + 1, self._max_retries, delay)
+            attempt += 1
+            log.warning("alpaca %s: %s; retry %d/%d in %.2fs", what, failure, attempt, self._max_retries, delay)
             time.sleep(delay)
             if recover is not None:
                 found = recover()
                 if found is not None:
                     return found
-        raise AssertionError("unreachable")
 
     def _get_or_none(self, what: str, fn: Callable[[], T], order: bool = False) -> T | None:
         try:
@@ -196,16 +246,29 @@ class AlpacaBroker:
         return []
 
     def account(self) -> Account:
-        a = self._call("account", self._trading.get_account)
-        return Account(
-            equity=_f(a.equity),
-            cash=_f(a.cash),
-            buying_power=_f(a.buying_power),
-            multiplier=max(1.0, _f(a.multiplier)),
-            shorting_enabled=bool(a.shorting_enabled),
-            gross_position_value=_f(a.long_market_value) + abs(_f(a.short_market_value)),
-            non_marginable_buying_power=_f(a.non_marginable_buying_power),
-        )
+        """The account, cached for ALPACA_ACCOUNT_MAX_AGE_SECONDS and read again soon after a fill; one thread
+        reads it while the others wait for that answer."""
+        with self._account_lock:
+            now = time.monotonic()
+            if self._account is None or now - self._account[0] > (
+                    ACCOUNT_FILL_REFRESH_S if self._account_changed else self._account_max_age_s):
+                self._account_changed = False
+                as_of = self.now() - FILL_CLOCK_SLACK
+                a = self._call("account", self._trading.get_account)
+                self._account = (now, Account(
+                    equity=_f(a.equity),
+                    cash=_f(a.cash),
+                    buying_power=_f(a.buying_power),
+                    multiplier=max(1.0, _f(a.multiplier)),
+                    shorting_enabled=bool(a.shorting_enabled),
+                    gross_position_value=_f(a.long_market_value) + abs(_f(a.short_market_value)),
+                    non_marginable_buying_power=_f(a.non_marginable_buying_power),
+                    as_of=as_of,
+                ))
+            return self._account[1]
+
+    def account_changed(self) -> None:
+        self._account_changed = True
 
     def positions(self) -> list[BrokerPosition]:
         out = []
@@ -216,63 +279,81 @@ class AlpacaBroker:
         return out
 
     def asset(self, symbol: str) -> AssetRules:
-        now = time.monotonic()
         cached = self._assets.get(symbol)
-        if cached is None or now - cached[0] > ASSET_TTL_S:
-            a = self._get_or_none("asset", lambda: self._trading.get_asset(symbol))
+        if cached is None or time.monotonic() - cached[0] > ASSET_TTL_S:
+            a = self._get_or_none("asset", lambda: self._trading.get(f"/assets/{symbol}"))
             if a is None:
                 raise OrderRejected(f"alpaca knows no asset {symbol!r}")
-            crypto = is_crypto(symbol)
-            cached = (now, AssetRules(
-                tradable=bool(a.tradable) and str(getattr(a.status, "value", a.status)) == "active",
-                fractionable=crypto and bool(a.fractionable),
-                shortable=not crypto and bool(a.shortable) and bool(a.easy_to_borrow),
-                marginable=not crypto and bool(a.marginable),
-                broker_stops=not crypto,
-            ))
-            self._assets[symbol] = cached
+            cached = self._assets[symbol] = (time.monotonic(), _rules(a))
         rules = cached[1]
         if is_crypto(symbol):
             return rules
         return AssetRules(**{**rules.__dict__, "market_open": self._market_open()})
 
     def _market_open(self) -> bool:
-        now = time.monotonic()
-        if now - self._clock[0] > CLOCK_TTL_S:
-            self._clock = (now, bool(self._call("clock", self._trading.get_clock).is_open))
+        now = self.now()
+        if now >= self._clock[0]:
+            clock = self._call("clock", self._trading.get_clock)
+            change = clock.next_close if clock.is_open else clock.next_open
+            self._clock = (min(change, now + timedelta(seconds=CLOCK_TTL_S)), bool(clock.is_open))
         return self._clock[1]
 
     def history(self, symbol: str, count: int) -> Series:
-        """The last `count` completed bars (the bar still forming is left out), cached for a minute."""
-        now = time.monotonic()
-        cached = self._history.get(symbol)
-        if cached is not None and now - cached[0] < HISTORY_TTL_S and cached[1] >= count:
-            return _tail(cached[2], count)
-        series = self.bars(symbol, self._timeframe, count=count)
-        self._history[symbol] = (now, count, series)
-        return series
+        """The last `count` completed bars (the bar still forming is left out), cached until the next bar closes."""
+        if not self._history_cached(symbol, count):
+            self._cache_history(self._bars([symbol], self._timeframe, count=count), count)
+        return _tail(self._history[symbol][2], count)
 
-    def bars(self, symbol: str, timeframe: TimeFrame, *, count: int | None = None,
-             start: datetime | None = None, completed: bool = True) -> Series:
-        """Bars from `start` (or the last `count`) to now, through the data API with the broker's retries;
-        `completed`: without the bar still forming."""
+    def prefetch(self, symbols: list[str], count: int) -> None:
+        """Cache the bars and asset rules of many symbols at once (a worker's batch of signals): one bars request
+        per asset class (pages of up to 10,000 bars) and, when any rules are missing, one list of every active
+        asset, instead of two requests per symbol."""
+        missing = sorted({s for s in symbols if not self._history_cached(s, count)})
+        if missing:
+            self._cache_history(self._bars(missing, self._timeframe, count=count), count)
+        now = time.monotonic()
+        if now - self._listed_at > ASSET_TTL_S and any(
+                s not in self._assets or now - self._assets[s][0] > ASSET_TTL_S for s in symbols):
+            listed = self._call("assets", lambda: self._trading.get("/assets", {"status": "active"}))
+            self._assets.update({a["symbol"]: (now, _rules(a)) for a in listed})
+            self._listed_at = now  # a symbol not listed is looked up alone (asset), not by listing them all again
+
+    def _history_cached(self, symbol: str, count: int) -> bool:
+        cached = self._history.get(symbol)
+        return cached is not None and cached[1] >= count and self.now() < cached[0]
+
+    def _cache_history(self, bars: dict[str, Series], count: int) -> None:
+        """Each symbol's bars are good until its next bar closes (the one after the forming bar)."""
+        now = self.now()
+        floor = now + timedelta(seconds=HISTORY_MIN_TTL_S)
+        step = _timeframe_length(self._timeframe)
+        for symbol, series in bars.items():
+            closes = series.ts[-1].astype(datetime).replace(tzinfo=timezone.utc) + 2 * step if len(series) else floor
+            self._history[symbol] = (max(closes, floor), count, series)
+
+    def bars(self, symbol: str, timeframe: TimeFrame, *, start: datetime, completed: bool = True) -> Series:
+        return self._bars([symbol], timeframe, start=start, completed=completed)[symbol]
+
+    def _bars(self, symbols: list[str], timeframe: TimeFrame, *, count: int | None = None,
+              start: datetime | None = None, completed: bool = True) -> dict[str, Series]:
+        """Each symbol's bars from `start` (or its last `count`) to now, through the data API with the broker's
+        retries (one request per asset class, paged by alpaca-py); `completed`: without the bar still forming."""
         end = self.now()
         if start is None:
             start = end - timedelta(days=count * self._bar_days * 1.6 + 10)  # weekends and holidays
-        kwargs = dict(symbol_or_symbols=symbol, timeframe=timeframe, start=start, end=end)
-        if is_crypto(symbol):
-            bars = self._call("crypto bars", lambda: self._crypto.get_crypto_bars(CryptoBarsRequest(**kwargs)))
-        else:
-            request = StockBarsRequest(**kwargs, feed=self._feed)
-            bars = self._call("stock bars", lambda: self._stocks.get_stock_bars(request))
-        rows = bars.get(symbol, [])  # raw bars {t, o, h, l, c, v}: parsing one pydantic model per bar is slow
-        ts = pd.to_datetime([b["t"] for b in rows], utc=True).tz_localize(None).to_numpy("datetime64[s]")
-        keep = np.arange(len(ts))
-        if completed:
-            keep = keep[ts + np.timedelta64(_timeframe_length(timeframe)) <= np.datetime64(end.replace(tzinfo=None))]
-        if count is not None:
-            keep = keep[-count:]
-        return Series(symbol, ts[keep], *(np.array([b[k] for b in rows], dtype=float)[keep] for k in "ohlcv"))
+        rows: dict[str, list[dict]] = {}
+        for crypto in (False, True):
+            group = [s for s in symbols if is_crypto(s) == crypto]
+            if not group:
+                continue
+            kwargs = dict(symbol_or_symbols=group, timeframe=timeframe, start=start, end=end)
+            if crypto:
+                bars = self._call("crypto bars", lambda: self._crypto.get_crypto_bars(CryptoBarsRequest(**kwargs)))
+            else:
+                request = StockBarsRequest(**kwargs, feed=self._feed)
+                bars = self._call("stock bars", lambda: self._stocks.get_stock_bars(request))
+            rows.update(bars)
+        return {s: _series(s, rows.get(s, []), timeframe, end, count, completed) for s in symbols}
 
     def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
         """From minute bars, the forming one included (its trades happened), fetched incrementally: each
@@ -358,6 +439,31 @@ def _timeframe_length(timeframe: TimeFrame) -> timedelta:
     unit = {TimeFrameUnit.Minute: timedelta(minutes=1), TimeFrameUnit.Hour: timedelta(hours=1),
             TimeFrameUnit.Day: timedelta(days=1)}[timeframe.unit_value]
     return unit * timeframe.amount_value
+
+
+def _series(symbol: str, rows: list[dict], timeframe: TimeFrame, end: datetime, count: int | None,
+            completed: bool) -> Series:
+    """Raw bars {t, o, h, l, c, v} as arrays: parsing one pydantic model per bar is slow, and so is letting pandas
+    guess the (RFC 3339) time format of each batch."""
+    ts = pd.to_datetime([b["t"] for b in rows], utc=True, format="ISO8601").tz_localize(None).to_numpy("datetime64[s]")
+    keep = np.arange(len(ts))
+    if completed:
+        keep = keep[ts + np.timedelta64(_timeframe_length(timeframe)) <= np.datetime64(end.replace(tzinfo=None))]
+    if count is not None:
+        keep = keep[-count:]
+    return Series(symbol, ts[keep], *(np.array([b[k] for b in rows], dtype=float)[keep] for k in "ohlcv"))
+
+
+def _rules(a: dict) -> AssetRules:
+    """An asset as Alpaca's JSON describes it (crypto trades fractionally, unleveraged, long only)."""
+    crypto = a.get("class") == "crypto"
+    return AssetRules(
+        tradable=bool(a.get("tradable")) and a.get("status") == "active",
+        fractionable=crypto and bool(a.get("fractionable")),
+        shortable=not crypto and bool(a.get("shortable")) and bool(a.get("easy_to_borrow")),
+        marginable=not crypto and bool(a.get("marginable")),
+        broker_stops=not crypto,
+    )
 
 
 def _tail(s: Series, count: int) -> Series:

@@ -77,7 +77,14 @@ class Broker(Protocol):
         """Move a simulated clock one bar and return its fills; a real broker's clock moves by itself
         (its fills arrive as events) and this returns nothing."""
 
-    def account(self) -> Account: ...
+    def account(self) -> Account:
+        """May be a cached read (`Account.as_of`): the caps then count every entry filled since as in flight."""
+
+    def account_changed(self) -> None:
+        """A fill was seen: the next `account` should ask the broker again."""
+
+    def prefetch(self, symbols: list[str], count: int) -> None:
+        """Load what deciding on these symbols will read (bars, asset rules) in as few requests as possible."""
 
     def positions(self) -> list[BrokerPosition]: ...
 

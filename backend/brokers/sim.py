@@ -193,6 +193,12 @@ class SimBroker:
                 gross_position_value=gross,
             )
 
+    def account_changed(self) -> None:
+        """The simulated account is always read live."""
+
+    def prefetch(self, symbols: list[str], count: int) -> None:
+        """Everything is in memory already."""
+
     def positions(self) -> list[BrokerPosition]:
         with self._lock:
             return [

@@ -3,7 +3,7 @@ reach executors). Events are plain JSON-able dicts so every transport can carry 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Hashable, Protocol
 
 Event = dict[str, Any]
 Handler = Callable[[Event], None]
@@ -20,7 +20,11 @@ class BusUnavailable(Exception):
 class EventBus(Protocol):
     def publish(self, topic: str, event: Event) -> None: ...
 
-    def subscribe(self, topic: str, handler: Handler) -> None: ...
+    def subscribe(self, topic: str, handler: Handler, *, key: Callable[[Event], Hashable] | None = None,
+                  prepare: Callable[[list[Event]], None] | None = None) -> None:
+        """`key`: events with different keys may be handled at the same time, those with one key in order;
+        `prepare` may be shown a batch of events before they are handled. A transport that handles one event
+        at a time, as it is published, ignores both."""
 
     def run(self, stop: threading.Event) -> None:
         """Deliver events to the subscribed handlers until `stop` is set (a worker's main loop)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from typing import Callable, Hashable
 
 from backend.bus.base import Event, Handler
 
@@ -15,7 +16,9 @@ class InProcessBus:
         for handler in self._handlers[topic]:
             handler(event)
 
-    def subscribe(self, topic: str, handler: Handler) -> None:
+    def subscribe(self, topic: str, handler: Handler, *, key: Callable[[Event], Hashable] | None = None,
+                  prepare: Callable[[list[Event]], None] | None = None) -> None:
+        """`key` and `prepare` change nothing here: each event is handled as it is published."""
         self._handlers[topic].append(handler)
 
     def run(self, stop: threading.Event) -> None:

@@ -58,6 +58,7 @@ class Account:
     shorting_enabled: bool
     gross_position_value: float  # sum of |qty x mark| over open positions
     non_marginable_buying_power: float | None = None  # what unleveraged assets may use (None: cash)
+    as_of: datetime | None = None  # a cached read: fills after this time may be missing from it (None: live)
 
     @property
     def exposure(self) -> float:

@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
@@ -49,10 +50,10 @@ class Executor:
         self._monitor = monitor
         self._guard = guard
 
-    def evaluate_protections(self, equity: float | None = None) -> None:
-        """Let the protections see the account now (each bar or poll, and after each placed trade)."""
+    def evaluate_protections(self) -> None:
+        """Let the protections see the account now (each bar or poll; after each placed trade, see `_submit`)."""
         if self._guard.protections:
-            self._guard.evaluate(self._broker.account().equity if equity is None else equity)
+            self._guard.evaluate(self._broker.account().equity)
 
     def handle(self, signal: Signal) -> ExecutionResult:
         seen, active = self._store.admission(signal.signal_id, signal.symbol)
@@ -61,10 +62,14 @@ class Executor:
         if active is not None:
             return self._against_active(signal, active)
         limit = signal.time_limit_hours or self._s.rm_default_time_limit_hours
-        try:
-            with self._store.opening():  # sized against the exposure of every opening before it
-                decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
-                if not (decision.approved or decision.skipped):
+        decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
+        if not (decision.approved or decision.skipped):
+            return self._reject(signal, decision, decision.reasoning)
+        try:  # openings one at a time, each sized against those before it: only the in-flight read and the insert
+            with self._store.opening() as opening:
+                in_flight = partial(self._store.in_flight_notional, opening=opening)
+                decision = self._risk.confirm(signal, decision, in_flight)
+                if not (decision.approved or decision.skipped):  # decided again, on a cache read since: rare
                     return self._reject(signal, decision, decision.reasoning)
                 now = self._broker.now()
                 trade = self._store.record_trade(
@@ -74,6 +79,7 @@ class Executor:
                     equity=decision.equity,
                     decided_at=now,
                     deadline_at=now + timedelta(hours=limit) if limit else None,
+                    opening=opening,
                 )
         except DuplicateSignal:  # a concurrent delivery of the same signal won the race
             return self._replay(self._store.signal(signal.signal_id))
@@ -128,7 +134,8 @@ class Executor:
             return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision), trade.id)
         log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
                  trade.symbol, trade.size_usd, trade.leverage, trade.policy)
-        self.evaluate_protections(decision.equity)
+        if self._guard.protections:
+            self._guard.evaluate_after_trade(decision.equity)
         return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision_to_json(decision), trade.id)
 
     def _reject(self, signal: Signal, decision: Decision, reason: str) -> ExecutionResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import datetime
 from typing import Callable
 
 from backend.brokers.base import Broker, OrderRejected
@@ -37,7 +38,8 @@ def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, a
     shrink with the account; RM_MAX_POSITION_USD is an optional fixed ceiling. Leverage (notional / equity) is
     clamped to the account's multiplier; an asset that is not marginable (crypto) gets none, and only the
     buying power that unleveraged assets may use. `in_flight`: the notional of entry orders the account's
-    positions do not show yet; gross exposure counts it (the broker's buying power already does)."""
+    positions do not show yet; gross exposure counts it, and so does the buying power of a cached account (a
+    live one already has)."""
     equity = account.equity
     if asset.marginable:
         max_leverage, buying_power = min(settings.rm_max_leverage, account.multiplier), account.buying_power
@@ -50,7 +52,7 @@ def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, a
         "max_position": settings.rm_max_position_exposure * equity,
         "max_risk": settings.rm_max_risk_pct * equity / stop_distance_pct,
         "max_exposure": settings.rm_max_exposure * equity - account.gross_position_value - in_flight,
-        "buying_power": buying_power,
+        "buying_power": buying_power - (in_flight if account.as_of is not None else 0.0),
     }
     if settings.rm_max_position_usd is not None:
         limits["max_position_usd"] = settings.rm_max_position_usd
@@ -74,7 +76,7 @@ class RiskManager:
         policy: SizingPolicy,
         fallback: AtrRule,
         trading_status: Callable[[], Status],
-        in_flight: Callable[[], float],
+        in_flight: Callable[[datetime | None], float],
         arms: Arms | None = None,
     ) -> None:
         self._s = settings
@@ -96,12 +98,20 @@ class RiskManager:
     def policy_name(self) -> str:
         return self._policy.name
 
+    @property
+    def bars_needed(self) -> int:
+        """The bars a decision reads: enough for Wilder's ATR and ADX to settle."""
+        return max(min_bars(self._s.rm_atr_period), 10 * self._s.rm_atr_period)
+
+    def prefetch(self, symbols: list[str]) -> None:
+        """Load what deciding these symbols reads, in a few broker requests (a worker's batch of signals)."""
+        self._broker.prefetch(symbols, self.bars_needed)
+
     def market(self, symbol: str, price: float | None) -> MarketContext:
         """The symbol's market at its last completed bar: price, ATR and ADX. A caller's `price` is only checked
         against the market's (a stale or mistyped price must not move any cap or stop); it is never used."""
-        period = self._s.rm_atr_period
         try:
-            bars = self._broker.history(symbol, max(min_bars(period), 10 * period))
+            bars = self._broker.history(symbol, self.bars_needed)
         except OrderRejected as exc:
             raise SizingError("symbol", str(exc)) from None
         if len(bars) == 0:
@@ -109,7 +119,7 @@ class RiskManager:
         cached = self._market_cache.get(symbol)
         if cached is None or cached[0] != bars.ts[-1]:  # new bar: recompute once, then serve from memory
             try:
-                cached = (bars.ts[-1], *wilder_atr_adx(bars.high, bars.low, bars.close, period))
+                cached = (bars.ts[-1], *wilder_atr_adx(bars.high, bars.low, bars.close, self._s.rm_atr_period))
             except InsufficientData as exc:
                 raise SizingError("symbol", f"{symbol}: {exc}") from None
             self._market_cache[symbol] = cached
@@ -146,7 +156,9 @@ class RiskManager:
                                             f"at least {MIN_STOP_DISTANCE:.2%} away")
         return market, stop, stop_pct
 
-    def decide(self, signal: Signal) -> Decision:
+    def decide(self, signal: Signal, in_flight: Callable[[datetime | None], float] | None = None) -> Decision:
+        """`in_flight`: how the in-flight notional is read (Store.in_flight_notional, or in an opening's
+        transaction)."""
         arm, policy = self._arms.assign(signal) if self._arms else (None, self._policy)  # before anything is read
         account = self._broker.account()
         market, stop, stop_pct = self.check(signal)
@@ -172,7 +184,7 @@ class RiskManager:
             return reject(f"{signal.symbol} may not be sold short")
 
         equity = account.equity
-        limits = cap_limits(self._s, account, stop_pct, asset, self._in_flight())
+        limits = cap_limits(self._s, account, stop_pct, asset, (in_flight or self._in_flight)(account.as_of))
         status = self._trading_status()
         if not status.allows_entries:  # no new exposure: sized and followed as a shadow, so learning goes on
             limits["trading_state"] = 0.0
@@ -211,6 +223,14 @@ class RiskManager:
                                   approved=False, skipped=True, note=f"sized 0: {reason}; followed without an order")
         return self._decision(signal, price, stop, proposal, ctx.state_key, size, bound, equity, arm=arm,
                               approved=True, quantity=quantity)
+
+    def confirm(self, signal: Signal, decision: Decision, in_flight: Callable[[datetime | None], float]) -> Decision:
+        """`decision` as it stands if its size still fits the caps with the in-flight notional read now (under the
+        opening lock, after the openings decided meanwhile), else `signal` decided again with it."""
+        account = self._broker.account()
+        stop_pct = abs(decision.price - decision.stop_price) / decision.price
+        limits = cap_limits(self._s, account, stop_pct, self._broker.asset(signal.symbol), in_flight(account.as_of))
+        return decision if decision.size_usd <= min(limits.values()) else self.decide(signal, in_flight)
 
     def _propose(self, ctx: SizingContext, policy: SizingPolicy) -> Proposal:
         if policy is self._fallback:

@@ -1,13 +1,14 @@
 """The trading state: ACTIVE (trade), REDUCING (only orders that reduce exposure: exits), HALTED (nothing new).
 
 The protections (backend/risk/protections/) and the operator (POST /v1/trading-state) move it; the strictest of
-them wins. The process that runs the clock evaluates it each bar or poll and after each placed trade; every
-process reads it on each decision (cached by the store, at most a second stale in another process). Protective
-exits (stops, targets, time limits) run in every state: they only ever reduce exposure.
+them wins. The process that runs the clock evaluates it each bar or poll, every process after its placed trades
+(coalesced in a burst); every process reads it on each decision (cached by the store, at most a second stale in
+another process). Protective exits (stops, targets, time limits) run in every state: they only ever reduce exposure.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, time, timezone
 from enum import Enum
@@ -76,6 +77,9 @@ class TradingGuard:
         self._store = store
         self._protections = protections
         self._clock = clock
+        self._evaluating = threading.Lock()
+        self._due: float | None = None  # the equity of a trade placed since the running evaluation began
+        self._due_lock = threading.Lock()
 
     def status(self) -> Status:
         row = self._store.trading_state()
@@ -104,12 +108,32 @@ class TradingGuard:
             verdicts.append(("operator", Trip(TradingState(row.manual_state), row.manual_reason)))
         cause, trip = max(verdicts, key=lambda v: v[1].state.severity,
                           default=("", Trip(TradingState.ACTIVE, "no protection holds trading back")))
-        self._store.save_trading_state(now, trip.state.value, cause, trip.reason, day=day,
-                                       day_start_equity=day_start, peak_equity=peak)
+        if (row.state, row.cause, row.reason, row.day, row.day_start_equity, row.peak_equity) != (
+                trip.state.value, cause, trip.reason, day, day_start, peak):  # unchanged: no write, no row lock
+            self._store.save_trading_state(now, trip.state.value, cause, trip.reason, day=day,
+                                           day_start_equity=day_start, peak_equity=peak)
         if (row.state, row.cause) != (trip.state.value, cause):
             log.warning("trading state %s -> %s (%s): %s", row.state, trip.state.value, cause or "nothing holds it",
                         trip.reason)
         return self.status()
+
+    def evaluate_after_trade(self, equity: float) -> None:
+        """`evaluate` after a placed trade, from any thread: one evaluation at a time in this process, and one
+        more after it for the trades placed while it ran, with the latest equity (a burst of openings costs a few
+        evaluations, not one each)."""
+        with self._due_lock:
+            self._due = equity
+        while self._evaluating.acquire(blocking=False):  # else the evaluation running sees `_due` when it ends
+            try:
+                with self._due_lock:
+                    due, self._due = self._due, None
+                if due is not None:
+                    self.evaluate(due)
+            finally:
+                self._evaluating.release()
+            with self._due_lock:
+                if self._due is None:
+                    return
 
     def set_by_operator(self, state: TradingState, reason: str, equity: float) -> Status:
         """REDUCING or HALTED hold until the operator sets ACTIVE again. ACTIVE clears the hold and acknowledges

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import Engine, bindparam, case, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -79,6 +79,14 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
         "decision_id": d.decision_id,
         "arm": d.arm,
     }
+
+
+@dataclass
+class Opening:
+    """One opening's transaction, holding the opening lock (`Store.opening`)."""
+
+    connection: Connection
+    trade: TradeRow | None = None  # the pending trade recorded in it: made hot once it commits
 
 
 class Store:
@@ -259,24 +267,33 @@ class Store:
         equity: float,
         decided_at: datetime,
         deadline_at: datetime | None,
+        opening: Opening | None = None,
     ) -> TradeRow:
-        """Signal and its pending trade in one transaction, before the order is sent: a crash after this
-        leaves a trade that the executor re-submits under the same client order id on replay. A decision
-        sized 0 (skipped) gets a shadow trade, which no order ever belongs to."""
+        """Signal and its pending trade in one transaction (`opening`'s, when given), before the order is sent: a
+        crash after this leaves a trade that the executor re-submits under the same client order id on replay. A
+        decision sized 0 (skipped) gets a shadow trade, which no order ever belongs to."""
         values = _trade_values(signal, decision, client_order_id, equity, decided_at, deadline_at, "pending")
         try:  # Core inserts: this runs once per signal, and the ORM's unit of work costs more than they do
-            with self.engine.begin() as c:
-                status = "skipped" if decision.skipped else "placed"
-                c.execute(SIGNAL_INSERT, _signal_values(signal, decision, status, ""))
-                trade_id = c.execute(TRADE_INSERT, values).scalar_one()
+            if opening is None:
+                with self.engine.begin() as c:
+                    trade_id = self._insert_trade(c, signal, decision, values)
+            else:
+                trade_id = self._insert_trade(opening.connection, signal, decision, values)
         except IntegrityError as exc:
             if self.signal(signal.signal_id) is not None:
                 raise DuplicateSignal(signal.signal_id) from None
             raise SymbolBusy(decision.symbol) from exc
         trade = TradeRow(id=trade_id, **values)
-        if self.hot is not None:
+        if opening is not None:
+            opening.trade = trade  # hot once the opening commits
+        elif self.hot is not None:
             self.hot.sync(trade.symbol, trade)
         return trade
+
+    @staticmethod
+    def _insert_trade(c: Connection, signal: Signal, decision: Decision, values: dict[str, Any]) -> int:
+        c.execute(SIGNAL_INSERT, _signal_values(signal, decision, "skipped" if decision.skipped else "placed", ""))
+        return c.execute(TRADE_INSERT, values).scalar_one()
 
     def record_decision(self, signal: Signal, decision: Decision, *, client_order_id: str, equity: float,
                         decided_at: datetime) -> None:
@@ -335,29 +352,34 @@ class Store:
         with self._reads() as s:
             return int(s.scalar(select(func.count()).select_from(TradeRow).where(*held)))
 
-    def in_flight_notional(self) -> float:
+    def in_flight_notional(self, since: datetime | None = None, opening: Opening | None = None) -> float:
         """The notional of this account's entry orders sent or about to be (pending trades): exposure the broker's
-        positions do not show yet, which every cap on gross exposure must count."""
+        positions do not show yet, which every cap on gross exposure must count. `since`: the time of a cached
+        account read; entries filled after it are missing from that account too, so they count as well.
+        `opening`: read in that transaction (`opening()`), after every opening before it."""
+        in_flight = TradeRow.status == "pending"
+        if since is not None:
+            in_flight |= TradeRow.opened_at >= since
+        query = select(func.coalesce(func.sum(TradeRow.size_usd), 0.0)).where(in_flight, *OWN_TRADE)
+        if opening is not None:
+            return float(opening.connection.scalar(query))
         with self._reads() as s:
-            return float(s.scalar(select(func.coalesce(func.sum(TradeRow.size_usd), 0.0))
-                                  .where(TradeRow.status == "pending", *OWN_TRADE)))
+            return float(s.scalar(query))
 
     @contextmanager
-    def opening(self) -> Iterator[None]:
-        """One opening decision at a time, from sizing to its pending trade, so each sees the exposure of those
-        before it: a lock in this process and, on PostgreSQL, an advisory lock shared by every worker."""
-        with self._opening_lock:
-            if self.engine.dialect.name != "postgresql":
-                yield
-                return
-            with self.engine.connect() as c:
-                c.execute(select(func.pg_advisory_lock(OPENING_LOCK)))
-                c.commit()
-                try:
-                    yield
-                finally:
-                    c.execute(select(func.pg_advisory_unlock(OPENING_LOCK)))
-                    c.commit()
+    def opening(self) -> Iterator[Opening]:
+        """The transaction of one opening, from its in-flight read to its pending trade, holding the opening lock:
+        one at a time, so each sees the exposure of those before it. On PostgreSQL an advisory lock that every
+        worker shares, released by the commit; elsewhere a lock in this process."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as c:
+                c.execute(select(func.pg_advisory_xact_lock(OPENING_LOCK)))
+                yield (opening := Opening(c))
+        else:
+            with self._opening_lock, self.engine.begin() as c:
+                yield (opening := Opening(c))
+        if opening.trade is not None and self.hot is not None:
+            self.hot.sync(opening.trade.symbol, opening.trade)
 
     def active_trades(self) -> list[TradeRow]:
         with self._sessions() as s:

@@ -131,16 +131,33 @@ def test_a_second_submit_under_one_client_id_returns_the_first_order(app, fake):
     assert [o.client_order_id for o in fake.orders.values()].count("sz-twice") == 1
 
 
+def test_the_cached_account_is_read_again_after_a_fill_from_the_stream(fake, sqlite_url):
+    app = start_app(fake, sqlite_url, alpaca_account_max_age_seconds=3600)
+    try:
+        reads = lambda: fake.requests.count(("GET", "/v2/account"))  # noqa: E731
+        before = app.broker.account()
+        assert app.broker.account() is before and before.as_of is not None
+        app.executor.handle(Signal("c-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
+        assert app.broker.account() is before  # an order alone does not read it again: it is counted in flight
+        n = reads()
+        fake.fill(client_order_id("c-1"), price=100.0)  # the stream's fill makes the next decision ask again
+        after = wait_for(lambda: app.broker.account().gross_position_value > 0 and app.broker.account(),
+                         what="the account read after the fill")
+        assert reads() == n + 1 and after.gross_position_value == trade(app, "c-1").quantity * 100.0
+    finally:
+        app.close()
+
+
 def test_transient_failures_are_retried_and_bounded(app, fake):
-    fake.fail_next("GET", "/v2/account", 503, times=2)
-    fake.fail_next("GET", "/v2/account", 429)
-    assert app.broker.account().equity == 100_000.0
-    fake.fail_next("GET", "/v2/account", 500, times=4)  # one try and three retries
+    fake.fail_next("GET", "/v2/positions", 503, times=2)
+    fake.fail_next("GET", "/v2/positions", 429, times=5)  # rate limited: the process pauses; no attempt is spent
+    assert app.broker.positions() == []
+    fake.fail_next("GET", "/v2/positions", 500, times=4)  # one try and three retries
     with pytest.raises(BrokerUnavailable, match="4 times"):
-        app.broker.account()
-    fake.fail_next("GET", "/v2/account", 403, "account is blocked")  # not an order refused: no retry, no OrderRejected
-    with pytest.raises(BrokerUnavailable, match="refused account .*account is blocked"):
-        app.broker.account()
+        app.broker.positions()
+    fake.fail_next("GET", "/v2/positions", 403, "account is blocked")  # not an order refused: no retry, no OrderRejected
+    with pytest.raises(BrokerUnavailable, match="refused positions .*account is blocked"):
+        app.broker.positions()
 
 
 def test_a_position_closed_by_hand_is_rewarded(app, fake):
@@ -211,7 +228,6 @@ def test_crypto_is_unleveraged_long_only_and_its_stop_is_watched(app, fake):
 
 def test_signals_while_the_market_is_closed_are_refused(app, fake):
     fake.market_open = False
-    app.broker._clock = (-1e18, True)  # forget the cached clock
     result = app.executor.handle(Signal("z-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
     assert result.status == "rejected" and "closed" in result.reason and not fake.orders
 
@@ -257,9 +273,9 @@ def test_keys_are_never_logged(fake, sqlite_url, caplog):
     app = start_app(fake, sqlite_url)
     try:
         app.executor.handle(Signal("l-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
-        fake.fail_next("GET", "/v2/account", 500, times=10)
+        fake.fail_next("GET", "/v2/positions", 500, times=10)
         with pytest.raises(BrokerUnavailable):
-            app.broker.account()
+            app.broker.positions()
     finally:
         app.close()
     assert "secret-test" not in caplog.text and "secret-test" not in repr(app.settings)

@@ -1,18 +1,23 @@
 """A burst of opening signals decided at once never exceeds the gross exposure cap: every decision counts the
-entry orders sent before it (pending trades), and openings are decided one at a time (a lock in the process,
-an advisory lock across processes on PostgreSQL)."""
+entry orders sent before it (pending trades, and with a cached broker account those filled since it was read):
+openings are sized at once, then confirmed one at a time against the in-flight notional read again (a lock in
+the process, an advisory lock across processes on PostgreSQL)."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backend.bootstrap import build_app, make_sim_broker
 from backend.brokers.sim import SimBroker
 from backend.data.bundled import Series, load_bundled
 from backend.domain.model import Side, Signal
-from tests.conftest import make_settings
+from tests.conftest import empty_database, make_settings
+from tests.fake_alpaca import Asset, FakeAlpaca
 
 SYMBOLS = [f"S{i}" for i in range(12)]
 
@@ -40,3 +45,51 @@ def test_a_burst_of_openings_never_exceeds_the_gross_exposure_cap(db_url, exposu
         assert {r.status for r in results} <= {"placed", "skipped"}  # the rest: sized 0 by the cap, followed
     finally:
         app.close()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(signals=st.integers(4, 24), exposure=st.floats(0.1, 1.5), cap=st.floats(0.5, 3.0),
+       held=st.floats(0.0, 1.0), auto_fill=st.booleans(), max_age=st.sampled_from([0.05, 60.0]))
+def test_a_concurrent_burst_on_a_cached_account_never_exceeds_the_gross_exposure_cap(
+        pg_database, signals, exposure, cap, held, auto_fill, max_age):
+    """Alpaca (the fake, through alpaca-py) with its account cached: 16 threads decide a burst at once while its
+    orders fill and the stream marks them open, so the account read before them is stale. Whatever the burst,
+    the account's positions and working entry orders never exceed the cap: fills since the read count as in
+    flight. `held`: a position sizer does not own, as a fraction of equity."""
+    empty_database(pg_database)
+    fake = FakeAlpaca(cash=100_000.0).start()
+    fake.auto_fill = auto_fill
+    fake.assets["PRE"] = Asset("PRE", price=100.0)
+    fake.positions["PRE"] = (held * 1_000, 100.0)
+    fake.cash -= held * 100_000
+    symbols = [f"B{i:02d}" for i in range(signals)]
+    for symbol in symbols:
+        fake.assets[symbol] = Asset(symbol, price=100.0)
+    overrides = dict(database_url=pg_database, auto_migrate=False, sizing_policy="fixed",
+                     sizing_fixed_exposure=exposure, rm_max_exposure=cap, rm_max_risk_pct=0.5,
+                     alpaca_account_max_age_seconds=max_age, **fake.settings())
+    app = build_app(make_settings(**overrides))
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(
+                lambda s: app.executor.handle(Signal(f"b-{s}", s, Side.BUY, 0.7, stop_price=95.0)), symbols))
+        placed = [r for r in results if r.status == "placed"]
+        if auto_fill:
+            wait_until(lambda: app.store.in_flight_notional() == 0, "the fills to reach the store")
+        working = sum(o.qty * fake.assets[o.symbol].price for o in list(fake.orders.values())
+                      if o.parent is None and o.open)
+        gross = sum(abs(q) * fake.assets[s].price for s, (q, _) in fake.positions.items())
+        room = cap * 100_000 - held * 100_000  # what the burst may add (none when the held position fills it)
+        assert gross + working - held * 100_000 <= max(0.0, room) + 1e-6
+        assert placed or room < 200.0  # only a full account places nothing (the least order is $100)
+        assert {r.status for r in results} <= {"placed", "skipped"}
+    finally:
+        app.close()
+        fake.stop()
+
+
+def wait_until(condition, what: str, patience_s: float = 60.0) -> None:
+    deadline = time.monotonic() + patience_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

@@ -293,3 +293,39 @@ def test_settings_configure_the_bus(redis_url):
     assert bus.stream("fills") == "sizer:fills"
     with pytest.raises(ValueError, match="REDIS_URL"):
         RedisBus.from_settings(make_settings(), "monitors")
+
+
+def test_a_keyed_topic_is_handled_concurrently_but_one_key_at_a_time_in_order(redis_url, prefix, direct):
+    """Signals of many symbols at once on 8 threads; each symbol's signals one at a time, in the order published,
+    and never more than the pool holds; a failing entry stays pending for its retry like any other."""
+    bus = RedisBus(redis_url, "g", prefix=prefix, concurrency=8, **FAST)
+    lock, running_keys, seen, prepared = threading.Lock(), {}, [], []
+    overlaps, most_at_once, failed = [], [0], set()
+
+    def handle(event):
+        with lock:
+            if running_keys.get(event["symbol"]):
+                overlaps.append(event)
+            running_keys[event["symbol"]] = True
+            most_at_once[0] = max(most_at_once[0], sum(running_keys.values()))
+        time.sleep(0.01)  # long enough for the pool's threads to overlap
+        with lock:
+            running_keys[event["symbol"]] = False
+            if event["n"] == 7 and 7 not in failed:
+                failed.add(7)
+                raise ValueError("once")
+            seen.append(event)
+
+    bus.subscribe("signals", handle, key=lambda e: e["symbol"], prepare=prepared.append)
+    events = [{"symbol": f"S{i % 5}", "n": i} for i in range(60)]
+    with running(bus):
+        for event in events:
+            bus.publish("signals", event)
+        wait_for(lambda: len(seen) == 60 and pending(direct, bus, "signals") == 0)
+    assert not overlaps
+    assert 1 < most_at_once[0] <= 5  # several symbols at once, never one symbol twice
+    for symbol in {e["symbol"] for e in events}:  # the retried entry comes last in its symbol
+        order = [e["n"] for e in seen if e["symbol"] == symbol]
+        assert sorted(order) == sorted(e["n"] for e in events if e["symbol"] == symbol)
+        assert [n for n in order if n != 7] == sorted(n for n in order if n != 7)
+    assert sum(len(batch) for batch in prepared) >= 60 and max(len(batch) for batch in prepared) <= 16

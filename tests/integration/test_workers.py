@@ -325,3 +325,20 @@ def test_workers_ride_out_a_redis_cut_and_postgresql_connections_killed(stack, p
     finally:
         stack.stop_workers()
         proxy.stop()
+
+
+def test_a_429_storm_slows_the_worker_down_and_loses_no_signal(stack):
+    """The fake allows 300 requests a minute in bursts of 3; the worker is told it may send far more, so most of
+    a burst of signals (each symbol twice, several at once on the worker's threads) meets 429s. They pause the
+    worker instead of failing anything: every signal is handled once, every symbol gets one trade and one
+    order, and nothing is dead-lettered."""
+    stack.fake.rate_limit_per_minute, stack.fake.rate_burst = 300.0, 3
+    stack.start_worker(alpaca_rate_limit_per_minute=600_000, worker_concurrency=8)
+    signals = [buy(f"rl-{i}", SYMBOLS[i % len(SYMBOLS)]) for i in range(2 * len(SYMBOLS))]
+    stack.publish(*signals)
+    wait_for(lambda: stack.count(SignalRow) == len(signals) and stack.count(TradeRow) == len(SYMBOLS)
+             and all(t.status == "open" for t in stack.trades()), what="every signal handled")
+    assert stack.fake.throttled > 0
+    assert_one_order_per_trade(stack, len(signals))
+    assert "rate limited (HTTP 429)" in stack.log_text()
+    assert stack.api.bus.dead_letters(("signals",)) == {"signals": 0}

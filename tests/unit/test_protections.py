@@ -1,13 +1,15 @@
 """Each protection on its own: when it trips, to what state, and when it lets go."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from threading import Event
 
 from backend.risk.protections.daily_loss import DailyLoss
 from backend.risk.protections.drawdown import Drawdown
 from backend.risk.protections.loss_streak import LossStreak
 from backend.risk.protections.trades_per_day import TradesPerDay
-from backend.risk.trading_state import History, TradingState
+from backend.risk.trading_state import History, TradingGuard, TradingState
 
 NOW = datetime(2024, 3, 4, 15, tzinfo=timezone.utc)
 
@@ -46,3 +48,28 @@ def test_trades_per_day():
     p = TradesPerDay(10)
     assert p.check(history(trades_today=9)) is None
     assert p.check(history(trades_today=10)).state is TradingState.REDUCING
+
+
+def test_evaluations_after_trades_are_coalesced_and_none_is_missed():
+    """While one thread evaluates, the trades placed meanwhile return at once; one more evaluation follows, with
+    the latest equity."""
+    started, release, seen = Event(), Event(), []
+
+    class Recording(TradingGuard):
+        def evaluate(self, equity):
+            seen.append(equity)
+            started.set()
+            release.wait(10)
+
+    guard = Recording(None, [], lambda: NOW)
+    with ThreadPoolExecutor(1) as first:
+        running = first.submit(guard.evaluate_after_trade, 1.0)
+        assert started.wait(10)
+        for equity in (2.0, 3.0, 4.0):  # the evaluation of 1.0 holds: these only leave their equity due
+            guard.evaluate_after_trade(equity)
+        assert seen == [1.0]
+        release.set()
+        running.result(10)
+    assert seen == [1.0, 4.0]
+    guard.evaluate_after_trade(5.0)
+    assert seen == [1.0, 4.0, 5.0]

@@ -123,7 +123,7 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
     status = Status(trading_state, "test", "drawn", None)
     arms = None if ab is None else Arms(policy, HostilePolicy(ab[1]), ab[0], seed, ab[2])
     in_flight = in_flight_frac * max(account.equity, 0.0)
-    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status, lambda: in_flight, arms)
+    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status, lambda since: in_flight, arms)
     price = float(series.close[-1])
     stop = None
     if stop_atrs is not None:
