@@ -77,7 +77,7 @@ def get_agent(sizer: Sizer) -> AgentOut:
 
 def _serving(policy) -> dict:
     """The policy that sizes now, in its own terms (the Q fields above describe the agent, which always learns)."""
-    summary = (policy.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    summary = " ".join((policy.__doc__ or "").strip().split("\n\n")[0].split())  # the docstring's first paragraph
     return {"policy": policy.name, "summary": summary, **(policy.describe() if hasattr(policy, "describe") else {})}
 
 
