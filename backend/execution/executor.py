@@ -5,17 +5,18 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
-from functools import partial
+from datetime import datetime, timedelta
+from functools import cache, partial
 from typing import Any
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
 from backend.domain.model import Decision, Side, Signal
+from backend.execution.group_commit import GroupCommit
 from backend.execution.monitor import PositionMonitor
 from backend.risk import RiskManager, SizingError
 from backend.risk.trading_state import TradingGuard, TradingState
-from backend.store.repositories import DuplicateSignal, Store, SymbolBusy, decision_to_json
+from backend.store.repositories import DuplicateSignal, NewTrade, Store, SymbolBusy, decision_to_json
 from backend.store.tables import DECISION_ID_PREFIX, SignalRow, TradeRow
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,15 @@ log = logging.getLogger(__name__)
 def client_order_id(signal_id: str) -> str:
     """Deterministic, broker-safe (<= 128 chars, [a-z0-9-]) and the same on every replay of the signal."""
     return "sz-" + hashlib.sha256(signal_id.encode()).hexdigest()[:32]
+
+
+@dataclass
+class PendingOpening:
+    """A signal sized to open a trade, on its way through the opening lock (`Executor._open`)."""
+
+    signal: Signal
+    decision: Decision  # confirmed, or decided again, under the lock
+    recorded: TradeRow | DuplicateSignal | SymbolBusy | None = None  # None: refused when decided again
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class Executor:
         self._risk = risk
         self._monitor = monitor
         self._guard = guard
+        self._openings = GroupCommit(self._open)
 
     def evaluate_protections(self) -> None:
         """Let the protections see the account now (each bar or poll; after each placed trade, see `_submit`)."""
@@ -61,29 +72,17 @@ class Executor:
             return self._replay(seen)
         if active is not None:
             return self._against_active(signal, active)
-        limit = signal.time_limit_hours or self._s.rm_default_time_limit_hours
         decision = self._risk.decide(signal)  # SizingError (bad input) propagates: nothing is written
         if not (decision.approved or decision.skipped):
             return self._reject(signal, decision, decision.reasoning)
-        try:  # openings one at a time, each sized against those before it: only the in-flight read and the insert
-            with self._store.opening() as opening:
-                in_flight = partial(self._store.in_flight_notional, opening=opening)
-                decision = self._risk.confirm(signal, decision, in_flight)
-                if not (decision.approved or decision.skipped):  # decided again, on a cache read since: rare
-                    return self._reject(signal, decision, decision.reasoning)
-                now = self._broker.now()
-                trade = self._store.record_trade(
-                    signal,
-                    decision,
-                    client_order_id=client_order_id(signal.signal_id),
-                    equity=decision.equity,
-                    decided_at=now,
-                    deadline_at=now + timedelta(hours=limit) if limit else None,
-                    opening=opening,
-                )
-        except DuplicateSignal:  # a concurrent delivery of the same signal won the race
+        opening = PendingOpening(signal, decision)
+        self._openings(opening)  # with the openings waiting beside it, in one transaction (see _open)
+        decision, trade = opening.decision, opening.recorded
+        if trade is None:  # decided again on a cache read since, and refused: rare
+            return self._reject(signal, decision, decision.reasoning)
+        if isinstance(trade, DuplicateSignal):  # a concurrent delivery of the same signal won the race
             return self._replay(self._store.signal(signal.signal_id))
-        except SymbolBusy:  # opened meanwhile by another worker, or one the hot state had not caught up with
+        if isinstance(trade, SymbolBusy):  # opened meanwhile by another worker, or the hot state lagged
             active = self._store.active_trade(signal.symbol)
             if active is not None:
                 return self._against_active(signal, active)
@@ -93,6 +92,27 @@ class Executor:
                      decision.reasoning)
             return ExecutionResult(trade.signal_id, "skipped", decision.reasoning, decision_to_json(decision), trade.id)
         return self._submit(trade, decision)
+
+    def _open(self, openings: list[PendingOpening]) -> None:
+        """Openings waiting for the opening lock together, in one transaction holding it: each one's size is
+        confirmed against the in-flight notional read now plus that of the openings before it (decided again
+        when it no longer fits), then all are recorded, in two statements, and committed once."""
+        with self._store.opening() as transaction:
+            read = cache(partial(self._store.in_flight_notional, opening=transaction))
+            added = 0.0
+            for o in openings:
+                o.decision = self._risk.confirm(o.signal, o.decision, lambda since, a=added: read(since) + a)
+                added += o.decision.size_usd if o.decision.approved else 0.0
+            now = self._broker.now()
+            taken = [o for o in openings if o.decision.approved or o.decision.skipped]
+            recorded = self._store.record_trades(transaction, [self._new_trade(o, now) for o in taken])
+        for o, trade in zip(taken, recorded):
+            o.recorded = trade
+
+    def _new_trade(self, opening: PendingOpening, now: datetime) -> NewTrade:
+        limit = opening.signal.time_limit_hours or self._s.rm_default_time_limit_hours
+        return NewTrade(opening.signal, opening.decision, client_order_id(opening.signal.signal_id),
+                        opening.decision.equity, now, now + timedelta(hours=limit) if limit else None)
 
     def handle_queued(self, signal: Signal) -> ExecutionResult:
         """A signal a worker took from the queue. Its sender has had its 202, so input that cannot be sized

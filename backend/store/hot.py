@@ -36,15 +36,20 @@ class HotTrades:
             return None
 
     def sync(self, symbol: str, trade: TradeRow | None) -> None:
-        """Write `symbol`'s hash from its trade row (deleted unless the trade is active). A Redis error is
-        logged, not raised: the database write it follows has already happened."""
+        """Write `symbol`'s hash from its trade row (deleted unless the trade is active)."""
+        self.sync_many({symbol: trade})
+
+    def sync_many(self, trades: dict[str, TradeRow | None]) -> None:
+        """`sync` for each symbol, in one round trip. A Redis error is logged, not raised: the database write it
+        follows has already happened."""
         try:
             with self.client.pipeline(transaction=True) as pipe:
-                self._write(pipe, symbol, trade)
+                for symbol, trade in trades.items():
+                    self._write(pipe, symbol, trade)
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("hot state of %s not written (%s); PostgreSQL has it and confirms every busy answer",
-                        symbol, exc)
+                        ", ".join(trades), exc)
 
     def rebuild(self, active: list[TradeRow]) -> None:
         """Replace every hash with the database's active trades (at start-up; Redis down is only logged)."""

@@ -7,11 +7,11 @@ import queue
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import Connection, Engine, bindparam, case, func, select, update
+from sqlalchemy import Connection, Engine, Update, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +34,6 @@ from backend.store.tables import (
 log = logging.getLogger(__name__)
 AGENT = "qlearning"
 SIGNAL_INSERT = SignalRow.__table__.insert()  # statements made once, so their compiled form is reused
-TRADE_INSERT = TradeRow.__table__.insert().returning(TradeRow.__table__.c.id)
 READ_CACHE_MAX_AGE_S = 1.0
 OPENING_LOCK = 0x5132_0001  # PostgreSQL advisory lock key: opening decisions, across processes
 
@@ -83,10 +82,22 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
 
 @dataclass
 class Opening:
-    """One opening's transaction, holding the opening lock (`Store.opening`)."""
+    """A transaction of openings, holding the opening lock (`Store.opening`)."""
 
     connection: Connection
-    trade: TradeRow | None = None  # the pending trade recorded in it: made hot once it commits
+    trades: list[TradeRow] = field(default_factory=list)  # the pending trades recorded in it: hot once it commits
+
+
+@dataclass(frozen=True)
+class NewTrade:
+    """A trade to record with its signal, before its order is sent (`Store.record_trades`)."""
+
+    signal: Signal
+    decision: Decision
+    client_order_id: str
+    equity: float
+    decided_at: datetime
+    deadline_at: datetime | None
 
 
 class Store:
@@ -101,6 +112,11 @@ class Store:
         self._read_cache: dict[tuple, tuple[float, Any]] = {}
         self._decisions = BatchWriter(engine)
         self._opening_lock = threading.Lock()
+        # each row that conflicts (a signal seen before, a symbol's second active trade) is left out, not an error;
+        # run as an executemany, whose statement is compiled once whatever the number of rows
+        signals, trades = SignalRow.__table__, TradeRow.__table__
+        self._new_signals = self._insert(signals).on_conflict_do_nothing().returning(signals.c.signal_id)
+        self._new_trades = self._insert(trades).on_conflict_do_nothing().returning(trades.c.signal_id, trades.c.id)
         cells = QValueRow.__table__
         insert = self._insert(cells)
         decay = bindparam("decay")
@@ -267,33 +283,51 @@ class Store:
         equity: float,
         decided_at: datetime,
         deadline_at: datetime | None,
-        opening: Opening | None = None,
     ) -> TradeRow:
-        """Signal and its pending trade in one transaction (`opening`'s, when given), before the order is sent: a
-        crash after this leaves a trade that the executor re-submits under the same client order id on replay. A
-        decision sized 0 (skipped) gets a shadow trade, which no order ever belongs to."""
-        values = _trade_values(signal, decision, client_order_id, equity, decided_at, deadline_at, "pending")
-        try:  # Core inserts: this runs once per signal, and the ORM's unit of work costs more than they do
-            if opening is None:
-                with self.engine.begin() as c:
-                    trade_id = self._insert_trade(c, signal, decision, values)
-            else:
-                trade_id = self._insert_trade(opening.connection, signal, decision, values)
-        except IntegrityError as exc:
-            if self.signal(signal.signal_id) is not None:
-                raise DuplicateSignal(signal.signal_id) from None
-            raise SymbolBusy(decision.symbol) from exc
-        trade = TradeRow(id=trade_id, **values)
-        if opening is not None:
-            opening.trade = trade  # hot once the opening commits
-        elif self.hot is not None:
-            self.hot.sync(trade.symbol, trade)
-        return trade
+        """One trade and its signal in an opening of its own (`record_trades`); DuplicateSignal or SymbolBusy
+        when it cannot be recorded."""
+        with self.opening() as opening:
+            (recorded,) = self.record_trades(
+                opening, [NewTrade(signal, decision, client_order_id, equity, decided_at, deadline_at)])
+        if isinstance(recorded, Exception):
+            raise recorded
+        return recorded
 
-    @staticmethod
-    def _insert_trade(c: Connection, signal: Signal, decision: Decision, values: dict[str, Any]) -> int:
-        c.execute(SIGNAL_INSERT, _signal_values(signal, decision, "skipped" if decision.skipped else "placed", ""))
-        return c.execute(TRADE_INSERT, values).scalar_one()
+    def record_trades(self, opening: Opening, trades: Sequence[NewTrade]) -> list[TradeRow | DuplicateSignal |
+                                                                                   SymbolBusy]:
+        """Each signal and its pending trade, in `opening`'s transaction, before the orders are sent: a crash
+        after it leaves trades that the executor re-submits under the same client order ids on replay. A
+        decision sized 0 (skipped) gets a shadow trade, which no order ever belongs to. Two statements however
+        many trades (Core inserts: the ORM's unit of work costs more): a signal seen before gives DuplicateSignal
+        and a symbol with an active trade SymbolBusy, in its place in the answer, and leave nothing behind."""
+        c = opening.connection
+        signals, values, answer = {}, {}, {}
+        for t in trades:
+            sid = t.signal.signal_id
+            if sid in signals:  # two deliveries of one signal in one batch: the first is the one
+                answer[id(t)] = DuplicateSignal(sid)
+                continue
+            status = "skipped" if t.decision.skipped else "placed"
+            signals[sid] = _signal_values(t.signal, t.decision, status, "")
+            values[sid] = _trade_values(t.signal, t.decision, t.client_order_id, t.equity, t.decided_at,
+                                        t.deadline_at, "pending")
+        new = set(c.scalars(self._new_signals, list(signals.values()))) if signals else set()
+        rows = [values[sid] for sid in signals if sid in new]
+        ids = dict(c.execute(self._new_trades, rows).all()) if rows else {}
+        busy = new - set(ids)
+        if busy:  # the one-active-trade-per-symbol index refused these trades: their signals go too
+            c.execute(delete(SignalRow).where(SignalRow.signal_id.in_(busy)))
+        for t in trades:
+            sid = t.signal.signal_id
+            if id(t) in answer:
+                continue
+            if sid in ids:
+                trade = TradeRow(id=ids[sid], **values[sid])
+                opening.trades.append(trade)
+                answer[id(t)] = trade
+            else:
+                answer[id(t)] = DuplicateSignal(sid) if sid not in new else SymbolBusy(t.decision.symbol)
+        return [answer[id(t)] for t in trades]
 
     def record_decision(self, signal: Signal, decision: Decision, *, client_order_id: str, equity: float,
                         decided_at: datetime) -> None:
@@ -368,7 +402,7 @@ class Store:
 
     @contextmanager
     def opening(self) -> Iterator[Opening]:
-        """The transaction of one opening, from its in-flight read to its pending trade, holding the opening lock:
+        """A transaction of openings, from their in-flight read to their pending trades, holding the opening lock:
         one at a time, so each sees the exposure of those before it. On PostgreSQL an advisory lock that every
         worker shares, released by the commit; elsewhere a lock in this process."""
         if self.engine.dialect.name == "postgresql":
@@ -378,8 +412,8 @@ class Store:
         else:
             with self._opening_lock, self.engine.begin() as c:
                 yield (opening := Opening(c))
-        if opening.trade is not None and self.hot is not None:
-            self.hot.sync(opening.trade.symbol, opening.trade)
+        if opening.trades and self.hot is not None:
+            self.hot.sync_many({trade.symbol: trade for trade in opening.trades})
 
     def active_trades(self) -> list[TradeRow]:
         with self._sessions() as s:
@@ -403,15 +437,13 @@ class Store:
     def mark_open(self, trade_id: int, *, quantity: float, entry_price: float, at: datetime, commission: float) -> None:
         """The entry order has filled `quantity` so far (cumulative) at `entry_price` on average. Idempotent:
         a replayed or older (smaller) fill of an open trade changes nothing."""
-        with self._sessions.begin() as s:
-            s.execute(
-                update(TradeRow)
-                .where(TradeRow.id == trade_id,
-                       (TradeRow.status == "pending") | ((TradeRow.status == "open") & (TradeRow.quantity < quantity)))
-                .values(status="open", quantity=quantity, entry_price=entry_price,
-                        opened_at=func.coalesce(TradeRow.opened_at, at), commission_usd=commission)
-            )
-        self._changed(trade_id)
+        self._update_trade(
+            update(TradeRow)
+            .where(TradeRow.id == trade_id,
+                   (TradeRow.status == "pending") | ((TradeRow.status == "open") & (TradeRow.quantity < quantity)))
+            .values(status="open", quantity=quantity, entry_price=entry_price,
+                    opened_at=func.coalesce(TradeRow.opened_at, at), commission_usd=commission)
+        )
 
     def mark_closing(self, trade_id: int, reason: str) -> None:
         self._transition(trade_id, ("open",), status="closing", exit_reason=reason)
@@ -430,10 +462,16 @@ class Store:
 
     def _transition(self, trade_id: int, from_statuses: tuple[str, ...], **values) -> None:
         """Move a trade on, only from the given statuses (a late or replayed event changes nothing)."""
+        self._update_trade(update(TradeRow).where(TradeRow.id == trade_id, TradeRow.status.in_(from_statuses))
+                           .values(**values))
+
+    def _update_trade(self, statement: Update) -> None:
+        """One trade's UPDATE. The row it changed, as committed, is written through to the hot state; one that
+        changed nothing leaves the hash as it is (a lagging hash costs admission a query, never a wrong answer)."""
         with self._sessions.begin() as s:
-            s.execute(update(TradeRow).where(TradeRow.id == trade_id, TradeRow.status.in_(from_statuses))
-                      .values(**values))
-        self._changed(trade_id)
+            trade = s.scalar(statement.returning(TradeRow))
+        if trade is not None and self.hot is not None:
+            self.hot.sync(trade.symbol, trade)
 
     def _changed(self, trade_id: int) -> None:
         """Write the state of a trade's symbol, as committed, through to the hot state."""
