@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+POOL_SIZE = 32  # above WORKER_CONCURRENCY's most (24) and the background threads: no connection is opened per use
 
 
 def make_engine(url: str) -> Engine:
@@ -27,7 +28,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=POOL_SIZE, max_overflow=16, pool_pre_ping=True)
 
 
 @lru_cache(maxsize=4)
