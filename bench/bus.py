@@ -113,8 +113,16 @@ class Run:
             pipe.execute()
         return {s.signal_id: sent for s in signals}
 
+    def cpu_seconds(self) -> float:
+        """CPU time the workers have used (user + system, from /proc)."""
+        ticks = 0
+        for p in self.procs:
+            with open(f"/proc/{p.pid}/stat") as f:
+                ticks += sum(int(v) for v in f.read().rsplit(")", 1)[1].split()[11:13])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def opening(self, count: int, symbols: list[str], fake: FakeAlpaca) -> dict:
-        requests, throttled = len(fake.requests), fake.throttled
+        requests, throttled, cpu = len(fake.requests), fake.throttled, self.cpu_seconds()
         signals = self.signals(count, symbols)
         sent = self.backlog(signals)
         ids = {client_order_id(s.signal_id): s.signal_id for s in signals}
@@ -123,12 +131,14 @@ class Run:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {placed} of {count} signals were placed")
             time.sleep(0.05)  # the polls share the cores with the workers; the times come from the orders
+        cpu = self.cpu_seconds() - cpu
         to_order = [o.created_at.timestamp() - sent[ids[o.client_order_id]] for o in list(fake.orders.values())
                     if o.client_order_id in ids]
         seconds = max(to_order)
         return {"signals": count, "seconds": round(seconds, 3), "orders_per_s": count / seconds,
                 "order_p50_ms": ms(to_order, 0.5), "order_p99_ms": ms(to_order, 0.99),
-                "requests_per_order": (len(fake.requests) - requests) / count, "throttled": fake.throttled - throttled}
+                "requests_per_order": (len(fake.requests) - requests) / count, "throttled": fake.throttled - throttled,
+                "worker_cpu_ms_per_order": round(1000 * cpu / count, 2)}
 
     def refusals(self, count: int, symbols: list[str]) -> dict:
         before = self.stored()
@@ -205,11 +215,11 @@ def main() -> int:
           f"{args.signals} over {args.symbols} symbols (a symbol's first places an order, the rest are refused); "
           f"rate limit {args.rate_limit or 'none'}; load average {os.getloadavg()[0]:.2f}")
     print(f"{'latency':>8}{'workers':>8}{'load':>6} | {'orders/s':>9}{'order p50':>10}{'order p99':>10}{'req/order':>10}"
-          f"{'429s':>6} | {'signals/s':>9}{'store p50':>10}{'store p99':>10}")
+          f"{'429s':>6}{'cpu ms':>7} | {'signals/s':>9}{'store p50':>10}{'store p99':>10}")
     for r in results:
         o, f = r["opening"], r["refusals"]
         print(f"{r['latency_ms']:>6g}ms{r['workers']:>8}{r['load_at_start']:>6.1f} | {o['orders_per_s']:>9.0f}"
-              f"{o['order_p50_ms']:>10.0f}{o['order_p99_ms']:>10.0f}{o['requests_per_order']:>10.2f}{o['throttled']:>6} | "
+              f"{o['order_p50_ms']:>10.0f}{o['order_p99_ms']:>10.0f}{o['requests_per_order']:>10.2f}{o['throttled']:>6}{o['worker_cpu_ms_per_order']:>7.1f} | "
               f"{f['signals_per_s']:>9.0f}{f['store_p50_ms']:>10.1f}{f['store_p99_ms']:>10.1f}")
     out = logs / f"bus-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
