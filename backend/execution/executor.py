@@ -11,7 +11,7 @@ from typing import Any
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
-from backend.domain.model import Decision, Side, Signal
+from backend.domain.model import UNPLACED_TRADE_STATUSES, Decision, Side, Signal, TradeStatus
 from backend.execution.group_commit import GroupCommit
 from backend.execution.monitor import PositionMonitor
 from backend.risk import RiskManager, SizingError
@@ -173,12 +173,12 @@ class Executor:
         if active.side != signal.side.value and status.state is TradingState.HALTED:
             return self._reject(signal, blank, f"trading state HALTED ({status.cause}: {status.reason}): no exit "
                                                "by signal; stops, targets and time limits still close it")
-        if active.side == signal.side.value or active.status == "pending":
+        if active.side == signal.side.value or active.status == TradeStatus.PENDING:
             shadow = " and sized 0, followed without an order" if active.shadow else ""
             return self._reject(signal, blank, f"trade {active.id} in {signal.symbol} is {active.status} "
                                                f"({active.side}{shadow}); one active trade per symbol")
         try:
-            claimed = active.status == "open" and self._store.record_exit(signal, blank, active.id)
+            claimed = active.status == TradeStatus.OPEN and self._store.record_exit(signal, blank, active.id)
         except DuplicateSignal:
             return self._replay(self._store.signal(signal.signal_id))
         if not claimed:
@@ -192,13 +192,13 @@ class Executor:
     def _replay(self, seen: SignalRow) -> ExecutionResult:
         """A signal id seen before: answer as the first time, and finish a submit a crash interrupted."""
         trade = self._store.trade_for_signal(seen.signal_id)
-        if (trade is not None and not trade.shadow and trade.status == "pending"
+        if (trade is not None and not trade.shadow and trade.status == TradeStatus.PENDING
                 and self._broker.find_order(trade.client_order_id) is None):
             log.warning("re-submitting %s: its trade was stored but the order never reached the broker",
                         trade.client_order_id)
             result = self._submit(trade, _decision_from_json(seen.decision))
             return ExecutionResult(**{**result.__dict__, "replayed": True})
-        ended = trade is not None and trade.status in ("rejected", "canceled")  # nothing of it was placed
+        ended = trade is not None and trade.status in UNPLACED_TRADE_STATUSES
         status = trade.status if ended else seen.status
         reason = trade.reason if ended else seen.reason
         return ExecutionResult(seen.signal_id, status, reason or seen.decision.get("reasoning", ""), seen.decision,

@@ -8,7 +8,7 @@ from typing import Callable, Protocol
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
-from backend.domain.model import Fill, OrderEnded, OutcomeReport, Side, TradePath, bracket_exit
+from backend.domain.model import Fill, OrderEnded, OutcomeReport, Side, TradePath, TradeStatus, bracket_exit
 from backend.domain.rewards import REWARDS, reward_of
 from backend.risk import SizingError
 from backend.sizing.qlearning import Learning
@@ -84,13 +84,13 @@ class PositionMonitor:
     # --- broker events -------------------------------------------------------------------------------
     def on_fill(self, fill: Fill) -> None:
         trade = self._store.trade_by_order(fill.client_order_id)
-        if trade is not None and trade.status in ("pending", "open"):  # the entry order, wholly or in part
+        if trade is not None and trade.status in (TradeStatus.PENDING, TradeStatus.OPEN):  # the entry order, wholly or in part
             self._store.mark_open(trade.id, quantity=fill.quantity, entry_price=fill.price, at=fill.ts,
                                   commission=fill.commission)
             return
         # any other fill against an active trade's side closes it: our exit, a bracket leg, or a close by hand
         trade = self._store.active_trade(fill.symbol)
-        if (trade is None or trade.shadow or trade.status not in ("open", "closing")
+        if (trade is None or trade.shadow or trade.status not in (TradeStatus.OPEN, TradeStatus.CLOSING)
                 or trade.side == fill.side.value):
             log.warning("fill %s (%s %s %s) matches no open trade; ignored", fill.client_order_id,
                         fill.side.value, fill.quantity, fill.symbol)
@@ -109,7 +109,7 @@ class PositionMonitor:
         note = f"broker {event.status}: {event.message}".rstrip(": ")
         trade = self._store.trade_by_order(event.client_order_id)
         if trade is not None:  # its entry order
-            if trade.status != "pending":
+            if trade.status != TradeStatus.PENDING:
                 log.info("trade %s: entry order %s after %s filled; the trade keeps that", trade.id, event.status,
                          event.filled_quantity)
             elif event.status == "rejected":
@@ -119,7 +119,7 @@ class PositionMonitor:
             return
         entry = entry_order_id(event.client_order_id)
         trade = self._store.trade_by_order(entry) if entry else None
-        if trade is not None and trade.status == "closing":
+        if trade is not None and trade.status == TradeStatus.CLOSING:
             log.warning("trade %s: exit order %s %s; open again", trade.id, event.client_order_id, event.status)
             self._store.reopen(trade.id, f"exit order {note}")
 
@@ -153,7 +153,7 @@ class PositionMonitor:
                                              "both its entry and its exit")
         reported = dict(entry_price=report.entry_price, quantity=report.quantity, opened_at=report.opened_at,
                         worst_price=report.worst_price)
-        if trade.status == "external":
+        if trade.status == TradeStatus.EXTERNAL:
             if utcnow() - trade.created_at > timedelta(hours=self._s.decision_report_hours):
                 raise ReportConflict(f"decision {decision_id} expired unreported "
                                      f"{self._s.decision_report_hours:g} h after it was made")
@@ -169,7 +169,7 @@ class PositionMonitor:
             if self._settle(trade, path, exposure, "reported", report.closed_at, report.commission, reported):
                 return True, self._store.trade_for_signal(decision_id)
             trade = self._store.trade_for_signal(decision_id)  # a concurrent report won
-        same = (trade.status == "closed" and trade.exit_price == report.exit_price and trade.closed_at ==
+        same = (trade.status == TradeStatus.CLOSED and trade.exit_price == report.exit_price and trade.closed_at ==
                 report.closed_at and all(getattr(trade, k) == v for k, v in reported.items())
                 and trade.commission_usd == report.commission)
         if not same:
@@ -222,14 +222,14 @@ class PositionMonitor:
                     note(f"shadow trade {trade.id} ({trade.symbol}, decided {trade.decided_at:%Y-%m-%d %H:%M}) "
                          f"canceled: {gone}")
                 continue
-            if trade.status == "pending" and not self._sync_pending(trade, note, 0.0 if alone else None):
+            if trade.status == TradeStatus.PENDING and not self._sync_pending(trade, note, 0.0 if alone else None):
                 continue
             self._settle_if_gone(self._store.trade_by_order(trade.client_order_id), held, report=note)
         tracked = {t.symbol: t for t in self._store.active_trades() if not t.shadow}
         for position in self._broker.positions():
             if position.symbol not in tracked:
                 note(f"position {position.quantity:g} {position.symbol} is not a sizer trade; left alone")
-            elif tracked[position.symbol].status != "pending" and abs(
+            elif tracked[position.symbol].status != TradeStatus.PENDING and abs(
                     abs(position.quantity) - tracked[position.symbol].quantity) > 1e-9:
                 note(f"trade {tracked[position.symbol].id} holds {tracked[position.symbol].quantity:g} "
                      f"{position.symbol} but the account holds {position.quantity:g}")
@@ -271,7 +271,7 @@ class PositionMonitor:
         """An open or closing trade whose position is gone was closed while nobody listened: find how, and
         reward it. At start-up (`report` given) a trade the broker cannot explain (a restarted simulator)
         is canceled unrewarded; while running it is looked at again next poll."""
-        if trade is None or trade.status not in ("open", "closing"):
+        if trade is None or trade.status not in (TradeStatus.OPEN, TradeStatus.CLOSING):
             return
         if held.get(trade.symbol, 0.0) * Side(trade.side).sign > 0:
             return
@@ -296,9 +296,9 @@ class PositionMonitor:
         for trade in active:
             if trade.shadow:
                 self._mark_shadow(trade, now, worst)
-            elif trade.status == "pending":
+            elif trade.status == TradeStatus.PENDING:
                 self._sync_pending(trade)
-        open_trades = [t for t in active if t.status == "open" and not t.shadow]
+        open_trades = [t for t in active if t.status == TradeStatus.OPEN and not t.shadow]
         held = self._held() if open_trades else {}
         for trade in open_trades:
             if held.get(trade.symbol, 0.0) * Side(trade.side).sign <= 0:
@@ -321,10 +321,10 @@ class PositionMonitor:
         """A shadow opens at the first bar (or poll) after its decision, at the price it was sized at, and ends
         where a placed trade would: its stop or target within a bar (the open when the bar gapped through), or
         the last price at its time limit."""
-        if trade.status == "pending":
+        if trade.status == TradeStatus.PENDING:
             self._store.mark_open(trade.id, quantity=0.0, entry_price=trade.decision_price, at=now, commission=0.0)
             return
-        if trade.status != "open":
+        if trade.status != TradeStatus.OPEN:
             return
         span = self._broker.price_range(trade.symbol, trade.opened_at)
         if span is not None:

@@ -13,7 +13,8 @@ import logging
 
 import redis
 
-from backend.store.tables import ACTIVE_TRADE_STATUSES, TradeRow
+from backend.domain.model import ACTIVE_TRADE_STATUSES
+from backend.store.tables import TradeRow
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.domain.model import Decision, Outcome, Signal
+from backend.domain.model import (
+    ACTIVE_TRADE_STATUSES,
+    UNPLACED_TRADE_STATUSES,
+    Decision,
+    Outcome,
+    Signal,
+    TradeStatus,
+)
 from backend.sizing.qlearning import Cell, Learning
 from backend.store.hot import HotTrades
 from backend.store.tables import (
-    ACTIVE_TRADE_STATUSES,
     DECISION_ID_PREFIX,
     OWN_TRADE,
     AgentRow,
@@ -263,7 +269,7 @@ class Store:
         conditional UPDATE decides between concurrent ones. False: the trade is no longer open or another signal
         claimed its exit; nothing is written."""
         with self._sessions.begin() as s:
-            claim = (update(TradeRow).where(TradeRow.id == trade_id, TradeRow.status == "open",
+            claim = (update(TradeRow).where(TradeRow.id == trade_id, TradeRow.status == TradeStatus.OPEN,
                                             TradeRow.exit_reason.is_(None)).values(exit_reason="opposite_signal"))
             if s.execute(claim).rowcount != 1:
                 return False
@@ -310,7 +316,7 @@ class Store:
             status = "skipped" if t.decision.skipped else "placed"
             signals[sid] = _signal_values(t.signal, t.decision, status, "")
             values[sid] = _trade_values(t.signal, t.decision, t.client_order_id, t.equity, t.decided_at,
-                                        t.deadline_at, "pending")
+                                        t.deadline_at, TradeStatus.PENDING)
         new = set(c.scalars(self._new_signals, list(signals.values()))) if signals else set()
         rows = [values[sid] for sid in signals if sid in new]
         ids = dict(c.execute(self._new_trades, rows).all()) if rows else {}
@@ -335,7 +341,7 @@ class Store:
         reported outcome and holds no symbol. It is written behind the answer, in batches (a decision moves no
         money; a crash loses at most the last moment's, whose reports then get 404)."""
         self._decisions.put((_signal_values(signal, decision, "decided", ""),
-                             _trade_values(signal, decision, client_order_id, equity, decided_at, None, "external")))
+                             _trade_values(signal, decision, client_order_id, equity, decided_at, None, TradeStatus.EXTERNAL)))
 
     def flush_decisions(self) -> None:
         """Wait until every decision recorded so far is written."""
@@ -343,7 +349,7 @@ class Store:
 
     def reject_trade(self, trade_id: int, reason: str) -> None:
         with self._sessions.begin() as s:
-            s.execute(update(TradeRow).where(TradeRow.id == trade_id).values(status="rejected", reason=reason))
+            s.execute(update(TradeRow).where(TradeRow.id == trade_id).values(status=TradeStatus.REJECTED, reason=reason))
             trade = s.get(TradeRow, trade_id)
             s.execute(
                 update(SignalRow).where(SignalRow.signal_id == trade.signal_id).values(status="rejected", reason=reason)
@@ -380,7 +386,7 @@ class Store:
         if trade.decided_at is None:
             return 0
         held = (TradeRow.id != trade.id, ~TradeRow.signal_id.startswith(DECISION_ID_PREFIX),
-                TradeRow.status.notin_(("rejected", "canceled", "external")), TradeRow.decided_at.is_not(None),
+                TradeRow.status.notin_((*UNPLACED_TRADE_STATUSES, TradeStatus.EXTERNAL)), TradeRow.decided_at.is_not(None),
                 TradeRow.decided_at < closed_at,
                 (TradeRow.closed_at.is_(None)) | (TradeRow.closed_at > trade.decided_at))
         with self._reads() as s:
@@ -391,7 +397,7 @@ class Store:
         positions do not show yet, which every cap on gross exposure must count. `since`: the time of a cached
         account read; entries filled after it are missing from that account too, so they count as well.
         `opening`: read in that transaction (`opening()`), after every opening before it."""
-        in_flight = TradeRow.status == "pending"
+        in_flight = TradeRow.status == TradeStatus.PENDING
         if since is not None:
             in_flight |= TradeRow.opened_at >= since
         query = select(func.coalesce(func.sum(TradeRow.size_usd), 0.0)).where(in_flight, *OWN_TRADE)
@@ -440,25 +446,26 @@ class Store:
         self._update_trade(
             update(TradeRow)
             .where(TradeRow.id == trade_id,
-                   (TradeRow.status == "pending") | ((TradeRow.status == "open") & (TradeRow.quantity < quantity)))
-            .values(status="open", quantity=quantity, entry_price=entry_price,
+                   (TradeRow.status == TradeStatus.PENDING)
+                   | ((TradeRow.status == TradeStatus.OPEN) & (TradeRow.quantity < quantity)))
+            .values(status=TradeStatus.OPEN, quantity=quantity, entry_price=entry_price,
                     opened_at=func.coalesce(TradeRow.opened_at, at), commission_usd=commission)
         )
 
     def mark_closing(self, trade_id: int, reason: str) -> None:
-        self._transition(trade_id, ("open",), status="closing", exit_reason=reason)
+        self._transition(trade_id, (TradeStatus.OPEN,), status=TradeStatus.CLOSING, exit_reason=reason)
 
     def release_exit(self, trade_id: int) -> None:
         """An exit claimed by a signal was not sent: a later signal may claim it again."""
-        self._transition(trade_id, ("open",), exit_reason=None)
+        self._transition(trade_id, (TradeStatus.OPEN,), exit_reason=None)
 
     def reopen(self, trade_id: int, note: str) -> None:
         """Its exit order ended unfilled: the trade is open again, so a later exit can be tried."""
-        self._transition(trade_id, ("closing",), status="open", exit_reason=None, reason=note)
+        self._transition(trade_id, (TradeStatus.CLOSING,), status=TradeStatus.OPEN, exit_reason=None, reason=note)
 
     def cancel_trade(self, trade_id: int, reason: str) -> None:
         """An active trade the broker knows nothing of: no outcome, no reward."""
-        self._transition(trade_id, ACTIVE_TRADE_STATUSES, status="canceled", reason=reason)
+        self._transition(trade_id, ACTIVE_TRADE_STATUSES, status=TradeStatus.CANCELED, reason=reason)
 
     def _transition(self, trade_id: int, from_statuses: tuple[str, ...], **values) -> None:
         """Move a trade on, only from the given statuses (a late or replayed event changes nothing)."""
@@ -540,7 +547,7 @@ class Store:
                 s.execute(
                     update(TradeRow)
                     .where(TradeRow.id == trade.id)
-                    .values(status="closed", exit_price=exit_price, exit_reason=exit_reason, closed_at=closed_at,
+                    .values(status=TradeStatus.CLOSED, exit_price=exit_price, exit_reason=exit_reason, closed_at=closed_at,
                             pnl_usd=outcome.pnl_usd, commission_usd=TradeRow.commission_usd + commission,
                             max_adverse_pct=outcome.max_drawdown_pct, **(reported or {}))
                 )
@@ -572,10 +579,10 @@ class Store:
         self.flush_decisions()
         cutoff = utcnow() - timedelta(hours=horizon_hours)
         decided = select(SignalRow.signal_id).where(SignalRow.status == "decided")
-        waiting = TradeRow.status == "external"
+        waiting = TradeRow.status == TradeStatus.EXTERNAL
         with self._reads() as s:
             row = s.execute(select(func.count().filter(waiting & (TradeRow.created_at >= cutoff)),
-                                   func.count().filter(TradeRow.status == "closed"),
+                                   func.count().filter(TradeRow.status == TradeStatus.CLOSED),
                                    func.count().filter(waiting & (TradeRow.created_at < cutoff)))
                             .where(TradeRow.signal_id.in_(decided))).one()
         return dict(zip(("awaiting_report", "reported", "expired"), row))
@@ -605,7 +612,7 @@ class Store:
     def ab_trades(self) -> list[TradeRow]:
         """Closed trades (sized 0 included) that a live A/B test's arm sized."""
         with self._sessions() as s:
-            return list(s.scalars(select(TradeRow).where(TradeRow.arm.is_not(None), TradeRow.status == "closed")))
+            return list(s.scalars(select(TradeRow).where(TradeRow.arm.is_not(None), TradeRow.status == TradeStatus.CLOSED)))
 
     def iter_outcomes(self) -> Iterator[OutcomeRow]:
         with self._sessions() as s:

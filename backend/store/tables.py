@@ -14,7 +14,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-ACTIVE_TRADE_STATUSES = ("pending", "open", "closing")
 DECISION_ID_PREFIX = "dec-"  # the signal id of a POST /v1/decisions decision (a trade placed elsewhere)
 
 
@@ -68,7 +67,7 @@ class TradeRow(Base):
             "uq_trade_active_symbol",
             "symbol",
             unique=True,
-            sqlite_where=text("status IN ('pending', 'open', 'closing')"),
+            sqlite_where=text("status IN ('pending', 'open', 'closing')"),  # ACTIVE_TRADE_STATUSES
             postgresql_where=text("status IN ('pending', 'open', 'closing')"),
         ),
     )
@@ -78,7 +77,7 @@ class TradeRow(Base):
     client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
     symbol: Mapped[str] = mapped_column(String(32), index=True)
     side: Mapped[str] = mapped_column(String(4))
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # a TradeStatus
     shadow: Mapped[bool] = mapped_column(Boolean, default=False)
     quantity: Mapped[float] = mapped_column(Float)
     size_usd: Mapped[float] = mapped_column(Float)

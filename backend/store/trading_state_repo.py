@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
+from backend.domain.model import UNPLACED_TRADE_STATUSES
 from backend.store.tables import OWN_TRADE, OutcomeRow, TradeRow, TradingStateChangeRow, TradingStateRow
 
 ROW_ID = 1
@@ -78,7 +79,7 @@ class TradingStateRepository:
 
     def own_trades_since(self, since: datetime) -> int:
         """Orders this account placed for trades decided at or after `since` (market time)."""
-        placed = TradeRow.status.notin_(("rejected", "canceled"))
+        placed = TradeRow.status.notin_(UNPLACED_TRADE_STATUSES)
         with self._sessions() as s:
             return s.scalar(select(func.count()).select_from(TradeRow)
                             .where(*OWN_TRADE, placed, TradeRow.decided_at >= since))

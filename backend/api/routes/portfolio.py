@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 from fastapi import APIRouter
 
 from backend.api.deps import Limit, Offset, Sizer, row_dict
 from backend.api.schemas import UNAVAILABLE, Page, Symbol
+from backend.domain.model import TradeStatus
 
 router = APIRouter(prefix="/v1", tags=["portfolio"])
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["portfolio"])
             responses={503: UNAVAILABLE})
 def get_trades(
     sizer: Sizer,
-    status: Literal["pending", "open", "closing", "closed", "rejected", "canceled", "external"] | None = None,
+    status: TradeStatus | None = None,
     symbol: Symbol | None = None,
     offset: Offset = 0,
     limit: Limit = 100,
