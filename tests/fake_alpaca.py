@@ -35,14 +35,20 @@ def iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
 
 
+def daily_times() -> list[datetime]:
+    """When the fake's daily bars open: the weekdays (Alpaca's bars are trading days') of the last 400 days."""
+    day0 = datetime.now(UTC).replace(hour=5, minute=0, second=0, microsecond=0) - timedelta(days=400)
+    return [d for d in (day0 + timedelta(days=i) for i in range(400)) if d.weekday() < 5]
+
+
 @functools.lru_cache(maxsize=256)
 def _daily_json(price: float, day0: datetime, first: int) -> str:
-    """Alpaca's daily bars are trading days': weekends are left out."""
-    walk, scale = DAILY_WALK, price / DAILY_WALK.close[-1]
-    return json.dumps([{"t": iso(day0 + timedelta(days=i)), "o": walk.open[i] * scale, "h": walk.high[i] * scale,
+    """The bars from the `first`-th daily time on (day0: the first, which keys the cache)."""
+    days = daily_times()
+    walk, scale = DAILY_WALK, price / DAILY_WALK.close[len(days) - 1]  # the last close at the symbol's price
+    return json.dumps([{"t": iso(days[i]), "o": walk.open[i] * scale, "h": walk.high[i] * scale,
                         "l": walk.low[i] * scale, "c": walk.close[i] * scale, "v": 1e6, "n": 1000,
-                        "vw": walk.close[i] * scale} for i in range(first, 400)
-                       if (day0 + timedelta(days=i)).weekday() < 5])
+                        "vw": walk.close[i] * scale} for i in range(first, len(days))])
 
 
 def error(status: int, code: int, message: str) -> JSONResponse:
@@ -330,9 +336,9 @@ class FakeAlpaca:
                     minutes.setdefault(minute, []).append(p)
             return json.dumps([{"t": iso(m), "o": ps[0], "h": max(ps), "l": min(ps), "c": ps[-1], "v": len(ps),
                                 "n": len(ps), "vw": sum(ps) / len(ps)} for m, ps in sorted(minutes.items())])
-        day0 = datetime.now(UTC).replace(hour=5, minute=0, second=0, microsecond=0) - timedelta(days=400)
-        first = next((i for i in range(400) if day0 + timedelta(days=i) >= start), 400)
-        return _daily_json(self.assets[symbol].price, day0, first)
+        days = daily_times()
+        return _daily_json(self.assets[symbol].price, days[0], next((i for i, d in enumerate(days) if d >= start),
+                                                                    len(days)))
 
     # --- HTTP ------------------------------------------------------------------------------------------
     def _build(self) -> FastAPI:

@@ -6,7 +6,7 @@ import pytest
 
 from backend.data.files import load_bars
 from tests.e2e.test_cli import sizer
-from tests.fake_alpaca import Asset, FakeAlpaca
+from tests.fake_alpaca import Asset, FakeAlpaca, daily_times
 
 
 @pytest.fixture
@@ -25,8 +25,8 @@ def test_bars_are_fetched_once_into_parquet_files_replay_can_read(fake, tmp_path
     r = sizer(*args, env=env)
     assert r.returncode == 0, r.stderr
     spy = load_bars(cache / "SPY-1Day.parquet", "SPY")
-    n = len(spy)  # the fake's 400 daily bars, the last left out until it has closed
-    assert n in (399, 400) and f"SPY: {n} new bar(s), {n} in" in r.stdout and f"QQQ: {n} new bar(s)" in r.stdout
+    n = len(spy)  # the fake's daily bars, the last left out until it has closed
+    assert n in (len(daily_times()) - 1, len(daily_times())) and f"SPY: {n} new bar(s), {n} in" in r.stdout and f"QQQ: {n} new bar(s)" in r.stdout
     assert np.all(np.diff(spy.ts).astype(int) > 0)
     assert load_bars(cache / "QQQ-1Day.parquet", "QQQ").close[-1] == pytest.approx(3 * spy.close[-1])
 
