@@ -92,8 +92,8 @@ class Agent(nn.Module):
     state-independent log standard deviation; the environment clips samples to [-1, 1], as in CleanRL's
     ppo_continuous_action).
 
-    With `ordinal` (ordered actions, such as a menu of exposures) the logit of action k is
-    -((k / (n - 1) - centre) / width)^2 / 2: unimodal, as the expected log growth of an exposure is concave. With a
+    With `ordinal` (ordered actions, such as a menu of exposures) the logit of action k of n is
+    -((k / (n - 1) - 1/2 - centre) / width)^2 / 2: unimodal, as the expected log growth of an exposure is concave. With a
     free logit per action, an exposure that loses on most early samples is pushed to probability ~0 and its
     policy gradient (proportional to its probability) cannot bring it back where it later turns out best; here
     moving the centre moves every action's logit, so the policy climbs to the best exposure of each state."""
