@@ -15,6 +15,7 @@ In one run, torch.set_num_threads(--threads) for everything:
     for --equal-steps, and ours also for --ours-steps;
 (c) held-out growth: each trained policy sizes every held-out signal greedily, in order (`training.held_out`):
     its log growth beside skipping and the best fixed exposure in hindsight.
+Before anything is timed, what the process pays once is paid (`warm_up`), so that every figure shares it.
 A table on stdout and bench/results/train-<timestamp>.json, with the load average at the start and the end.
 """
 from __future__ import annotations
@@ -39,12 +40,19 @@ from ppo_sizing import config  # noqa: E402
 from backend.config import Settings  # noqa: E402
 from backend.data.synthetic import PROTECTIONS_OFF, WIDE_CAPS  # noqa: E402
 from backend.rl.observation import fit_spec, market_features  # noqa: E402
-from backend.rl.ppo import train  # noqa: E402
+from backend.rl.ppo import keep_freed_memory, train  # noqa: E402
 from backend.rl.signal_env import SignalSizingEnv, sizing_spec, trade_paths  # noqa: E402
 from backend.rl.signal_gym import SignalSizingGymEnv  # noqa: E402
 from backend.rl.training import SignalData, held_out, sizing_data  # noqa: E402
 
 N_ENVS = 1024
+
+
+def warm_up() -> None:
+    """The first torch optimizer of a process imports torch._dynamo (2.5 s here), whichever trainer makes it; and
+    glibc keeps freed memory in its heap (`keep_freed_memory`, which our trainer sets on the CPU) for all."""
+    keep_freed_memory()
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def env_sps(args: tuple, seconds: float) -> dict:
@@ -105,6 +113,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    warm_up()
     load_start = os.getloadavg()
     settings = Settings(_env_file=None, **PROTECTIONS_OFF).model_copy(update=WIDE_CAPS)
     menu = settings.exposure_menu()

@@ -44,7 +44,7 @@ class LoadedPolicy:
     def probabilities(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(..., actions) probabilities with invalid actions at exactly 0. A legacy 3-action model's
         HOLD/BUY/SELL become HOLD/BUY_50/SELL_50 (seed 000)."""
-        logits = self.agent.actor(self.agent._encode(obs.reshape(-1, self.spec.size)))
+        logits = self.agent.logits(self.agent._encode(obs.reshape(-1, self.spec.size)))
         if self.n_actions == 3:
             full = torch.full((logits.shape[0], N_ACTIONS), -torch.inf)
             full[:, list(LEGACY_3_TO_7)] = logits
@@ -107,7 +107,8 @@ def load(path: Path, device: str | torch.device = "cpu", kind: str | None = None
     # SpecMismatch (a ValueError) when the features differ from what this code builds for that kind
     spec = ObservationSpec.from_dict(blob["observation_spec"], *((signal_env.OBSERVED,) if found == "sizing" else ()))
     cfg = blob["config"]
-    agent = Agent(spec, hidden=cfg["hidden"], gru=cfg["gru"], n_actions=n_actions).to(device)
+    agent = Agent(spec, hidden=cfg["hidden"], gru=cfg["gru"], n_actions=n_actions,
+                  ordinal=cfg.get("ordinal", False), activation=cfg.get("activation", "tanh")).to(device)
     agent.load_state_dict(blob["state_dict"])
     agent.eval()
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]

@@ -267,7 +267,8 @@ class SignalSizingEnv:
             self.i[:] = starts
             self.end[:] = torch.clamp(starts + self.episode_signals, max=len(self.trades))
         self._settle()
-        return self.observe(), self.action_mask()
+        self._mask = self.action_mask()
+        return self.observe(), self._mask
 
     def _reset(self, which: torch.Tensor) -> None:
         k = int(which.sum())
@@ -318,12 +319,13 @@ class SignalSizingEnv:
     def step(self, action: torch.Tensor):
         """Size every environment's current signal. Returns obs, mask, reward (the trade's log growth), terminated
         (never: a ruined account's growth is bounded below), truncated (the episode's last signal), info."""
-        valid = self.action_mask()
+        valid = self._mask  # the state has not changed since it was computed
         invalid = ~valid[self._rows, action]
         action = torch.where(invalid, torch.zeros_like(action), action)  # a masked exposure is played as a skip
         exposure = self.menu[action]
-        reward = self._growth[self.i, action]
-        rewards = torch.where(valid, self._growth[self.i], 0.0)
+        growth = self._growth[self.i]
+        reward = growth.gather(1, action[:, None]).squeeze(1)
+        rewards = torch.where(valid, growth, 0.0)
         symbol = self._symbol[self.i]
         self.open_notional[self._rows, symbol] = exposure * self.equity
         self.open_growth[self._rows, symbol] = reward.double()
@@ -341,7 +343,8 @@ class SignalSizingEnv:
                         episode_length=self.episode_length[truncated].clone())
             self._reset(truncated)
         self._settle()
-        return self.observe(), self.action_mask(), reward, terminated, truncated, info
+        self._mask = self.action_mask()
+        return self.observe(), self._mask, reward, terminated, truncated, info
 
 
 def market_windows(series: list[Series], spec: ObservationSpec, symbol: np.ndarray, bar: np.ndarray) -> np.ndarray:

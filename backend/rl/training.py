@@ -125,6 +125,14 @@ class SignalData:
     """Signals per training episode."""
 
 
+SIZING_PPO: dict[str, Any] = dict(
+    gamma=0.0,  # a signal's size changes its own trade's growth only: each decision is its own episode step
+    n_envs=1024, n_steps=4,  # one-step decisions: short rollouts, many updates
+    n_minibatches=2, update_epochs=1,  # exact full-information gradients: one pass over each rollout suffices
+    hidden=64, activation="relu", ordinal=True, learning_rate=3e-3)
+"""The signal sizing environment's PPO settings, under those of a config's ppo section (bench/ppo_sizing's too)."""
+
+
 def load_sizing_config(path: Path | None, overrides: dict[str, Any], data_overrides: dict[str, Any]
                        ) -> tuple[PPOConfig, SignalData, dict[str, Any]]:
     """YAML with `kind: sizing` and sections `ppo`, `data` (SignalData) and `caps` (settings such as
@@ -132,7 +140,7 @@ def load_sizing_config(path: Path | None, overrides: dict[str, Any], data_overri
     doc = (yaml.safe_load(path.read_text()) if path else {}) or {}
     if not isinstance(doc, dict) or set(doc) - {"kind", "ppo", "data", "caps"}:
         raise ValueError("the config must be a mapping with kind: sizing and sections ppo, data and caps")
-    ppo = _section(PPOConfig, {"gamma": 0.0, **(doc.get("ppo") or {}), **overrides}, "ppo")
+    ppo = _section(PPOConfig, {**SIZING_PPO, **(doc.get("ppo") or {}), **overrides}, "ppo")
     data = _section(SignalData, {**(doc.get("data") or {}), **data_overrides}, "data")
     return ppo, data, dict(doc.get("caps") or {})
 

@@ -125,3 +125,30 @@ def test_a_legacy_three_action_checkpoint_maps_onto_seven(data, tmp_path):
     masked = torch.tensor([True, False, False, False, True, True, True])  # buying not allowed
     probs = loaded.probabilities(torch.zeros(spec.size), masked)
     assert probs[BUY_50] == 0 and probs[HOLD] + probs[SELL_50] == pytest.approx(1.0)
+
+
+def test_sampling_follows_the_probabilities_and_never_draws_an_impossible_action(monkeypatch):
+    from backend.rl.ppo import sample
+
+    torch.manual_seed(0)
+    p = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]]).expand(200_000, -1)
+    drawn = sample(p)
+    share = torch.bincount(drawn, minlength=6).float() / len(drawn)
+    assert share[[0, 2, 5]].sum() == 0
+    assert share.tolist() == pytest.approx(p[0].tolist(), abs=0.005)
+    # a draw at the very total (rounding) is the last action with any probability, not a masked one after it
+    monkeypatch.setattr(torch, "rand_like", torch.ones_like)
+    assert sample(torch.tensor([[0.25, 0.75, 0.0]])).tolist() == [1]
+
+
+def test_an_ordinal_policy_is_unimodal_over_the_actions_and_near_uniform_at_first(data):
+    spec, _, _ = data
+    torch.manual_seed(0)
+    agent = Agent(spec, hidden=32, n_actions=24, ordinal=True, activation="relu")
+    obs, mask = torch.randn(64, spec.size), torch.ones(64, 24, dtype=torch.bool)
+    logp, _ = agent.log_policy(obs, mask)
+    assert logp.exp().max() < 1.5 / 24 and logp.exp().min() > 0.5 / 24
+    with torch.no_grad():
+        agent.actor.weight.normal_(0, 0.5)  # other centres and widths: one peak, falling off on both sides
+        steps = torch.sign(agent.logits(agent._encode(obs)).diff(dim=1))
+    assert ((steps[:, 1:] - steps[:, :-1]) <= 0).all()  # rises, then falls: never falls then rises

@@ -141,11 +141,10 @@ def test_trade_paths_are_the_live_engines():
 def trained(tmp_path_factory):
     """A tiny real training run on a generated market with an edge (f* = 1.5), tested on another seed's."""
     from backend.rl.ppo import PPOConfig
-    from backend.rl.training import SignalData, run_sizing
+    from backend.rl.training import SIZING_PPO, SignalData, run_sizing
 
     out = tmp_path_factory.mktemp("sizing")
-    config = PPOConfig(seed=1, total_timesteps=24_576, n_envs=256, n_steps=16, n_minibatches=4, gamma=0.0,
-                       hidden=32, learning_rate=1e-3, device="cpu")
+    config = PPOConfig(**(SIZING_PPO | dict(seed=1, total_timesteps=24_576, n_envs=256, hidden=32, device="cpu")))
     settings = Settings(_env_file=None, **PROTECTIONS_OFF)
     return run_sizing(config, SignalData(signals="coin:1.5:6", trades=300, window=4), dict(WIDE_CAPS), out, settings)
 
