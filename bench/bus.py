@@ -12,8 +12,9 @@ against the fake, their own Redis key prefix), waits until they are ready, then 
 
 * opening: `--burst` signals over as many new symbols, every one sized and placed (the account, clock, asset
   rules and bars come from the worker's caches and batched prefetches, then one submit). Reports orders/s (signals
-  / time until the last order reached the fake), p50/p99 of XADD -> order at the fake, and the broker requests
-  per order (every request the fake saw during the burst, 429s included).
+  / time until the last order reached the fake), p50/p99 of XADD -> order at the fake, the broker requests
+  per order (every request the fake saw during the burst, 429s included) and the workers' CPU time per order
+  (user + system of the worker processes during the burst, from /proc: Linux).
 * refusal-heavy: `--signals` signals over `--symbols` other symbols, each symbol's first opening a trade and every
   later one refused as "one active trade per symbol" (a Redis hot-state read, a PostgreSQL read and one insert,
   no broker call). Reports signals/s (until every signal row is stored) and p50/p99 of XADD -> stored row.
