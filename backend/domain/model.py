@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import Enum, StrEnum
+from typing import Any
 
 
 class Side(str, Enum):
@@ -136,6 +137,15 @@ class Decision:
         bad = [name for name, v in numbers.items() if v is not None and not math.isfinite(v)]
         if bad or self.size_usd < 0 or self.quantity < 0:
             raise ValueError(f"a decision must hold finite, non-negative sizes: {numbers}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON form of a decision: stored with its signal, answered by the API (DecisionOut)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**d, "side": self.side.value, "capped_by": list(self.capped_by)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Decision:
+        return cls(**{**d, "side": Side(d["side"]), "capped_by": tuple(d["capped_by"])})
 
 
 class BrokerEvent:

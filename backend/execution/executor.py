@@ -16,7 +16,7 @@ from backend.execution.group_commit import GroupCommit
 from backend.execution.monitor import PositionMonitor
 from backend.risk import RiskManager, SizingError
 from backend.risk.trading_state import TradingGuard, TradingState
-from backend.store.repositories import DuplicateSignal, NewTrade, Store, SymbolBusy, decision_to_json
+from backend.store.repositories import DuplicateSignal, NewTrade, Store, SymbolBusy
 from backend.store.tables import DECISION_ID_PREFIX, SignalRow, TradeRow
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Executor:
         if trade.shadow:
             log.info("skipped %s %s (sized 0, followed for learning): %s", signal.side.value, signal.symbol,
                      decision.reasoning)
-            return ExecutionResult(trade.signal_id, "skipped", decision.reasoning, decision_to_json(decision), trade.id)
+            return ExecutionResult(trade.signal_id, "skipped", decision.reasoning, decision.to_json(), trade.id)
         return self._submit(trade, decision)
 
     def _open(self, openings: list[PendingOpening]) -> None:
@@ -151,19 +151,19 @@ class Executor:
             self._broker.submit(order)
         except OrderRejected as exc:  # a concurrent delivery's order is no refusal: submit returns it instead
             self._store.reject_trade(trade.id, f"broker: {exc}")
-            return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision_to_json(decision), trade.id)
+            return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision.to_json(), trade.id)
         log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
                  trade.symbol, trade.size_usd, trade.leverage, trade.policy)
         if self._guard.protections:
             self._guard.evaluate_after_trade(decision.equity)
-        return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision_to_json(decision), trade.id)
+        return ExecutionResult(trade.signal_id, "placed", decision.reasoning, decision.to_json(), trade.id)
 
     def _reject(self, signal: Signal, decision: Decision, reason: str) -> ExecutionResult:
         try:
             self._store.record_signal(signal, decision, "rejected", reason)
         except DuplicateSignal:
             return self._replay(self._store.signal(signal.signal_id))
-        return ExecutionResult(signal.signal_id, "rejected", reason, decision_to_json(decision))
+        return ExecutionResult(signal.signal_id, "rejected", reason, decision.to_json())
 
     def _against_active(self, signal: Signal, active: TradeRow) -> ExecutionResult:
         """One active trade per symbol: a same-side signal is refused, the first opposite one closes the trade
@@ -196,7 +196,7 @@ class Executor:
                 and self._broker.find_order(trade.client_order_id) is None):
             log.warning("re-submitting %s: its trade was stored but the order never reached the broker",
                         trade.client_order_id)
-            result = self._submit(trade, _decision_from_json(seen.decision))
+            result = self._submit(trade, Decision.from_json(seen.decision))
             return ExecutionResult(**{**result.__dict__, "replayed": True})
         ended = trade is not None and trade.status in UNPLACED_TRADE_STATUSES
         status = trade.status if ended else seen.status
@@ -212,7 +212,3 @@ def _blank(signal: Signal) -> Decision:
         price=signal.price or 0.0, stop_price=signal.stop_price or 0.0, target_price=signal.target_price,
         policy="none", reasoning="",
     )
-
-
-def _decision_from_json(d: dict[str, Any]) -> Decision:
-    return Decision(**{**d, "side": Side(d["side"]), "capped_by": tuple(d["capped_by"])})

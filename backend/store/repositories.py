@@ -60,32 +60,6 @@ class Reward:
     epsilon_min: float
 
 
-def decision_to_json(d: Decision) -> dict[str, Any]:
-    return {
-        "approved": d.approved,
-        "symbol": d.symbol,
-        "side": d.side.value,
-        "size_usd": d.size_usd,
-        "quantity": d.quantity,
-        "leverage": d.leverage,
-        "price": d.price,
-        "stop_price": d.stop_price,
-        "target_price": d.target_price,
-        "policy": d.policy,
-        "reasoning": d.reasoning,
-        "state_key": d.state_key,
-        "action_key": d.action_key,
-        "q_value": d.q_value,
-        "model_version": d.model_version,
-        "capped_by": list(d.capped_by),
-        "equity": d.equity,
-        "exposure": d.exposure,
-        "skipped": d.skipped,
-        "decision_id": d.decision_id,
-        "arm": d.arm,
-    }
-
-
 @dataclass
 class Opening:
     """A transaction of openings, holding the opening lock (`Store.opening`)."""
@@ -682,7 +656,7 @@ class BatchWriter:
 
 def _signal_values(signal: Signal, decision: Decision, status: str, reason: str) -> dict[str, Any]:
     return dict(signal_id=signal.signal_id, symbol=signal.symbol, side=signal.side.value,
-                confidence=signal.confidence, decision=decision_to_json(decision), status=status, reason=reason,
+                confidence=signal.confidence, decision=decision.to_json(), status=status, reason=reason,
                 received_at=utcnow())
 
 

@@ -13,7 +13,6 @@ from backend.api.schemas import (
 )
 from backend.execution.monitor import DecisionNotFound, ReportConflict
 from backend.bus.base import SIGNALS
-from backend.store.repositories import decision_to_json
 
 router = APIRouter(prefix="/v1", tags=["trading"])
 
@@ -77,7 +76,7 @@ async def post_decision(body: DecisionIn, sizer: Sizer) -> dict:
     decision = await run_in_threadpool(sizer.executor.decide, body.to_signal())
     sizer.metrics.decision_seconds.observe(time.perf_counter() - started)
     sizer.metrics.decisions.labels(decision.policy, str(decision.approved).lower()).inc()
-    return decision_to_json(decision)
+    return decision.to_json()
 
 
 @router.post("/decisions/{decision_id}/outcome", response_model=OutcomeOut, summary="Report how a sized trade went",
