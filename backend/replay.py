@@ -16,7 +16,7 @@ from backend.bootstrap import App, build_app
 from backend.brokers.base import EndOfData
 from backend.brokers.sim import SimBroker
 from backend.config import Settings
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.data.signals import TimedSignal
 from backend.domain.model import Side, Signal
 from backend.domain.state import ALL_STATE_KEYS

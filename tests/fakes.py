@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from backend.brokers.base import BrokerPosition, OrderAck, OrderRequest
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.domain.model import Account, AssetRules
 from backend.domain.state import ROOT_KEY, action_key
 from backend.sizing.qlearning import Cell, Learning

@@ -48,7 +48,7 @@ from alpaca.trading.stream import TradingStream
 from backend.brokers.base import BrokerPosition, BrokerUnavailable, OrderAck, OrderRejected, OrderRequest
 from backend.brokers.ratelimit import TokenBucket
 from backend.config import Settings
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.domain.model import Account, AssetRules, Fill, OrderEnded, Side
 
 log = logging.getLogger(__name__)

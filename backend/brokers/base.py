@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.domain.model import Account, AssetRules, Fill, Side
 
 

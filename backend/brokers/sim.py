@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backend.brokers.base import BrokerPosition, EndOfData, OrderAck, OrderRequest, OrderRejected
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.domain.model import Account, AssetRules, Fill, Side, bracket_exit
 
 if TYPE_CHECKING:  # the journal is handed in by the composition root

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from backend.brokers.alpaca import TIMEFRAMES, AlpacaBroker
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.data.files import load_bars
 
 

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from backend.data.bundled import Series, load_bundled
+from backend.data.bundled import load_bundled
+from backend.domain.bars import Series
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 import numpy as np
 
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.data.signals import ScheduledSignals, TimedSignal
 from backend.domain.model import Side, Signal
 from backend.domain.state import CONFIDENCE_BUCKETS, BucketEdges, confidence_bucket

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.evaluation.tracks import Track, regime_track, replay_track, sizing_track
 from backend.evaluation.walkforward import Policy, Window
 from backend.rl import checkpoint

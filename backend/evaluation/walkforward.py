@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.data.files import bars_per_year
 from backend.evaluation import metrics
 from backend.evaluation.baselines import baselines

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.rl.observation import ObservationSpec, account_features, market_features, normalise
 
 HOLD, BUY_25, BUY_50, BUY_75, SELL_25, SELL_50, SELL_75 = range(7)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from backend.config import Settings
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.data.signals import TimedSignal
 from backend.domain.model import Account, AssetRules, Side, TradePath, bracket_exit
 from backend.domain.rewards import counterfactual_rewards, log_growth_reward

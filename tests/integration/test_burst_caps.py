@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from backend.bootstrap import build_app, make_sim_broker
 from backend.brokers.sim import SimBroker
-from backend.data.bundled import Series, load_bundled
+from backend.data.bundled import load_bundled
+from backend.domain.bars import Series
 from backend.domain.model import Side, Signal
 from tests.conftest import empty_database, make_settings
 from tests.fake_alpaca import Asset, FakeAlpaca

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.rl.env import (
     BUY_50,
     BUY_75,

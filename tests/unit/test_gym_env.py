@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from backend.data.bundled import Series, load_bundled
+from backend.data.bundled import load_bundled
+from backend.domain.bars import Series
 from backend.rl.env import BUY_75, HOLD, N_ACTIONS, SELL_50, EnvConfig, MarketTensors
 from backend.rl.gym_env import SizingGymEnv
 from backend.rl.observation import fit_spec, market_features

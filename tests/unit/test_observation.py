@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from backend.data.bundled import Series, load_bundled
+from backend.data.bundled import load_bundled
+from backend.domain.bars import Series
 from backend.rl.observation import (
     HISTORY_BARS,
     ObservationSpec,

@@ -12,7 +12,7 @@ import torch
 
 from backend.brokers.sim import SimBroker
 from backend.config import Settings
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.data.signals import TimedSignal
 from backend.data.synthetic import PROTECTIONS_OFF, SYMBOL, WARMUP, WIDE_CAPS, coin_case, market
 from backend.domain.model import Account, AssetRules, Side, Signal

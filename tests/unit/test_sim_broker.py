@@ -3,7 +3,7 @@ import pytest
 
 from backend.brokers.base import OrderRequest, OrderRejected
 from backend.brokers.sim import EndOfData, SimBroker
-from backend.data.bundled import Series
+from backend.domain.bars import Series
 from backend.domain.model import Side
 
 
