@@ -221,7 +221,7 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
         arms = Arms(policy, make_policy(settings, q_agent, store, broker, atr, settings.ab_control),
                     settings.ab_rl_share, settings.ab_seed, settings.ab_unit == "symbol")
     risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr, guard.status,
-                       store.in_flight_notional, arms)
+                       store.recent_in_flight_notional, arms)
 
     def on_reward(trade, outcome, reward) -> None:
         metrics.rewards.labels(trade.policy, reward.fn).inc()

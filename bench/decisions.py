@@ -10,9 +10,11 @@ clock does not tick; the Q-learning policy pools its estimates and ranks the who
 without experience; --policy ppo serves the shipped checkpoint instead), waits for
 GET /healthz, then drives it with a small raw asyncio HTTP/1.1 keep-alive client: N connections in
 one process, each sending requests back to back (closed loop), latency per request from
-perf_counter_ns. After a warmup, the measured phases alternate decisions / healthz --repeats times;
-each figure reported is the median over the repeats. GET /healthz (a `SELECT 1`) is the named
-baseline, so results can be quoted as ratios against it. By default the server is pinned to CPU 0
+perf_counter_ns. The named baseline, measured in the same run: the same POST to a bare FastAPI app
+(bench/bare_decisions.py: the service's request and response models and nothing behind them, under uvicorn on the
+same CPU); GET /healthz (a `SELECT 1` in the service) is measured beside it. After a warmup, the measured phases
+alternate decisions / bare / healthz --repeats times; each figure reported is the median over the repeats, and
+the throughput ratio decisions / bare is the headline. By default the server is pinned to CPU 0
 and the load generator to CPU 1 (PostgreSQL is not pinned). A table is printed and a JSON result is
 written to bench/results/decisions-<timestamp>.json. The server and database are always cleaned up.
 """
@@ -47,6 +49,7 @@ def make_bodies(n: int = 300) -> list[bytes]:
 
 
 def requests_for(kind: str, port: int) -> list[bytes]:
+    """healthz: GET /healthz; decisions and bare: POST /v1/decisions (the service's, the bare app's)."""
     host = f"Host: 127.0.0.1:{port}\r\n"
     if kind == "healthz":
         return [f"GET /healthz HTTP/1.1\r\n{host}\r\n".encode()]
@@ -73,7 +76,7 @@ def check(kind: str, status: int, body: bytes, policy: str) -> str | None:
     if status != 200:
         return f"status {status}: {body[:200]!r}"
     doc = json.loads(body)
-    if kind == "decisions" and (doc.get("policy") != policy or not isinstance(doc.get("approved"), bool)
+    if kind in ("decisions", "bare") and (doc.get("policy") != policy or not isinstance(doc.get("approved"), bool)
                                 or not isinstance(doc.get("size_usd"), (int, float))):
         return f"unexpected decision: {body[:300]!r}"
     if kind == "healthz" and doc.get("status") != "ok":
@@ -134,6 +137,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the bare app exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the bare app did not listen within {timeout:.0f} s")
+
+
 def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     until = time.monotonic() + timeout
     while time.monotonic() < until:
@@ -149,13 +165,13 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> No
     raise RuntimeError(f"GET /healthz did not return 200 within {timeout:.0f} s")
 
 
-async def measure(args, port: int) -> dict:
-    runs: dict[str, list[dict]] = {"decisions": [], "healthz": []}
+async def measure(args, ports: dict[str, int]) -> dict:
+    runs: dict[str, list[dict]] = {"decisions": [], "bare": [], "healthz": []}
     for kind in runs:
-        await phase(kind, port, args.connections, args.warmup, args.policy)
+        await phase(kind, ports[kind], args.connections, args.warmup, args.policy)
     for _ in range(args.repeats):
-        for kind, results in runs.items():  # alternate, so drift hits both alike
-            results.append(await phase(kind, port, args.connections, args.seconds, args.policy))
+        for kind, results in runs.items():  # alternate, so drift hits them alike
+            results.append(await phase(kind, ports[kind], args.connections, args.seconds, args.policy))
     return runs
 
 
@@ -173,47 +189,52 @@ def main() -> int:
     pin = args.pin and len(os.sched_getaffinity(0)) >= 2 and {0, 1} <= os.sched_getaffinity(0)
 
     db = f"sizer_bench_{secrets.token_hex(4)}"
-    port = free_port()
+    port, bare_port = free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": f"postgresql+psycopg://{PG}/{db}", "PORT": str(port),
            "HOST": "127.0.0.1", "LOG_LEVEL": "warning", "SIM_BAR_SECONDS": "3600",
            "SIZING_POLICY": args.policy}
     with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{db}"')
-    proc = None
+    proc = bare = None
     try:
-        if pin:  # the server inherits CPU 0 from this process, which then moves itself to CPU 1
+        if pin:  # the servers inherit CPU 0 from this process, which then moves itself to CPU 1
             os.sched_setaffinity(0, {0})
         proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve"], cwd=ROOT, env=env)
+        bare = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.bare_decisions:app", "--host", "127.0.0.1",
+                                 "--port", str(bare_port), "--log-level", "warning"], cwd=ROOT, env=env)
         if pin:
             os.sched_setaffinity(0, {1})
         wait_healthy(port, proc)
+        wait_listening(bare_port, bare)
         try:
             import uvloop
             uvloop.install()
         except ImportError:
             pass
-        runs = asyncio.run(measure(args, port))
+        runs = asyncio.run(measure(args, {"decisions": port, "healthz": port, "bare": bare_port}))
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for server in (proc, bare):
+            if server is not None and server.poll() is None:
+                server.send_signal(signal.SIGINT)
+                try:
+                    server.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
         with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
     med = {k: median_of(v) for k, v in runs.items()}
-    ratio = med["decisions"]["rps"] / med["healthz"]["rps"]
+    ratio = med["decisions"]["rps"] / med["bare"]["rps"]
     print(f"\n{args.connections} connections, {args.repeats} x {args.seconds:g} s per endpoint, "
           f"pinning: {'server CPU0 / client CPU1' if pin else 'none'}; medians of the repeats")
     print(f"{'endpoint':<20}{'requests':>10}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
           f"{'errors':>8}")
-    for name, m in (("POST /v1/decisions", med["decisions"]), ("GET /healthz", med["healthz"])):
+    for name, m in (("POST /v1/decisions", med["decisions"]), ("bare FastAPI", med["bare"]),
+                    ("GET /healthz", med["healthz"])):
         print(f"{name:<20}{m['requests']:>10.0f}{m['rps']:>10.0f}{m['p50_ms']:>9.2f}{m['p90_ms']:>9.2f}"
               f"{m['p99_ms']:>9.2f}{m['max_ms']:>9.2f}{m['errors']:>8.0f}")
-    print(f"decisions / healthz throughput ratio: {ratio:.2f}")
+    print(f"decisions / bare FastAPI throughput ratio: {ratio:.2f}")
     for kind, rs in runs.items():
         for r in rs:
             for e in r["error_examples"]:
@@ -222,7 +243,7 @@ def main() -> int:
     out = ROOT / "bench" / "results" / f"decisions-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "pinned": bool(pin), "cpus": os.cpu_count(),
-                               "median": med, "ratio_decisions_to_healthz": ratio, "runs": runs}, indent=2))
+                               "median": med, "ratio_decisions_to_bare": ratio, "runs": runs}, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
     return 1 if any(r["errors"] for rs in runs.values() for r in rs) else 0
 

@@ -157,8 +157,8 @@ class RiskManager:
         return market, stop, stop_pct
 
     def decide(self, signal: Signal, in_flight: Callable[[datetime | None], float] | None = None) -> Decision:
-        """`in_flight`: how the in-flight notional is read (Store.in_flight_notional, or in an opening's
-        transaction)."""
+        """`in_flight`: how the in-flight notional is read: by default the recent figure
+        (Store.recent_in_flight_notional); under the opening lock, afresh in its transaction (`confirm`)."""
         arm, policy = self._arms.assign(signal) if self._arms else (None, self._policy)  # before anything is read
         account = self._broker.account()
         market, stop, stop_pct = self.check(signal)

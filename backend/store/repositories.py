@@ -42,6 +42,7 @@ AGENT = "qlearning"
 SIGNAL_INSERT = SignalRow.__table__.insert()  # statements made once, so their compiled form is reused
 READ_CACHE_MAX_AGE_S = 1.0
 OPENING_LOCK = 0x5132_0001  # PostgreSQL advisory lock key: opening decisions, across processes
+IN_FLIGHT = ("in_flight",)  # the read cache's key of the in-flight notional
 
 
 class DuplicateSignal(Exception):
@@ -89,7 +90,7 @@ class Store:
         self._reads = sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self._read_cache: dict[tuple, tuple[float, Any]] = {}
+        self._read_cache: dict[tuple, tuple[float, Any, Any]] = {}
         self._decisions = BatchWriter(engine)
         self._opening_lock = threading.Lock()
         # each row that conflicts (a signal seen before, a symbol's second active trade) is left out, not an error;
@@ -136,16 +137,16 @@ class Store:
             return c.scalar(select(AgentRow.epsilon).where(AgentRow.name == AGENT))
 
     # --- Q-table ------------------------------------------------------------------------------------
-    def _cached(self, key: tuple, load: Callable[[], Any]) -> Any:
+    def _cached(self, key: tuple, load: Callable[[], Any], version: Any = None) -> Any:
         """Reads on every decision's path change only when an outcome or an import is written. They are
         cached: dropped at once when this process writes, at most READ_CACHE_MAX_AGE_S old when another
-        process does (several workers)."""
+        process does (several workers). `version`: what the value was read for; another one reads it again."""
         now = time.monotonic()
         hit = self._read_cache.get(key)
-        if hit is not None and now - hit[0] < READ_CACHE_MAX_AGE_S:
+        if hit is not None and now - hit[0] < READ_CACHE_MAX_AGE_S and hit[2] == version:
             return hit[1]
         value = load()
-        self._read_cache[key] = (now, value)
+        self._read_cache[key] = (now, value, version)
         return value
 
     def q_cells(self, state_keys: Sequence[str]) -> tuple[dict[str, dict[str, Cell]], float]:
@@ -380,6 +381,11 @@ class Store:
         with self._reads() as s:
             return float(s.scalar(query))
 
+    def recent_in_flight_notional(self, since: datetime | None = None) -> float:
+        """`in_flight_notional`, cached as the decision path's other reads are (`_cached`; dropped at once by this
+        process's openings): for sizing before the opening lock, under which every opening reads it afresh."""
+        return self._cached(IN_FLIGHT, lambda: self.in_flight_notional(since), version=since)
+
     @contextmanager
     def opening(self) -> Iterator[Opening]:
         """A transaction of openings, from their in-flight read to their pending trades, holding the opening lock:
@@ -392,8 +398,10 @@ class Store:
         else:
             with self._opening_lock, self.engine.begin() as c:
                 yield (opening := Opening(c))
-        if opening.trades and self.hot is not None:
-            self.hot.sync_many({trade.symbol: trade for trade in opening.trades})
+        if opening.trades:
+            self._read_cache.pop(IN_FLIGHT, None)
+            if self.hot is not None:
+                self.hot.sync_many({trade.symbol: trade for trade in opening.trades})
 
     def active_trades(self) -> list[TradeRow]:
         with self._sessions() as s:

@@ -95,7 +95,7 @@ class TradeRow(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # on the market's clock
     decision_price: Mapped[float | None] = mapped_column(Float, nullable=True)  # the price it was sized at
     entry_price: Mapped[float | None] = mapped_column(Float, nullable=True)
-    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     exit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
