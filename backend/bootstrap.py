@@ -23,7 +23,7 @@ from backend.domain.rewards import REWARDS
 from backend.execution.executor import Executor
 from backend.execution.monitor import PENDING_GRACE_S, PositionMonitor
 from backend.indicators import min_bars
-from backend.metrics import Metrics
+from backend.prometheus import Metrics
 from backend.risk import RiskManager
 from backend.risk.protections import protections_from
 from backend.risk.trading_state import TradingGuard
