@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from backend.config import Settings
 from backend.data.files import load_market
@@ -43,19 +44,17 @@ class DataConfig:
 
 
 def _section(cls, values: dict[str, Any], name: str):
-    known = {f.name: f for f in fields(cls)}
+    """A config section as the dataclass `cls`, validated by pydantic (each value coerced to its field's type: lists
+    to tuples, ISO strings to dates); an unknown or ill-typed setting is a ValueError that names it."""
+    known = [f.name for f in fields(cls)]
     unknown = set(values) - set(known)
     if unknown:
         raise ValueError(f"{name}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
-    out = {}
-    for key, value in values.items():
-        default = getattr(cls(), key) if key != "env" else None
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        if isinstance(default, date) and isinstance(value, str):
-            value = date.fromisoformat(value)
-        out[key] = value
-    return cls(**out)
+    try:
+        return TypeAdapter(cls).validate_python(values)
+    except ValidationError as exc:
+        raise ValueError(f"{name}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                  for e in exc.errors())) from None
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> tuple[PPOConfig, DataConfig]:
