@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import sqlalchemy.exc
+from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from backend.brokers.alpaca import AlpacaBroker, TradeUpdates
 from backend.brokers.base import Broker, BrokerUnavailable
@@ -110,18 +110,14 @@ PUBLISH_PATIENCE_S = 300.0
 
 
 def publish_patiently(bus: EventBus, topic: str, event: dict) -> None:
-    """Publish a broker event, waiting out a bus outage (with backoff, up to PUBLISH_PATIENCE_S): the broker
-    sends it once, so it must not be dropped. The trade-update stream waits meanwhile."""
-    deadline, delay = time.monotonic() + PUBLISH_PATIENCE_S, 0.25
-    while True:
-        try:
-            return bus.publish(topic, event)
-        except BusUnavailable as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("%s; %s event of %s waits %.2f s", exc, topic, event.get("client_order_id"), delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    """Publish a broker event, waiting out a bus outage (with backoff from 0.25 s to 5 s, for up to
+    PUBLISH_PATIENCE_S): the broker sends it once, so it must not be dropped. The trade-update stream waits
+    meanwhile."""
+    Retrying(retry=retry_if_exception_type(BusUnavailable), wait=wait_exponential(0.25, max=5.0),
+             stop=stop_before_delay(PUBLISH_PATIENCE_S), reraise=True,
+             before_sleep=lambda state: log.warning("%s; %s event of %s waits %.2f s", state.outcome.exception(), topic,
+                                                    event.get("client_order_id"), state.next_action.sleep)
+             )(bus.publish, topic, event)
 
 
 def sim_warmup_bars(settings: Settings) -> int:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from backend.bus.base import BusUnavailable, Event, Handler
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 BUSY_BLOCK_MS = 50  # while entries are in hand, reads wait this long at most, so finished ones are acked soon
 
 
@@ -158,7 +160,6 @@ class RedisBus:
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
         self._pool = KeyedPool(self.concurrency) if self._keys else None
-        delay = 0.5
         while not stop.is_set():
             try:
                 self._ensure_groups()
@@ -168,11 +169,9 @@ class RedisBus:
                         self._next_claim = time.monotonic() + self.claim_idle_ms / 2000
                     self._read_new()
                     self._ack_done()
-                    delay = 0.5
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("Redis unreachable (%s); consumer %s retries in %.1f s", exc, self.consumer, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+            except REDIS_DOWN as exc:
+                log.warning("Redis unreachable (%s); consumer %s reconnects", exc, self.consumer)
+                self._wait_for_redis(stop)
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):  # a Redis restarted without its data: groups are made again
                     raise
@@ -184,6 +183,14 @@ class RedisBus:
             except redis.RedisError as exc:  # they stay pending: handled again after claim_idle_ms, harmlessly
                 log.warning("could not acknowledge the last handled entries: %s", exc)
         self.client.close()
+
+    def _wait_for_redis(self, stop: threading.Event) -> None:
+        """Until Redis answers a PING, with backoff from 0.5 s to MAX_BACKOFF_S (afresh for each outage), or `stop`."""
+        Retrying(retry=retry_if_exception_type(REDIS_DOWN), wait=wait_exponential(0.5, max=MAX_BACKOFF_S),
+                 stop=lambda _: stop.is_set(), sleep=stop.wait, retry_error_callback=lambda _: None,
+                 before_sleep=lambda state: log.warning(
+                     "Redis unreachable (%s); consumer %s retries in %.1f s", state.outcome.exception(), self.consumer,
+                     state.next_action.sleep))(self.client.ping)
 
     def _ensure_groups(self) -> None:
         for stream in self._handlers:
@@ -298,20 +305,20 @@ class RedisBus:
             self.client.xack(stream, self.group, *entry_ids)
 
     def _handle(self, stream: str, entry_id: str, event: Event) -> bool:
-        """Every handler of the stream; a transient failure is retried here until it passes (True) or `run` is
-        stopped (False: the entry stays pending, for this or another consumer to take up)."""
-        delay = 0.1
-        while True:
-            try:
-                for handler in self._handlers[stream]:
-                    handler(event)
-                return True
-            except self.transient as exc:
-                log.warning("handling %s %s waits for a dependency (%s: %s); retry in %.1f s", stream, entry_id,
-                            exc.__class__.__name__, exc, delay)
-                if self._stop.wait(delay):
-                    return False
-                delay = min(delay * 2, MAX_BACKOFF_S)
+        """Every handler of the stream; a transient failure is retried here, with backoff from 0.1 s to
+        MAX_BACKOFF_S, until it passes (True) or `run` is stopped (False: the entry stays pending, for this or
+        another consumer to take up)."""
+        def handle() -> bool:
+            for handler in self._handlers[stream]:
+                handler(event)
+            return True
+
+        return Retrying(retry=retry_if_exception_type(self.transient), wait=wait_exponential(0.1, max=MAX_BACKOFF_S),
+                        stop=lambda _: self._stop.is_set(), sleep=self._stop.wait,
+                        retry_error_callback=lambda _: False,
+                        before_sleep=lambda state: log.warning(
+                            "handling %s %s waits for a dependency (%r); retry in %.1f s", stream, entry_id,
+                            state.outcome.exception(), state.next_action.sleep))(handle)
 
     def _deliveries(self, stream: str, entry_id: str) -> int:
         pending = self.client.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
