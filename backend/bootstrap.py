@@ -8,18 +8,17 @@ from datetime import datetime
 
 import numpy as np
 import sqlalchemy.exc
-from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from backend.brokers.alpaca import AlpacaBroker, TradeUpdates
 from backend.brokers.base import Broker, BrokerUnavailable
 from backend.brokers.sim import SimBroker
-from backend.bus.base import FILLS, ORDER_ENDS, SIGNALS, BusUnavailable, EventBus
+from backend.bus.base import FILLS, ORDER_ENDS, SIGNALS, EventBus
 from backend.bus.inprocess import InProcessBus
 from backend.bus.redis_streams import RedisBus
 from backend.config import Settings
 from backend.data.files import load_market
-from backend.domain.model import Fill, OrderEnded, Signal
 from backend.domain.rewards import REWARDS
+from backend.execution.engine import Engine
 from backend.execution.executor import Executor
 from backend.execution.monitor import PENDING_GRACE_S, PositionMonitor
 from backend.indicators import min_bars
@@ -61,6 +60,7 @@ class App:
     guard: TradingGuard
     metrics: Metrics
     bus: EventBus
+    engine: Engine
     reconciliation: Reconciliation | None  # None in a worker: the API process reconciles
     trade_updates: TradeUpdates | None = None
 
@@ -71,18 +71,8 @@ class App:
 
     @property
     def clock_seconds(self) -> float:
-        """How often `advance_clock` runs while serving: one simulated bar, or one poll of a real broker."""
+        """How often the engine steps while serving: one simulated bar, or one poll of a real broker."""
         return self.settings.sim_bar_seconds if self.settings.broker == "sim" else self.settings.alpaca_poll_seconds
-
-    def advance_clock(self) -> list[Fill]:
-        """One bar of simulated time (a real broker's clock moves by itself): fills go out on the bus, then
-        open trades are marked. Raises EndOfData after the simulator's last bar."""
-        fills = self.broker.advance()
-        for fill in fills:
-            self.bus.publish(FILLS, fill.to_event())
-        self.monitor.on_bar()
-        self.executor.evaluate_protections()
-        return fills
 
     def dead_letters(self) -> dict[str, int]:
         """How many events wait in each topic's dead-letter stream, with workers (none without)."""
@@ -106,18 +96,6 @@ WORKER_GROUP = "workers"
 # a handler failing with one of these waits for the dependency instead of spending the event's deliveries
 TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
              BrokerUnavailable)
-PUBLISH_PATIENCE_S = 300.0
-
-
-def publish_patiently(bus: EventBus, topic: str, event: dict) -> None:
-    """Publish a broker event, waiting out a bus outage (with backoff from 0.25 s to 5 s, for up to
-    PUBLISH_PATIENCE_S): the broker sends it once, so it must not be dropped. The trade-update stream waits
-    meanwhile."""
-    Retrying(retry=retry_if_exception_type(BusUnavailable), wait=wait_exponential(0.25, max=5.0),
-             stop=stop_before_delay(PUBLISH_PATIENCE_S), reraise=True,
-             before_sleep=lambda state: log.warning("%s; %s event of %s waits %.2f s", state.outcome.exception(), topic,
-                                                    event.get("client_order_id"), state.next_action.sleep)
-             )(bus.publish, topic, event)
 
 
 def sim_warmup_bars(settings: Settings) -> int:
@@ -227,29 +205,16 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     grace = 3 * settings.bus_claim_idle_ms / 1000 if distributed else PENDING_GRACE_S
     monitor = PositionMonitor(settings, store, broker, learner=q_agent, on_reward=on_reward, pending_grace_s=grace)
     executor = Executor(settings, store, broker, risk, monitor, guard)
-    def on_fill(event: dict) -> None:
-        broker.account_changed()  # the next decision reads the account again
-        monitor.on_fill(Fill.from_event(event))
-
-    def on_trade_update(update: Fill | OrderEnded) -> None:
-        if isinstance(update, Fill):
-            broker.account_changed()
-        publish_patiently(bus, FILLS if isinstance(update, Fill) else ORDER_ENDS, update.to_event())
-
-    if worker or not distributed:
-        bus.subscribe(FILLS, on_fill)
-        bus.subscribe(ORDER_ENDS, lambda event: monitor.on_order_ended(OrderEnded.from_event(event)))
-    if worker:  # signals of different symbols are sized and placed at once, on WORKER_CONCURRENCY threads
-        bus.subscribe(SIGNALS, lambda event: executor.handle_queued(Signal.from_event(event)),
-                      key=lambda event: event.get("symbol"),
-                      prepare=lambda events: risk.prefetch([e["symbol"] for e in events if isinstance(e.get("symbol"), str)]))
+    engine = Engine(broker, bus, executor, monitor, risk)
+    engine.listen(fills=worker or not distributed, signals=worker)
     trade_updates = reconciliation = None
     if not worker:
         if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two
-            trade_updates = TradeUpdates(settings, on_trade_update)
+            trade_updates = TradeUpdates(settings, engine.on_trade_update)
             trade_updates.start()
         reconciliation = Reconciliation(broker.now(), broker.name, monitor.reconcile(alone=not distributed))
     log.info("sizer %s ready: policy %s, broker %s, bus %s, database %s", "worker" if worker else "service",
              policy.name, broker.name, "redis" if distributed else "in-process",
              store.engine.url.render_as_string(hide_password=True))
-    return App(settings, store, broker, risk, monitor, executor, guard, metrics, bus, reconciliation, trade_updates)
+    return App(settings, store, broker, risk, monitor, executor, guard, metrics, bus, engine, reconciliation,
+               trade_updates)

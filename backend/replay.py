@@ -126,7 +126,7 @@ def run_replay(
                     pass  # e.g. too few bars yet for the indicators: nothing was written
             exposure.append(app.broker.account().exposure)
             try:
-                fills = app.advance_clock()
+                fills = app.engine.step()
             except EndOfData:
                 exposure.pop()
                 break

@@ -76,7 +76,7 @@ class MarketClock:
             await run_in_threadpool(self._advance_and_sample)
 
     def _advance_and_sample(self) -> None:
-        self.sizer.advance_clock()
+        self.sizer.engine.step()
         self.sample()
 
     def sample(self) -> None:

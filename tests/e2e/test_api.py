@@ -119,12 +119,12 @@ async def test_signal_trade_outcome_and_learning_through_the_api(api):
     assert trade["rl_action_key"] == placed["decision"]["action_key"]
     assert trade["reasoning"] == placed["decision"]["reasoning"] != ""
 
-    api.sizer.advance_clock()
+    api.sizer.engine.step()
     positions = (await api.get("/v1/positions")).json()
     assert [p["symbol"] for p in positions["positions"]] == ["SP500"]
     assert positions["account"]["exposure"] > 0
     for _ in range(5):
-        api.sizer.advance_clock()
+        api.sizer.engine.step()
     assert (await api.get("/v1/trades", params={"status": "closed"})).json()["total"] == 1
 
     outcomes = (await api.get("/v1/outcomes")).json()

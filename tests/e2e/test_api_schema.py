@@ -111,7 +111,7 @@ def service(db_url):
         for n, symbol in enumerate(("SP500", "NASDAQ", "SP500")):
             assert sizer.executor.handle(Signal(f"seed-{n}", symbol, Side.BUY, 0.8, time_limit_hours=48)).trade_id
             for _ in range(4 if n < 2 else 1):
-                sizer.advance_clock()
+                sizer.engine.step()
         assert sizer.store.outcomes(0, 1, None)[0] == 2 and len(sizer.broker.positions()) == 1
         yield base_url
 

@@ -141,7 +141,7 @@ def test_the_api_on_the_simulated_clock_trades_as_the_backtest(sqlite_url, tmp_p
                 body = {"signal_id": s.signal_id, "symbol": s.symbol, "side": s.side.value,
                         "confidence": s.confidence, "time_limit_hours": s.time_limit_hours}
                 assert http.post("/v1/signals", json=body).status_code in (200, 201)
-            sizer_app.advance_clock()
+            sizer_app.engine.step()
         served = {t["signal_id"]: t for t in http.get("/v1/trades", params={"limit": 500}).json()["items"]}
     placed = {sid: t for sid, t in backtested.items() if t["approved"] == "True"}
     assert len(placed) >= 10 and set(placed) == {sid for sid, t in served.items() if t["status"] == "closed"}

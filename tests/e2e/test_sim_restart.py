@@ -41,7 +41,7 @@ async def test_a_restart_resumes_open_trades_and_rewards_them_once(db_url):
     async with Running(settings) as first:
         r = await first.client.post("/v1/signals", json=signal("open-1", "SP500", time_limit_hours=24 * 10))
         assert r.json()["status"] == "placed", r.text
-        first.sizer.advance_clock()  # filled: an open trade
+        first.sizer.engine.step()  # filled: an open trade
         r = await first.client.post("/v1/signals", json=signal("pending-1", "NASDAQ", time_limit_hours=24 * 10))
         assert r.json()["status"] == "placed"  # its order waits for the next bar
         before = (first.sizer.broker.now(), first.sizer.broker.account(), first.sizer.broker.positions(),
@@ -55,10 +55,10 @@ async def test_a_restart_resumes_open_trades_and_rewards_them_once(db_url):
         assert second.sizer.reconciliation.differences == []
         trades = {t["signal_id"]: t for t in (await second.client.get("/v1/trades")).json()["items"]}
         assert trades["open-1"]["status"] == "open" and trades["pending-1"]["status"] == "pending"
-        second.sizer.advance_clock()
+        second.sizer.engine.step()
         assert second.sizer.store.trade_for_signal("pending-1").status == "open"
         for _ in range(20):
-            second.sizer.advance_clock()
+            second.sizer.engine.step()
         statuses = {t["signal_id"]: t["status"] for t in (await second.client.get("/v1/trades")).json()["items"]}
         assert statuses == {"open-1": "closed", "pending-1": "closed"}
         with second.sizer.store.session() as s:
@@ -72,7 +72,7 @@ async def test_a_restart_resumes_open_trades_and_rewards_them_once(db_url):
 
 async def test_other_bars_start_a_fresh_account(sqlite_url):
     async with Running(make_settings(database_url=sqlite_url, sim_start=date(2012, 3, 1))) as first:
-        first.sizer.advance_clock()
+        first.sizer.engine.step()
     async with Running(make_settings(database_url=sqlite_url, sim_start=date(2012, 3, 1),
                                      sim_symbols=("SP500",))) as other:
         assert other.sizer.broker.now().date() == date(2012, 3, 1)  # not the other account's clock
@@ -81,7 +81,7 @@ async def test_other_bars_start_a_fresh_account(sqlite_url):
 async def test_the_end_of_the_data_is_visible_and_refuses_new_signals(sqlite_url):
     async with Running(make_settings(database_url=sqlite_url, sim_start=date(2018, 12, 27))) as running:
         while running.sizer.broker.bars_left:
-            running.sizer.advance_clock()
+            running.sizer.engine.step()
         health = await running.client.get("/healthz")
         assert health.status_code == 503 and "the data end at 2018-12-31" in health.json()["checks"]["broker"]
         r = await running.client.post("/v1/signals", json=signal("late", "SP500"))

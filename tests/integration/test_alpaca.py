@@ -75,7 +75,7 @@ def test_open_fill_bracket_exit_and_reward(app, fake):
     assert t.entry_price == 100.0 and t.quantity == order.qty
 
     fake.move("SPY", 97.0)  # an adverse move, marked by the poll from minute bars
-    app.advance_clock()
+    app.engine.step()
     assert trade(app, "a-1").max_adverse_pct > 0
 
     fake.move("SPY", 110.0)  # the take-profit leg fills, the stop leg is canceled
@@ -174,10 +174,10 @@ def test_a_close_the_stream_missed_is_found_by_the_poll(app, fake):
     fake.fill(client_order_id("m-1"), price=100.0)
     wait_for(lambda: trade(app, "m-1").status == "open", what="the entry")
     fake.close_by_hand("SPY", 98.0, notify=False)
-    app.advance_clock()
+    app.engine.step()
     t = trade(app, "m-1")
     assert t.status == "closed" and t.exit_price == 98.0 and outcomes(app) == 1
-    app.advance_clock()
+    app.engine.step()
     assert outcomes(app) == 1
 
 
@@ -187,7 +187,7 @@ def test_a_time_limit_cancels_the_legs_then_exits(app, fake):
     entry = fake.by_cid(client_order_id("x-1"))
     fake.fill(entry.client_order_id, price=100.0)
     wait_for(lambda: trade(app, "x-1").status == "open", what="the entry")
-    app.advance_clock()
+    app.engine.step()
     assert trade(app, "x-1").status == "closing"
     assert all(leg.status == "canceled" for leg in entry.legs)  # they held the shares
     exit_order = fake.by_cid(client_order_id("x-1") + "-x")
@@ -201,10 +201,10 @@ def test_an_exit_canceled_by_the_broker_is_tried_again_under_a_new_id(app, fake)
     app.executor.handle(Signal("c-1", "SPY", Side.BUY, 0.8, stop_price=95.0, time_limit_hours=1e-6))
     fake.fill(client_order_id("c-1"), price=100.0)
     wait_for(lambda: trade(app, "c-1").status == "open", what="the entry")
-    app.advance_clock()
+    app.engine.step()
     fake.cancel(client_order_id("c-1") + "-x")
     wait_for(lambda: trade(app, "c-1").status == "open", what="the trade to reopen")
-    app.advance_clock()
+    app.engine.step()
     assert trade(app, "c-1").status == "closing"
     assert fake.by_cid(client_order_id("c-1") + "-x2").status == "new"
 
@@ -219,7 +219,7 @@ def test_crypto_is_unleveraged_long_only_and_its_stop_is_watched(app, fake):
     fake.fill(order.client_order_id, price=100.0)
     wait_for(lambda: trade(app, "k-1").status == "open", what="the entry")
     fake.move("BTC/USD", 94.0)  # through the stop: nobody at the broker holds it, the monitor does
-    app.advance_clock()
+    app.engine.step()
     exit_order = fake.by_cid(client_order_id("k-1") + "-x")
     fake.fill(exit_order.client_order_id, price=94.0)
     t = wait_for(lambda: trade(app, "k-1").status == "closed" and trade(app, "k-1"), what="the stop")
@@ -284,7 +284,7 @@ def test_keys_are_never_logged(fake, sqlite_url, caplog):
 def test_an_entry_fill_the_stream_missed_is_found_by_the_poll(app, fake):
     app.executor.handle(Signal("e-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
     fake.fill(client_order_id("e-1"), price=100.0, notify=False)
-    app.advance_clock()
+    app.engine.step()
     assert trade(app, "e-1").status == "open" and trade(app, "e-1").entry_price == 100.0
 
 
@@ -293,7 +293,7 @@ def test_a_pending_trade_without_an_order_is_given_a_grace_period(app, fake):
     signal = Signal("g-1", "SPY", Side.BUY, 0.8, stop_price=95.0)
     app.store.record_trade(signal, app.risk.decide(signal), client_order_id=client_order_id("g-1"),
                            equity=1e5, decided_at=app.broker.now(), deadline_at=None)
-    app.advance_clock()
+    app.engine.step()
     assert trade(app, "g-1").status == "pending"
     PositionMonitor(app.settings, app.store, app.broker, pending_grace_s=0.0).on_bar()
     assert trade(app, "g-1").status == "canceled" and "never reached" in trade(app, "g-1").reason

@@ -47,14 +47,14 @@ def test_signal_to_reward_end_to_end(app):
     assert trade.rl_state_key.endswith("|light|neutral")  # no positions yet, no outcomes yet
     assert result.decision["exposure"] == pytest.approx(0.5) and result.decision["leverage"] == 1
 
-    app.advance_clock()  # fills at the next bar's open
+    app.engine.step()  # fills at the next bar's open
     trade = app.store.trade_for_signal("sig-1")
     assert trade.status == "open"
     assert trade.entry_price == pytest.approx(spx.open[i0 + 1] * (1 + 2e-4))
 
     bars = 0
     while app.store.trade_for_signal("sig-1").status != "closed":
-        app.advance_clock()
+        app.engine.step()
         bars += 1
         assert bars < 10, "the 72h time limit should close the trade within a few bars"
     trade = app.store.trade_for_signal("sig-1")
@@ -100,11 +100,11 @@ def test_replayed_signal_places_nothing_and_replayed_close_rewards_once(app):
     again = app.executor.handle(Signal("sig-r", "NASDAQ", Side.SELL, 0.6, time_limit_hours=24))
     assert first.status == again.status == "placed" and again.replayed and again.trade_id == first.trade_id
     assert count(app, TradeRow) == 1 and count(app, SignalRow) == 1
-    fills = app.advance_clock()
+    fills = app.engine.step()
     assert len(fills) == 1  # one order reached the broker
     exit_fills = []
     while not exit_fills:
-        exit_fills = [f for f in app.advance_clock() if f.side is Side.BUY]
+        exit_fills = [f for f in app.engine.step() if f.side is Side.BUY]
     trade = app.store.trade_for_signal("sig-r")
     assert trade.status == "closed"
     before = [(c.state_key, c.action_key, c.visits, c.weight, c.reward_sum) for c in app.store.q_values(None, 0, 1000)[1]]
@@ -120,12 +120,12 @@ def test_replayed_signal_places_nothing_and_replayed_close_rewards_once(app):
 
 def test_same_side_signal_is_refused_and_opposite_signal_closes(app):
     assert app.executor.handle(Signal("a", "SP500", Side.BUY, 0.7)).status == "placed"
-    app.advance_clock()
+    app.engine.step()
     same = app.executor.handle(Signal("b", "SP500", Side.BUY, 0.9))
     assert same.status == "rejected" and "one active trade per symbol" in same.reason
     opposite = app.executor.handle(Signal("c", "SP500", Side.SELL, 0.9))
     assert opposite.status == "exit"
-    app.advance_clock()
+    app.engine.step()
     trade = app.store.trade_for_signal("a")
     assert trade.status == "closed" and trade.exit_reason == "opposite_signal"
     assert count(app, OutcomeRow) == 1
@@ -133,7 +133,7 @@ def test_same_side_signal_is_refused_and_opposite_signal_closes(app):
 
 def test_exposure_in_the_state_is_the_real_portfolio(app):
     app.executor.handle(Signal("big", "SP500", Side.BUY, 0.9, stop_price=None))
-    app.advance_clock()
+    app.engine.step()
     account = app.broker.account()
     assert account.gross_position_value > 0
     decision = app.risk.decide(Signal("", "NASDAQ", Side.BUY, 0.9))
@@ -158,7 +158,7 @@ def test_a_crash_between_store_and_submit_is_repaired_on_replay(app, monkeypatch
     monkeypatch.setattr(app.broker, "submit", real_submit)
     again = app.executor.handle(Signal("crash", "SP500", Side.BUY, 0.7))
     assert again.status == "placed" and again.replayed
-    assert len(app.advance_clock()) == 1
+    assert len(app.engine.step()) == 1
     assert app.store.trade_for_signal("crash").status == "open"
 
 
@@ -166,13 +166,13 @@ def test_a_restart_cancels_trades_the_fresh_simulated_account_cannot_settle(db_u
     settings = make_settings(database_url=db_url, sim_start=START, sizing_policy="fixed")
     first = build_app(settings)
     first.executor.handle(Signal("before", "SP500", Side.BUY, 0.7))
-    first.advance_clock()
+    first.engine.step()
     assert first.store.trade_for_signal("before").status == "open"
     fresh_agent = build_app(settings.model_copy(update={"sizing_policy": "qlearning"}), broker=first.broker)
     assert fresh_agent.executor.handle(Signal("skip", "NASDAQ", Side.BUY, 0.7)).status == "skipped"  # size 0
     fresh_agent.close()
-    first.advance_clock()
-    first.advance_clock()
+    first.engine.step()
+    first.engine.step()
     assert first.store.trade_for_signal("skip").status == "open"
     first.close()
 
@@ -205,7 +205,7 @@ def test_a_signal_sized_0_is_followed_without_an_order_and_teaches_every_exposur
         assert refused.status == "rejected" and "sized 0" in refused.reason  # one active trade per symbol
         fills = []
         while app.store.trade_for_signal("s-1").status != "closed":
-            fills += app.advance_clock()
+            fills += app.engine.step()
         assert fills == [] and app.broker.positions() == []
         trade = app.store.trade_for_signal("s-1")
         exit_i = app.broker.index
@@ -245,7 +245,7 @@ def test_of_concurrent_opposite_signals_exactly_one_is_the_exit(app):
     from concurrent.futures import ThreadPoolExecutor
 
     app.executor.handle(Signal("long", "SP500", Side.BUY, 0.7))
-    app.advance_clock()
+    app.engine.step()
     trade = app.store.trade_for_signal("long")
     assert trade.status == "open"
     with ThreadPoolExecutor(16) as pool:
@@ -259,7 +259,7 @@ def test_of_concurrent_opposite_signals_exactly_one_is_the_exit(app):
         assert s.scalar(select(func.count()).select_from(SignalRow).where(SignalRow.status == "exit")) == 1
     exit_orders = [o for o in app.broker.open_orders() if o.side is Side.SELL]
     assert len(exit_orders) == 1
-    app.advance_clock()
+    app.engine.step()
     assert app.store.trade_for_signal("long").status == "closed"
     after = app.executor.handle(Signal("after-close", "SP500", Side.SELL, 0.7))
     assert after.status in ("placed", "skipped")  # the trade is gone: an opposite signal is a new signal now
@@ -271,10 +271,10 @@ def test_trades_held_at_the_same_time_count_as_one_between_them(app):
     app.executor.handle(Signal("spx", "SP500", Side.BUY, 0.7, time_limit_hours=24 * 3))
     app.executor.handle(Signal("ndx", "NASDAQ", Side.BUY, 0.7, time_limit_hours=24 * 3))
     while app.store.active_trades():
-        app.advance_clock()
+        app.engine.step()
     app.executor.handle(Signal("alone", "SP500", Side.BUY, 0.7, time_limit_hours=24 * 3))
     while app.store.active_trades():
-        app.advance_clock()
+        app.engine.step()
     root = {c.action_key: c for c in app.store.q_values(pooled_keys(
         app.store.trade_for_signal("alone").rl_state_key)[0], 0, 100)[1]}
     assert {c.visits for c in root.values()} == {3}

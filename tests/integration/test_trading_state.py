@@ -114,13 +114,13 @@ def test_a_tripped_drawdown_stops_new_exposure_in_the_engine(db_url):
         for day in range(60):
             if app.store.active_trade("SP500") is None:
                 app.executor.handle(Signal(f"s{day}", "SP500", Side.BUY, 0.7, time_limit_hours=48))
-            app.advance_clock()
+            app.engine.step()
             if app.guard.status().state is TradingState.HALTED:
                 break
         status = app.guard.status()
         assert (status.state, status.cause) == (TradingState.HALTED, "drawdown")
         while app.store.active_trade("SP500") is not None:
-            app.advance_clock()  # stops and time limits still close what is open
+            app.engine.step()  # stops and time limits still close what is open
         after = app.executor.handle(Signal("after", "SP500", Side.BUY, 0.7))
         assert after.status == "skipped" and "trading state HALTED (drawdown" in after.reason
         assert after.decision["size_usd"] == 0 and "trading_state" in after.decision["capped_by"]
@@ -131,14 +131,14 @@ def test_a_tripped_drawdown_stops_new_exposure_in_the_engine(db_url):
 
 def test_halted_refuses_exits_by_signal_reducing_allows_them(app):
     app.executor.handle(Signal("long", "SP500", Side.BUY, 0.7))
-    app.advance_clock()
+    app.engine.step()
     equity = app.broker.account().equity
     app.guard.set_by_operator(TradingState.HALTED, "hands off", equity)
     refused = app.executor.handle(Signal("out-1", "SP500", Side.SELL, 0.7))
     assert refused.status == "rejected" and "HALTED" in refused.reason
     app.guard.set_by_operator(TradingState.REDUCING, "wind down", equity)
     assert app.executor.handle(Signal("out-2", "SP500", Side.SELL, 0.7)).status == "exit"
-    app.advance_clock()
+    app.engine.step()
     assert app.store.trade_for_signal("long").status == "closed"
 
 
