@@ -64,18 +64,25 @@ class BrokerUnavailable(Exception):
     """The broker did not answer after the bounded retries; nothing can be known or done right now."""
 
 
-class Broker(Protocol):
+class MarketData(Protocol):
+    """What sizing reads of the market: bars, traded price ranges and each asset's rules."""
+
     name: str
-    io_bound: bool  # True: calls go over the network, so async callers must run them in a thread pool
 
-    def now(self) -> datetime: ...
+    def prefetch(self, symbols: list[str], count: int) -> None:
+        """Load what deciding on these symbols will read (bars, asset rules) in as few requests as possible."""
 
-    def health(self) -> str:
-        """One cheap, unretried probe of the broker, in words; raises while it is unreachable."""
+    def history(self, symbol: str, count: int) -> Series:
+        """The last `count` completed bars of `symbol`, oldest first."""
 
-    def advance(self) -> list[Fill]:
-        """Move a simulated clock one bar and return its fills; a real broker's clock moves by itself
-        (its fills arrive as events) and this returns nothing."""
+    def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
+        """Lowest and highest traded price of `symbol` since `since` (None: no bars yet)."""
+
+    def asset(self, symbol: str) -> AssetRules: ...
+
+
+class AccountState(Protocol):
+    """The account sizing is measured against: equity, margin, positions."""
 
     def account(self) -> Account:
         """May be a cached read (`Account.as_of`): the caps then count every entry filled since as in flight."""
@@ -83,13 +90,11 @@ class Broker(Protocol):
     def account_changed(self) -> None:
         """A fill was seen: the next `account` should ask the broker again."""
 
-    def prefetch(self, symbols: list[str], count: int) -> None:
-        """Load what deciding on these symbols will read (bars, asset rules) in as few requests as possible."""
-
     def positions(self) -> list[BrokerPosition]: ...
 
-    def history(self, symbol: str, count: int) -> Series:
-        """The last `count` completed bars of `symbol`, oldest first."""
+
+class Execution(Protocol):
+    """Orders: sent, found again, and how positions closed."""
 
     def submit(self, order: OrderRequest) -> OrderAck:
         """Idempotent on client_order_id: a second submit returns the first order."""
@@ -102,8 +107,25 @@ class Broker(Protocol):
         """The latest completed `side` order in `symbol` after `since`: how a position closed while
         nobody was listening (by hand, or by a bracket leg). None if there is none or it is unknowable."""
 
-    def price_range(self, symbol: str, since: datetime) -> tuple[float, float] | None:
-        """Lowest and highest traded price of `symbol` since `since` (None: no bars yet)."""
 
-    def asset(self, symbol: str) -> AssetRules: ...
+class Clock(Protocol):
+    """The market's time: a simulated clock moved bar by bar, or a real broker's, polled."""
 
+    io_bound: bool  # True: calls go over the network, so async callers must run them in a thread pool
+
+    def now(self) -> datetime: ...
+
+    def advance(self) -> list[Fill]:
+        """Move a simulated clock one bar and return its fills (EndOfData after its last bar); a real broker's
+        clock moves by itself (its fills arrive as events) and this returns nothing."""
+
+    def health(self) -> str:
+        """One cheap, unretried probe of the broker, in words; raises while it is unreachable."""
+
+
+class SizingInputs(MarketData, AccountState, Protocol):
+    """What the risk manager and the sizing policies may read: the market and the account, never orders."""
+
+
+class Broker(MarketData, AccountState, Execution, Clock, Protocol):
+    """The four ports one adapter (the simulator, Alpaca) implements."""

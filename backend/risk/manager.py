@@ -10,7 +10,7 @@ import math
 from datetime import datetime
 from typing import Callable
 
-from backend.brokers.base import Broker, OrderRejected
+from backend.brokers.base import OrderRejected, SizingInputs
 from backend.config import Settings
 from backend.domain.model import Account, AssetRules, Decision, MarketContext, Proposal, Side, Signal
 from backend.domain.state import state_key
@@ -71,7 +71,7 @@ class RiskManager:
     def __init__(
         self,
         settings: Settings,
-        broker: Broker,
+        broker: SizingInputs,
         win_rate: Callable[[], float | None],
         policy: SizingPolicy,
         fallback: AtrRule,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from backend.brokers.base import Broker
+from backend.brokers.base import SizingInputs
 from backend.domain.model import Proposal, Side
 from backend.domain.state import action_key
 from backend.rl.checkpoint import KINDS, LoadedPolicy
@@ -29,7 +29,7 @@ from backend.sizing.base import SizingContext
 class PPOPolicy:
     name = "ppo"
 
-    def __init__(self, policy: LoadedPolicy, broker: Broker, reference_equity: float) -> None:
+    def __init__(self, policy: LoadedPolicy, broker: SizingInputs, reference_equity: float) -> None:
         # one sample per decision: intra-op threads cost more than they give and would take the core the
         # event loop and the database need
         torch.set_num_threads(1)
@@ -100,7 +100,7 @@ class PPOPolicy:
 class PPOSizingPolicy(PPOPolicy):
     """A "sizing" checkpoint: an exposure from its menu per signal, masked by the caps, as in its environment."""
 
-    def __init__(self, policy: LoadedPolicy, broker: Broker, reference_equity: float,
+    def __init__(self, policy: LoadedPolicy, broker: SizingInputs, reference_equity: float,
                  default_time_limit_hours: float | None) -> None:
         super().__init__(policy, broker, reference_equity)
         self._menu = torch.tensor(policy.menu, dtype=torch.float64)
