@@ -10,8 +10,7 @@ from datetime import datetime
 from starlette.concurrency import run_in_threadpool
 
 from backend.bootstrap import App
-from backend.brokers.base import EndOfData
-from backend.brokers.sim import SimBroker
+from backend.brokers.base import EndOfData, SimulatedClock
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ class MarketClock:
 
     def state(self) -> dict:
         broker = self.sizer.broker
-        sim = broker if isinstance(broker, SimBroker) else None
+        sim = broker if isinstance(broker, SimulatedClock) else None
         return {
             "source": "simulator" if sim else "broker",
             "broker": broker.name,
@@ -51,7 +50,7 @@ class MarketClock:
         }
 
     def _drivable(self) -> None:
-        if not isinstance(self.sizer.broker, SimBroker):
+        if not isinstance(self.sizer.broker, SimulatedClock):
             raise BrokerClock(f"the clock is the {self.sizer.broker.name} broker's: it cannot be paused, stepped or "
                               "sped up")
 

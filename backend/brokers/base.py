@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from backend.domain.bars import Series
 from backend.domain.model import Account, AssetRules, Fill, Side
@@ -121,6 +121,14 @@ class Clock(Protocol):
 
     def health(self) -> str:
         """One cheap, unretried probe of the broker, in words; raises while it is unreachable."""
+
+
+@runtime_checkable
+class SimulatedClock(Clock, Protocol):
+    """A clock over recorded bars (the simulator's): it can be paused, stepped and sped up, and its data end."""
+
+    bars_left: int
+    ends_at: datetime
 
 
 class SizingInputs(MarketData, AccountState, Protocol):
