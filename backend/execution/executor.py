@@ -34,6 +34,7 @@ class PendingOpening:
     signal: Signal
     decision: Decision  # confirmed, or decided again, under the lock
     recorded: TradeRow | DuplicateSignal | SymbolBusy | None = None  # None: refused when decided again
+    error: SizingError | None = None  # its input could not be sized again: its own error, not its batch's
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Executor:
             return self._reject(signal, decision, decision.reasoning)
         opening = PendingOpening(signal, decision)
         self._openings(opening)  # with the openings waiting beside it, in one transaction (see _open)
+        if opening.error is not None:
+            raise opening.error
         decision, trade = opening.decision, opening.recorded
         if trade is None:  # decided again on a cache read since, and refused: rare
             return self._reject(signal, decision, decision.reasoning)
@@ -101,10 +104,14 @@ class Executor:
             read = cache(partial(self._store.in_flight_notional, opening=transaction))
             added = 0.0
             for o in openings:
-                o.decision = self._risk.confirm(o.signal, o.decision, lambda since, a=added: read(since) + a)
+                try:
+                    o.decision = self._risk.confirm(o.signal, o.decision, lambda since, a=added: read(since) + a)
+                except SizingError as exc:  # decided again on a newer bar, and its input no longer holds
+                    o.error = exc
+                    continue
                 added += o.decision.size_usd if o.decision.approved else 0.0
             now = self._broker.now()
-            taken = [o for o in openings if o.decision.approved or o.decision.skipped]
+            taken = [o for o in openings if o.error is None and (o.decision.approved or o.decision.skipped)]
             recorded = self._store.record_trades(transaction, [self._new_trade(o, now) for o in taken])
         for o, trade in zip(taken, recorded):
             o.recorded = trade

@@ -17,6 +17,8 @@ from backend.brokers.sim import SimBroker
 from backend.data.bundled import load_bundled
 from backend.domain.bars import Series
 from backend.domain.model import Side, Signal
+from backend.execution.executor import PendingOpening
+from backend.risk import SizingError
 from tests.conftest import empty_database, make_settings
 from tests.fake_alpaca import Asset, FakeAlpaca
 
@@ -94,3 +96,32 @@ def wait_until(condition, what: str, patience_s: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def test_an_opening_that_cannot_be_sized_again_fails_alone_in_its_batch(db_url):
+    """The openings of one transaction are confirmed one by one: one whose input no longer holds under the lock
+    gets its own error, and the rest are recorded."""
+    settings = make_settings(database_url=db_url, sim_start=date(2012, 3, 1), sizing_policy="fixed",
+                             sizing_fixed_exposure=0.2)
+    start = make_sim_broker(settings.model_copy(update={"sim_symbols": ("SP500",)})).index
+    spx = load_bundled("SP500")
+    broker = SimBroker({s: Series(s, spx.ts, spx.open, spx.high, spx.low, spx.close, spx.volume) for s in SYMBOLS[:3]},
+                       start_index=start, initial_cash=settings.sim_initial_cash)
+    app = build_app(settings, broker=broker)
+    confirm = app.risk.confirm
+
+    def confirm_or_refuse(signal, decision, in_flight):
+        if signal.symbol == SYMBOLS[1]:
+            raise SizingError("stop_price", "no longer a stop on the newer bar")
+        return confirm(signal, decision, in_flight)
+
+    app.risk.confirm = confirm_or_refuse
+    try:
+        openings = [PendingOpening(signal, app.risk.decide(signal))
+                    for signal in (Signal(f"batch-{s}", s, Side.BUY, 0.7) for s in SYMBOLS[:3])]
+        app.executor._open(openings)
+        assert isinstance(openings[1].error, SizingError) and openings[1].recorded is None
+        assert [o.recorded.symbol for o in (openings[0], openings[2])] == [SYMBOLS[0], SYMBOLS[2]]
+        assert app.store.signal("batch-" + SYMBOLS[1]) is None and app.store.signal("batch-" + SYMBOLS[0]) is not None
+    finally:
+        app.close()
