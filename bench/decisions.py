@@ -35,6 +35,7 @@ import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 
@@ -137,32 +138,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait_ready(name: str, proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 60.0) -> None:
     until = time.monotonic() + timeout
     while time.monotonic() < until:
         if proc.poll() is not None:
-            raise RuntimeError(f"the bare app exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            raise RuntimeError(f"{name} exited with {proc.returncode} before it was ready")
+        if ready():
             return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the bare app did not listen within {timeout:.0f} s")
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    until = time.monotonic() + timeout
-    while time.monotonic() < until:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode} before it was healthy")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
         time.sleep(0.25)
-    raise RuntimeError(f"GET /healthz did not return 200 within {timeout:.0f} s")
+    raise RuntimeError(f"{name} was not ready within {timeout:.0f} s")
 
 
 async def measure(args, ports: dict[str, int]) -> dict:
@@ -204,8 +201,8 @@ def main() -> int:
                                  "--port", str(bare_port), "--log-level", "warning"], cwd=ROOT, env=env)
         if pin:
             os.sched_setaffinity(0, {1})
-        wait_healthy(port, proc)
-        wait_listening(bare_port, bare)
+        wait_ready("the server", proc, lambda: healthy(port))
+        wait_ready("the bare app", bare, lambda: listening(bare_port))
         try:
             import uvloop
             uvloop.install()
