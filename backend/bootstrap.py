@@ -81,8 +81,7 @@ class App:
     def close(self) -> None:
         if self.trade_updates is not None:
             self.trade_updates.stop()
-        self.store.flush_decisions()
-        self.store.engine.dispose()
+        self.store.close()
 
 
 def uses_workers(settings: Settings) -> bool:
@@ -135,10 +134,11 @@ def make_broker(settings: Settings) -> Broker:
 
 def make_q_agent(settings: Settings, store: Store) -> QLearningPolicy:
     """The Q-learning agent. It learns from every closed trade, whichever policy sized it."""
-    return QLearningPolicy(store, settings.exposure_menu(), REWARDS[settings.rl_sizing_reward],
+    return QLearningPolicy(store.q_table, settings.exposure_menu(), REWARDS[settings.rl_sizing_reward],
                            confidence_z=settings.rl_sizing_confidence_z, prior_trades=settings.rl_sizing_prior_trades,
                            horizon_trades=settings.rl_sizing_horizon_trades,
-                           maintenance=settings.rm_maintenance_margin, rng=random.Random(settings.rl_sizing_seed))
+                           maintenance=settings.rm_maintenance_margin, rng=random.Random(settings.rl_sizing_seed),
+                           epsilon_decay=settings.rl_sizing_epsilon_decay, epsilon_min=settings.rl_sizing_epsilon_min)
 
 
 def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, broker: Broker,
@@ -158,7 +158,7 @@ def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, brok
     if name == "fixed":
         return FixedExposure(settings.sizing_fixed_exposure)
     if name == "kelly":
-        return KellyPolicy(store, settings.exposure_menu(), settings.sizing_kelly_fraction)
+        return KellyPolicy(store.q_table, settings.exposure_menu(), settings.sizing_kelly_fraction)
     return q_agent
 
 
@@ -175,10 +175,10 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     distributed = uses_workers(settings)
     bus: EventBus = RedisBus.from_settings(settings, WORKER_GROUP, TRANSIENT) if distributed else InProcessBus()
     hot = HotTrades(bus.client, bus.prefix) if distributed else None
-    store = Store(make_engine(settings.database_url), hot)
-    store.ensure_agent(settings.rl_sizing_epsilon)
+    store = Store.open(make_engine(settings.database_url), hot)
+    store.q_table.ensure_agent(settings.rl_sizing_epsilon)
     if hot is not None:
-        hot.rebuild(store.active_trades())
+        hot.rebuild(store.trades.active_trades())
     if broker is None:
         broker = make_broker(settings)
         if keep_sim and isinstance(broker, SimBroker):
@@ -194,8 +194,8 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     if settings.ab_enabled:  # `policy` is the RL arm
         arms = Arms(policy, make_policy(settings, q_agent, store, broker, atr, settings.ab_control),
                     settings.ab_rl_share, settings.ab_seed, settings.ab_unit == "symbol")
-    risk = RiskManager(settings, broker, lambda: store.recent_win_rate(window), policy, atr, guard.status,
-                       store.recent_in_flight_notional, arms)
+    risk = RiskManager(settings, broker, lambda: store.outcomes.recent_win_rate(window), policy, atr, guard.status,
+                       store.trades.recent_in_flight_notional, arms)
 
     def on_reward(trade, outcome, reward) -> None:
         metrics.rewards.labels(trade.policy, reward.fn).inc()
@@ -203,8 +203,8 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
 
     # with workers, a pending trade's order may be on its way from a worker until its message is reclaimed
     grace = 3 * settings.bus_claim_idle_ms / 1000 if distributed else PENDING_GRACE_S
-    monitor = PositionMonitor(settings, store, broker, learner=q_agent, on_reward=on_reward, pending_grace_s=grace)
-    executor = Executor(settings, store, broker, risk, monitor, guard)
+    monitor = PositionMonitor(settings, store.trades, broker, learner=q_agent, on_reward=on_reward, pending_grace_s=grace)
+    executor = Executor(settings, store.trades, broker, risk, monitor, guard)
     engine = Engine(broker, bus, executor, monitor, risk)
     engine.listen(fills=worker or not distributed, signals=worker)
     trade_updates = reconciliation = None

@@ -425,8 +425,8 @@ def _store():
 
     settings = _settings()
     run_migrations(settings.database_url)
-    store = Store(make_engine(settings.database_url))
-    store.ensure_agent(settings.rl_sizing_epsilon)
+    store = Store.open(make_engine(settings.database_url))
+    store.q_table.ensure_agent(settings.rl_sizing_epsilon)
     return settings, store
 
 
@@ -436,19 +436,19 @@ def qtable_export(path: Annotated[Path, typer.Argument(help="JSON file to write,
     from backend.sizing.qtable_file import export_document
 
     settings, store = _store()
-    _, rows = store.q_values(None, 0, 10**9)
-    agent = store.agent()
+    _, rows = store.q_table.q_values(None, 0, 10**9)
+    agent = store.q_table.agent()
     doc = export_document(
         rows, settings.exposure_menu(), settings.rl_sizing_reward,
         outcomes=[
             {"state_key": o.state_key, "action_key": o.action_key, "exposure": o.exposure, "reward": o.reward,
              "trade_return": o.trade_return, "pnl_pct": o.pnl_pct, "duration_hours": o.duration_hours,
              "max_drawdown_pct": o.max_drawdown_pct, "timestamp": o.closed_at.isoformat()}
-            for o in store.iter_outcomes()
+            for o in store.outcomes.iter_outcomes()
         ],
         metadata={
             "exploration_rate": agent.epsilon,
-            "recent_win_rate": store.recent_win_rate(settings.rl_sizing_win_rate_window),
+            "recent_win_rate": store.outcomes.recent_win_rate(settings.rl_sizing_win_rate_window),
             "total_updates": agent.total_updates,
             "last_updated": agent.last_updated_at.isoformat() if agent.last_updated_at else None,
         },
@@ -479,7 +479,7 @@ def qtable_import(
     except ValueError as exc:
         _fail(f"{path}: {exc}; nothing was imported")
     _, store = _store()
-    n = store.import_q_table(cells, replace=replace)
+    n = store.q_table.import_q_table(cells, replace=replace)
     typer.echo(f"imported {n} cells" + (" (table replaced)" if replace else ""))
 
 

@@ -146,8 +146,8 @@ def run_replay(
 def _summarise(app: App, curve: Curve, sent: int) -> Summary:
     equity = curve.equity
     peak = np.maximum.accumulate(equity)
-    outcomes = [o for o in app.store.iter_outcomes() if o.exposure != 0]  # trades placed, not followed at size 0
-    cells, states = app.store.q_coverage()
+    outcomes = [o for o in app.store.outcomes.iter_outcomes() if o.exposure != 0]  # trades placed, not followed at size 0
+    cells, states = app.store.q_table.q_coverage()
     return Summary(
         policy=app.risk.policy_name,
         trades=len(outcomes),

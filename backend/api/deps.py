@@ -1,7 +1,9 @@
 """Dependencies shared by the routers."""
 from __future__ import annotations
 
+import dataclasses
 import hmac
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request, Security
@@ -48,4 +50,8 @@ async def require_api_key(request: Request, sizer: Sizer,
 
 
 def row_dict(row: Any) -> dict[str, Any]:
-    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+    """A stored record (a table row or a domain record) as the API's JSON fields."""
+    names = [f.name for f in dataclasses.fields(row)] if dataclasses.is_dataclass(row) else [
+        c.key for c in row.__table__.columns]
+    return {name: getattr(value, "value", value) if isinstance(value := getattr(row, name), Enum) else value
+            for name in names}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any
 
 
@@ -19,26 +19,6 @@ class Side(str, Enum):
     @property
     def opposite(self) -> "Side":
         return Side.SELL if self is Side.BUY else Side.BUY
-
-
-class TradeStatus(StrEnum):
-    """A trade's life. PENDING: recorded before its entry order is sent (a crash then re-sends it under the same
-    client order id). OPEN: the entry filled, wholly or in part. CLOSING: its exit order sent (back to OPEN if
-    that order ends unfilled). CLOSED: exited, with its outcome and reward. REJECTED (the broker refused the
-    entry) and CANCELED (the broker knows nothing of it) end it with nothing placed and no reward. EXTERNAL: a
-    decision sized for a bot that trades elsewhere, CLOSED when the bot reports its outcome."""
-
-    PENDING = "pending"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-    REJECTED = "rejected"
-    CANCELED = "canceled"
-    EXTERNAL = "external"
-
-
-ACTIVE_TRADE_STATUSES = (TradeStatus.PENDING, TradeStatus.OPEN, TradeStatus.CLOSING)  # one per symbol at most
-UNPLACED_TRADE_STATUSES = (TradeStatus.REJECTED, TradeStatus.CANCELED)  # ended with nothing placed
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,20 @@ punished by the reward itself, not only by the caps.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from backend.domain.model import Outcome, TradePath
 
 RewardFn = Callable[[Outcome], float]
+
+
+@dataclass(frozen=True)
+class Reward:
+    """What a closed trade earned for the size it had, by the reward function named `fn`."""
+
+    value: float
+    fn: str
 RUIN = -1000.0  # 100 x ln(e^-10): a wiped-out account's reward, the worst there is, but finite
 
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache, partial
 from typing import Any
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
-from backend.domain.model import UNPLACED_TRADE_STATUSES, Decision, Side, Signal, TradeStatus
+from backend.domain.model import Decision, Signal
+from backend.domain.trade import DECISION_ID_PREFIX, UNPLACED_TRADE_STATUSES, SignalRecord, Trade, TradeStatus
 from backend.execution.group_commit import GroupCommit
 from backend.execution.monitor import PositionMonitor
+from backend.execution.ports import DuplicateSignal, NewTrade, SymbolBusy, TradeRepository
 from backend.risk import RiskManager, SizingError
 from backend.risk.trading_state import TradingGuard, TradingState
-from backend.store.repositories import DuplicateSignal, NewTrade, Store, SymbolBusy
-from backend.store.tables import DECISION_ID_PREFIX, SignalRow, TradeRow
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class PendingOpening:
 
     signal: Signal
     decision: Decision  # confirmed, or decided again, under the lock
-    recorded: TradeRow | DuplicateSignal | SymbolBusy | None = None  # None: refused when decided again
+    recorded: Trade | DuplicateSignal | SymbolBusy | None = None  # None: refused when decided again
     error: SizingError | None = None  # its input could not be sized again: its own error, not its batch's
 
 
@@ -46,16 +46,15 @@ class ExecutionResult:
     trade_id: int | None = None
     replayed: bool = False
     closed_trade_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Executor:
     def __init__(
-        self, settings: Settings, store: Store, broker: Broker, risk: RiskManager, monitor: PositionMonitor,
+        self, settings: Settings, trades: TradeRepository, broker: Broker, risk: RiskManager, monitor: PositionMonitor,
         guard: TradingGuard,
     ) -> None:
         self._s = settings
-        self._store = store
+        self._trades = trades
         self._broker = broker
         self._risk = risk
         self._monitor = monitor
@@ -68,7 +67,7 @@ class Executor:
             self._guard.evaluate(self._broker.account().equity)
 
     def handle(self, signal: Signal) -> ExecutionResult:
-        seen, active = self._store.admission(signal.signal_id, signal.symbol)
+        seen, active = self._trades.admission(signal.signal_id, signal.symbol)
         if seen is not None:
             return self._replay(seen)
         if active is not None:
@@ -84,9 +83,9 @@ class Executor:
         if trade is None:  # decided again on a cache read since, and refused: rare
             return self._reject(signal, decision, decision.reasoning)
         if isinstance(trade, DuplicateSignal):  # a concurrent delivery of the same signal won the race
-            return self._replay(self._store.signal(signal.signal_id))
+            return self._replay(self._trades.signal(signal.signal_id))
         if isinstance(trade, SymbolBusy):  # opened meanwhile by another worker, or the hot state lagged
-            active = self._store.active_trade(signal.symbol)
+            active = self._trades.active_trade(signal.symbol)
             if active is not None:
                 return self._against_active(signal, active)
             return self._reject(signal, decision, f"another trade in {signal.symbol} became active first")
@@ -100,8 +99,8 @@ class Executor:
         """Openings waiting for the opening lock together, in one transaction holding it: each one's size is
         confirmed against the in-flight notional read now plus that of the openings before it (decided again
         when it no longer fits), then all are recorded, in two statements, and committed once."""
-        with self._store.opening() as transaction:
-            read = cache(partial(self._store.in_flight_notional, opening=transaction))
+        with self._trades.opening() as transaction:
+            read = cache(partial(self._trades.in_flight_notional, opening=transaction))
             added = 0.0
             for o in openings:
                 try:
@@ -112,7 +111,7 @@ class Executor:
                 added += o.decision.size_usd if o.decision.approved else 0.0
             now = self._broker.now()
             taken = [o for o in openings if o.error is None and (o.decision.approved or o.decision.skipped)]
-            recorded = self._store.record_trades(transaction, [self._new_trade(o, now) for o in taken])
+            recorded = self._trades.record_trades(transaction, [self._new_trade(o, now) for o in taken])
         for o, trade in zip(taken, recorded):
             o.recorded = trade
 
@@ -141,15 +140,15 @@ class Executor:
         if not (decision.approved or decision.skipped):
             return decision
         decision = replace(decision, decision_id=signal.signal_id)
-        self._store.record_decision(signal, decision, client_order_id=client_order_id(signal.signal_id),
+        self._trades.record_decision(signal, decision, client_order_id=client_order_id(signal.signal_id),
                                     equity=decision.equity, decided_at=self._broker.now())
         return decision
 
-    def _submit(self, trade: TradeRow, decision: Decision) -> ExecutionResult:
+    def _submit(self, trade: Trade, decision: Decision) -> ExecutionResult:
         order = OrderRequest(
             client_order_id=trade.client_order_id,
             symbol=trade.symbol,
-            side=Side(trade.side),
+            side=trade.side,
             quantity=trade.quantity,
             stop_price=trade.stop_price,
             target_price=trade.target_price,
@@ -157,9 +156,9 @@ class Executor:
         try:
             self._broker.submit(order)
         except OrderRejected as exc:  # a concurrent delivery's order is no refusal: submit returns it instead
-            self._store.reject_trade(trade.id, f"broker: {exc}")
+            self._trades.reject_trade(trade.id, f"broker: {exc}")
             return ExecutionResult(trade.signal_id, "rejected", f"broker: {exc}", decision.to_json(), trade.id)
-        log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side, trade.quantity,
+        log.info("placed %s %s %.6g %s ($%.2f at %.1fx, %s)", trade.client_order_id, trade.side.value, trade.quantity,
                  trade.symbol, trade.size_usd, trade.leverage, trade.policy)
         if self._guard.protections:
             self._guard.evaluate_after_trade(decision.equity)
@@ -167,38 +166,38 @@ class Executor:
 
     def _reject(self, signal: Signal, decision: Decision, reason: str) -> ExecutionResult:
         try:
-            self._store.record_signal(signal, decision, "rejected", reason)
+            self._trades.record_signal(signal, decision, "rejected", reason)
         except DuplicateSignal:
-            return self._replay(self._store.signal(signal.signal_id))
+            return self._replay(self._trades.signal(signal.signal_id))
         return ExecutionResult(signal.signal_id, "rejected", reason, decision.to_json())
 
-    def _against_active(self, signal: Signal, active: TradeRow) -> ExecutionResult:
+    def _against_active(self, signal: Signal, active: Trade) -> ExecutionResult:
         """One active trade per symbol: a same-side signal is refused, the first opposite one closes the trade
         (later ones are refused while it closes), and one that finds the trade already closed is a new signal."""
         blank = _blank(signal)
         status = self._guard.status()
-        if active.side != signal.side.value and status.state is TradingState.HALTED:
+        if active.side != signal.side and status.state is TradingState.HALTED:
             return self._reject(signal, blank, f"trading state HALTED ({status.cause}: {status.reason}): no exit "
                                                "by signal; stops, targets and time limits still close it")
-        if active.side == signal.side.value or active.status == TradeStatus.PENDING:
+        if active.side == signal.side or active.status == TradeStatus.PENDING:
             shadow = " and sized 0, followed without an order" if active.shadow else ""
             return self._reject(signal, blank, f"trade {active.id} in {signal.symbol} is {active.status} "
-                                               f"({active.side}{shadow}); one active trade per symbol")
+                                               f"({active.side.value}{shadow}); one active trade per symbol")
         try:
-            claimed = active.status == TradeStatus.OPEN and self._store.record_exit(signal, blank, active.id)
+            claimed = active.status == TradeStatus.OPEN and self._trades.record_exit(signal, blank, active.id)
         except DuplicateSignal:
-            return self._replay(self._store.signal(signal.signal_id))
+            return self._replay(self._trades.signal(signal.signal_id))
         if not claimed:
-            if self._store.active_trade(signal.symbol) is None:  # it closed meanwhile (a stop): a new signal
+            if self._trades.active_trade(signal.symbol) is None:  # it closed meanwhile (a stop): a new signal
                 return self.handle(signal)
             return self._reject(signal, blank, f"exit of trade {active.id} in {signal.symbol} already requested")
         self._monitor.request_close(active, "opposite_signal")
         return ExecutionResult(signal.signal_id, "exit", f"closing trade {active.id}", None,
                                closed_trade_id=active.id)
 
-    def _replay(self, seen: SignalRow) -> ExecutionResult:
+    def _replay(self, seen: SignalRecord) -> ExecutionResult:
         """A signal id seen before: answer as the first time, and finish a submit a crash interrupted."""
-        trade = self._store.trade_for_signal(seen.signal_id)
+        trade = self._trades.trade_for_signal(seen.signal_id)
         if (trade is not None and not trade.shadow and trade.status == TradeStatus.PENDING
                 and self._broker.find_order(trade.client_order_id) is None):
             log.warning("re-submitting %s: its trade was stored but the order never reached the broker",

@@ -8,12 +8,12 @@ from typing import Callable, Protocol
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
 from backend.config import Settings
-from backend.domain.model import Fill, OrderEnded, OutcomeReport, Side, TradePath, TradeStatus, bracket_exit
-from backend.domain.rewards import REWARDS, reward_of
+from backend.domain.model import Fill, OrderEnded, OutcomeReport, Side, TradePath, bracket_exit
+from backend.domain.rewards import REWARDS, Reward, reward_of
+from backend.domain.trade import Trade, TradeStatus, utcnow
+from backend.execution.ports import Close, TradeRepository
 from backend.risk import SizingError
 from backend.sizing.qlearning import Learning
-from backend.store.repositories import Reward, Store
-from backend.store.tables import TradeRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +33,6 @@ def entry_order_id(client_order_id: str) -> str | None:
     return base if sep and (attempt == "" or attempt.isdigit()) else None
 
 
-def adverse_excursion_pct(trade: TradeRow, worst_price: float) -> float:
-    """Loss at `worst_price` as a percent of the margin the trade committed (0 when it is a gain). The margin is
-    notional / leverage, so per unit of price move this is leverage x the adverse return."""
-    sign = 1 if trade.side == "buy" else -1
-    return max(0.0, 100.0 * trade.leverage * sign * (trade.entry_price - worst_price) / trade.entry_price)
-
-
-def more_adverse(trade: TradeRow, a: float, b: float | None) -> float:
-    return a if b is None else (min(a, b) if trade.side == "buy" else max(a, b))
-
-
-def path_of(trade: TradeRow, exit_price: float, closed_at: datetime, cost_rate: float,
-            worst: float | None = None) -> TradePath:
-    """The trade's path; `worst`: an adverse price seen since its worst was last stored."""
-    worst_price = more_adverse(trade, exit_price, trade.worst_price)
-    return TradePath(
-        side=Side(trade.side),
-        entry_price=trade.entry_price,
-        exit_price=exit_price,
-        worst_price=worst_price if worst is None else more_adverse(trade, worst, worst_price),
-        cost_rate=cost_rate,
-        duration_hours=(closed_at - trade.opened_at).total_seconds() / 3600.0,
-    )
-
-
 class DecisionNotFound(LookupError):
     """No POST /v1/decisions decision has this id."""
 
@@ -71,11 +46,11 @@ class Learner(Protocol):
 
 
 class PositionMonitor:
-    def __init__(self, settings: Settings, store: Store, broker: Broker, learner: Learner | None = None,
+    def __init__(self, settings: Settings, trades: TradeRepository, broker: Broker, learner: Learner | None = None,
                  on_reward=None, pending_grace_s: float = PENDING_GRACE_S) -> None:
         self._s = settings
         self._pending_grace_s = pending_grace_s
-        self._store = store
+        self._trades = trades
         self._broker = broker
         self._learner = learner
         self._reward_fn = REWARDS[settings.rl_sizing_reward]
@@ -83,15 +58,15 @@ class PositionMonitor:
 
     # --- broker events -------------------------------------------------------------------------------
     def on_fill(self, fill: Fill) -> None:
-        trade = self._store.trade_by_order(fill.client_order_id)
+        trade = self._trades.trade_by_order(fill.client_order_id)
         if trade is not None and trade.status in (TradeStatus.PENDING, TradeStatus.OPEN):  # the entry order, wholly or in part
-            self._store.mark_open(trade.id, quantity=fill.quantity, entry_price=fill.price, at=fill.ts,
+            self._trades.mark_open(trade.id, quantity=fill.quantity, entry_price=fill.price, at=fill.ts,
                                   commission=fill.commission)
             return
         # any other fill against an active trade's side closes it: our exit, a bracket leg, or a close by hand
-        trade = self._store.active_trade(fill.symbol)
+        trade = self._trades.active_trade(fill.symbol)
         if (trade is None or trade.shadow or trade.status not in (TradeStatus.OPEN, TradeStatus.CLOSING)
-                or trade.side == fill.side.value):
+                or trade.side == fill.side):
             log.warning("fill %s (%s %s %s) matches no open trade; ignored", fill.client_order_id,
                         fill.side.value, fill.quantity, fill.symbol)
             return
@@ -107,49 +82,48 @@ class PositionMonitor:
     def on_order_ended(self, event: OrderEnded) -> None:
         """An order stopped working unfilled or part-filled: settle the trade it belongs to."""
         note = f"broker {event.status}: {event.message}".rstrip(": ")
-        trade = self._store.trade_by_order(event.client_order_id)
+        trade = self._trades.trade_by_order(event.client_order_id)
         if trade is not None:  # its entry order
             if trade.status != TradeStatus.PENDING:
                 log.info("trade %s: entry order %s after %s filled; the trade keeps that", trade.id, event.status,
                          event.filled_quantity)
             elif event.status == "rejected":
-                self._store.reject_trade(trade.id, note)
+                self._trades.reject_trade(trade.id, note)
             else:
-                self._store.cancel_trade(trade.id, note)
+                self._trades.cancel_trade(trade.id, note)
             return
         entry = entry_order_id(event.client_order_id)
-        trade = self._store.trade_by_order(entry) if entry else None
+        trade = self._trades.trade_by_order(entry) if entry else None
         if trade is not None and trade.status == TradeStatus.CLOSING:
             log.warning("trade %s: exit order %s %s; open again", trade.id, event.client_order_id, event.status)
-            self._store.reopen(trade.id, f"exit order {note}")
+            self._trades.reopen(trade.id, f"exit order {note}")
 
-    def close(self, trade: TradeRow, fill: Fill) -> bool:
+    def close(self, trade: Trade, fill: Fill) -> bool:
         """Record the outcome of a trade its exit fill closed, and what it teaches; False if this close was
         already recorded."""
-        costs = (trade.commission_usd + fill.commission) / (trade.quantity * trade.entry_price)
-        exposure = trade.quantity * trade.entry_price / trade.equity_at_entry
-        return self._settle(trade, path_of(trade, fill.price, fill.ts, costs), exposure,
+        path = trade.path(fill.price, fill.ts, trade.cost_rate(fill.commission))
+        return self._settle(trade, path, trade.exposure,
                             trade.exit_reason or fill.reason, fill.ts, fill.commission)
 
-    def _close_shadow(self, trade: TradeRow, price: float, reason: str, worst: float | None = None) -> bool:
+    def _close_shadow(self, trade: Trade, price: float, reason: str, worst: float | None = None) -> bool:
         """A trade sized 0 ends where a placed one would have; its path is charged RL_SHADOW_COST_BPS."""
         now = self._broker.now()
-        path = path_of(trade, price, now, self._s.rl_shadow_cost_bps / 1e4, worst)
+        path = trade.path(price, now, self._s.rl_shadow_cost_bps / 1e4, worst)
         return self._settle(trade, path, 0.0, reason, now, 0.0)
 
-    def report(self, decision_id: str, report: OutcomeReport) -> tuple[bool, TradeRow]:
+    def report(self, decision_id: str, report: OutcomeReport) -> tuple[bool, Trade]:
         """The outcome of a POST /v1/decisions decision, traded elsewhere: it teaches as a trade sizer placed
         itself (the counterfactual update), exactly once. Returns (True: learned now | False: this report was
         already learned, trade). Raises DecisionNotFound, ReportConflict (expired, or another report learned
         already), SizingError (a field that contradicts the decision)."""
-        self._store.flush_decisions()  # it may have been made a moment ago
-        trade = self._store.trade_for_signal(decision_id)
-        signal = self._store.signal(decision_id)
+        self._trades.flush_decisions()  # it may have been made a moment ago
+        trade = self._trades.trade_for_signal(decision_id)
+        signal = self._trades.signal(decision_id)
         if trade is None or signal is None or signal.status != "decided":
             raise DecisionNotFound(decision_id)
-        sign = Side(trade.side).sign
+        sign = trade.side.sign
         if sign * (report.worst_price - min(report.entry_price, report.exit_price, key=lambda p: sign * p)) > 0:
-            raise SizingError("worst_price", f"a {trade.side} trade's worst price is at or below (for a sell: above) "
+            raise SizingError("worst_price", f"a {trade.side.value} trade's worst price is at or below (for a sell: above) "
                                              "both its entry and its exit")
         reported = dict(entry_price=report.entry_price, quantity=report.quantity, opened_at=report.opened_at,
                         worst_price=report.worst_price)
@@ -160,15 +134,15 @@ class PositionMonitor:
             notional = report.quantity * report.entry_price
             if not (math.isfinite(notional) and notional > 0):
                 raise SizingError("quantity", "quantity x entry_price must be a positive, finite notional")
-            path = TradePath(Side(trade.side), report.entry_price, report.exit_price, report.worst_price,
+            path = TradePath(trade.side, report.entry_price, report.exit_price, report.worst_price,
                              report.commission / notional, (report.closed_at - report.opened_at).total_seconds() / 3600.0)
             exposure = notional / trade.equity_at_entry
             outcome = path.outcome(exposure, trade.equity_at_entry, None)
             if not all(math.isfinite(v) for v in (outcome.trade_return, outcome.pnl_usd, outcome.pnl_pct, exposure)):
                 raise SizingError("quantity", "these prices and quantity give no finite outcome")
             if self._settle(trade, path, exposure, "reported", report.closed_at, report.commission, reported):
-                return True, self._store.trade_for_signal(decision_id)
-            trade = self._store.trade_for_signal(decision_id)  # a concurrent report won
+                return True, self._trades.trade_for_signal(decision_id)
+            trade = self._trades.trade_for_signal(decision_id)  # a concurrent report won
         same = (trade.status == TradeStatus.CLOSED and trade.exit_price == report.exit_price and trade.closed_at ==
                 report.closed_at and all(getattr(trade, k) == v for k, v in reported.items())
                 and trade.commission_usd == report.commission)
@@ -176,22 +150,16 @@ class PositionMonitor:
             raise ReportConflict(f"decision {decision_id} already has another outcome")
         return False, trade
 
-    def _settle(self, trade: TradeRow, path: TradePath, exposure: float, reason: str, at: datetime,
+    def _settle(self, trade: Trade, path: TradePath, exposure: float, reason: str, at: datetime,
                 commission: float, reported: dict | None = None) -> bool:
         outcome = path.outcome(exposure, trade.equity_at_entry, None)  # what really happened
-        reward = Reward(
-            value=reward_of(outcome, self._reward_fn),
-            fn=self._s.rl_sizing_reward,
-            epsilon_decay=self._s.rl_sizing_epsilon_decay,
-            epsilon_min=self._s.rl_sizing_epsilon_min,
-        )
+        reward = Reward(reward_of(outcome, self._reward_fn), self._s.rl_sizing_reward)
         learning = None
         if self._learner is not None and trade.rl_state_key is not None:
-            overlapping = self._store.trades_held_beside(trade, at)
+            overlapping = self._trades.trades_held_beside(trade, at)
             learning = self._learner.learn(path, trade.rl_state_key, trade.equity_at_entry, 1.0 / (1 + overlapping))
-        first = self._store.close_and_learn(trade, exit_price=path.exit_price, exit_reason=reason, closed_at=at,
-                                            commission=commission, outcome=outcome, reward=reward, learning=learning,
-                                            reported=reported)
+        first = self._trades.close(trade, Close(path.exit_price, reason, at, commission, outcome, reward, learning,
+                                                reported))
         if first:
             log.info("closed %strade %s %s: return %.2f%% at %.2fx, reward %.4f (%s)",
                      "shadow " if trade.shadow else "", trade.id, trade.symbol, 100 * outcome.trade_return,
@@ -212,20 +180,20 @@ class PositionMonitor:
 
         held = self._held()  # one read of the account: settling trades does not change its positions
         now = self._broker.now()
-        for trade in self._store.active_trades():
+        for trade in self._trades.active_trades():
             if trade.shadow:
                 gone = ("the market's clock went back (a restarted simulator)" if trade.decided_at > now else
                         "its time limit passed while nobody followed it" if trade.deadline_at and trade.deadline_at
                         < now else None)
                 if gone:
-                    self._store.cancel_trade(trade.id, gone)
+                    self._trades.cancel_trade(trade.id, gone)
                     note(f"shadow trade {trade.id} ({trade.symbol}, decided {trade.decided_at:%Y-%m-%d %H:%M}) "
                          f"canceled: {gone}")
                 continue
             if trade.status == TradeStatus.PENDING and not self._sync_pending(trade, note, 0.0 if alone else None):
                 continue
-            self._settle_if_gone(self._store.trade_by_order(trade.client_order_id), held, report=note)
-        tracked = {t.symbol: t for t in self._store.active_trades() if not t.shadow}
+            self._settle_if_gone(self._trades.trade_by_order(trade.client_order_id), held, report=note)
+        tracked = {t.symbol: t for t in self._trades.active_trades() if not t.shadow}
         for position in self._broker.positions():
             if position.symbol not in tracked:
                 note(f"position {position.quantity:g} {position.symbol} is not a sizer trade; left alone")
@@ -241,7 +209,7 @@ class PositionMonitor:
                      f"active trade")
         return notes
 
-    def _sync_pending(self, trade: TradeRow, report: Callable[[str], None] = log.warning,
+    def _sync_pending(self, trade: Trade, report: Callable[[str], None] = log.warning,
                       grace_s: float | None = None) -> bool:
         """Bring a pending trade up to its entry order's state at the broker (an event missed while down or
         disconnected); True if the trade is now open. A trade whose order the broker does not know is canceled
@@ -250,7 +218,7 @@ class PositionMonitor:
         if order is None:
             if (utcnow() - trade.created_at).total_seconds() >= (self._pending_grace_s if grace_s is None else grace_s):
                 reason = f"its order never reached the {self._broker.name} broker"
-                self._store.cancel_trade(trade.id, reason)
+                self._trades.cancel_trade(trade.id, reason)
                 report(f"trade {trade.id} ({trade.symbol}) canceled: {reason}")
             return False
         if order.filled_quantity > 0:
@@ -266,23 +234,23 @@ class PositionMonitor:
     def _held(self) -> dict[str, float]:
         return {p.symbol: p.quantity for p in self._broker.positions()}
 
-    def _settle_if_gone(self, trade: TradeRow | None, held: dict[str, float],
+    def _settle_if_gone(self, trade: Trade | None, held: dict[str, float],
                         report: Callable[[str], None] | None = None) -> None:
         """An open or closing trade whose position is gone was closed while nobody listened: find how, and
         reward it. At start-up (`report` given) a trade the broker cannot explain (a restarted simulator)
         is canceled unrewarded; while running it is looked at again next poll."""
         if trade is None or trade.status not in (TradeStatus.OPEN, TradeStatus.CLOSING):
             return
-        if held.get(trade.symbol, 0.0) * Side(trade.side).sign > 0:
+        if held.get(trade.symbol, 0.0) * trade.side.sign > 0:
             return
-        fill = self._broker.closing_fill(trade.symbol, Side(trade.side).opposite, trade.opened_at)
+        fill = self._broker.closing_fill(trade.symbol, trade.side.opposite, trade.opened_at)
         if fill is not None:
             if self.close(trade, fill):
                 (report or log.warning)(f"trade {trade.id} ({trade.symbol}) was closed outside sizer by order "
                                         f"{fill.client_order_id} at {fill.price:g}; outcome recorded")
         elif report is not None:
             reason = f"the {self._broker.name} broker holds no position and no closing order for it"
-            self._store.cancel_trade(trade.id, reason)
+            self._trades.cancel_trade(trade.id, reason)
             report(f"trade {trade.id} ({trade.symbol}, {trade.status}) canceled: {reason}")
 
     # --- every bar (simulator) or poll (real broker) ----------------------------------------------------
@@ -292,7 +260,7 @@ class PositionMonitor:
         are opened, marked and closed here on the market's prices."""
         now = self._broker.now()
         worst: dict[int, tuple[float, float]] = {}
-        active = self._store.active_trades()
+        active = self._trades.active_trades()
         for trade in active:
             if trade.shadow:
                 self._mark_shadow(trade, now, worst)
@@ -301,37 +269,37 @@ class PositionMonitor:
         open_trades = [t for t in active if t.status == TradeStatus.OPEN and not t.shadow]
         held = self._held() if open_trades else {}
         for trade in open_trades:
-            if held.get(trade.symbol, 0.0) * Side(trade.side).sign <= 0:
+            if held.get(trade.symbol, 0.0) * trade.side.sign <= 0:
                 self._settle_if_gone(trade, held)
                 continue
             span = self._broker.price_range(trade.symbol, trade.opened_at)
             if span is not None:
                 low, high = span
-                price = low if trade.side == "buy" else high
-                worst[trade.id] = (price, adverse_excursion_pct(trade, price))
+                price = low if trade.side is Side.BUY else high
+                worst[trade.id] = (price, trade.adverse_excursion_pct(price))
                 exit_reason = self._exit_level_crossed(trade, low, high)
                 if exit_reason:
                     self.request_close(trade, exit_reason)
                     continue
             if trade.deadline_at is not None and now >= trade.deadline_at:
                 self.request_close(trade, "time_limit")
-        self._store.update_adverse_excursions(worst)
+        self._trades.update_adverse_excursions(worst)
 
-    def _mark_shadow(self, trade: TradeRow, now: datetime, worst: dict[int, tuple[float, float]]) -> None:
+    def _mark_shadow(self, trade: Trade, now: datetime, worst: dict[int, tuple[float, float]]) -> None:
         """A shadow opens at the first bar (or poll) after its decision, at the price it was sized at, and ends
         where a placed trade would: its stop or target within a bar (the open when the bar gapped through), or
         the last price at its time limit."""
         if trade.status == TradeStatus.PENDING:
-            self._store.mark_open(trade.id, quantity=0.0, entry_price=trade.decision_price, at=now, commission=0.0)
+            self._trades.mark_open(trade.id, quantity=0.0, entry_price=trade.decision_price, at=now, commission=0.0)
             return
         if trade.status != TradeStatus.OPEN:
             return
         span = self._broker.price_range(trade.symbol, trade.opened_at)
         if span is not None:
             low, high = span
-            price = more_adverse(trade, low if trade.side == "buy" else high, trade.worst_price)
-            worst[trade.id] = (price, adverse_excursion_pct(trade, price))
-            hit = bracket_exit(Side(trade.side), trade.stop_price, trade.target_price, self._last_bar(trade).open[-1],
+            price = trade.more_adverse(low if trade.side is Side.BUY else high, trade.worst_price)
+            worst[trade.id] = (price, trade.adverse_excursion_pct(price))
+            hit = bracket_exit(trade.side, trade.stop_price, trade.target_price, self._last_bar(trade).open[-1],
                                high, low)
             if hit is not None:
                 self._close_shadow(trade, *hit, worst=price)
@@ -340,18 +308,18 @@ class PositionMonitor:
             self._close_shadow(trade, float(self._last_bar(trade).close[-1]), "time_limit",
                                worst=worst.get(trade.id, (None,))[0])
 
-    def _last_bar(self, trade: TradeRow):
+    def _last_bar(self, trade: Trade):
         return self._broker.history(trade.symbol, 1)
 
-    def _exit_level_crossed(self, trade: TradeRow, low: float, high: float) -> str | None:
+    def _exit_level_crossed(self, trade: Trade, low: float, high: float) -> str | None:
         """The stop or target a broker does not hold, crossed since entry (where within the bar does not matter
         here: the exit order fills at the market)."""
         if self._broker.asset(trade.symbol).broker_stops:
             return None
-        hit = bracket_exit(Side(trade.side), trade.stop_price, trade.target_price, trade.entry_price, high, low)
+        hit = bracket_exit(trade.side, trade.stop_price, trade.target_price, trade.entry_price, high, low)
         return hit[1] if hit else None
 
-    def request_close(self, trade: TradeRow, reason: str) -> None:
+    def request_close(self, trade: Trade, reason: str) -> None:
         """Send the exit order. Idempotent: its client id derives from the trade's; an attempt the broker
         ended unfilled is followed by a fresh id. A shadow trade ends at once, at the last price."""
         if trade.shadow:
@@ -361,7 +329,7 @@ class PositionMonitor:
             order = OrderRequest(
                 client_order_id=exit_order_id(trade.client_order_id, attempt),
                 symbol=trade.symbol,
-                side=Side(trade.side).opposite,
+                side=trade.side.opposite,
                 quantity=trade.quantity,
                 reduce_only=True,
             )
@@ -369,10 +337,10 @@ class PositionMonitor:
                 ack = self._broker.submit(order)
             except OrderRejected as exc:  # e.g. a stop closed it first; the fill will settle the trade
                 log.warning("exit of trade %s refused: %s", trade.id, exc)
-                self._store.release_exit(trade.id)
+                self._trades.release_exit(trade.id)
                 return
             if ack.status in ("accepted", "partially_filled", "filled"):
-                self._store.mark_closing(trade.id, reason)
+                self._trades.mark_closing(trade.id, reason)
                 return
         log.error("trade %s: %d exit orders ended unfilled; it stays open", trade.id, EXIT_ATTEMPTS)
-        self._store.release_exit(trade.id)
+        self._trades.release_exit(trade.id)

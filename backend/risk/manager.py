@@ -158,7 +158,7 @@ class RiskManager:
 
     def decide(self, signal: Signal, in_flight: Callable[[datetime | None], float] | None = None) -> Decision:
         """`in_flight`: how the in-flight notional is read: by default the recent figure
-        (Store.recent_in_flight_notional); under the opening lock, afresh in its transaction (`confirm`)."""
+        (TradeRepository.recent_in_flight_notional); under the opening lock, afresh in its transaction (`confirm`)."""
         arm, policy = self._arms.assign(signal) if self._arms else (None, self._policy)  # before anything is read
         account = self._broker.account()
         market, stop, stop_pct = self.check(signal)

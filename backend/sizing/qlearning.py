@@ -48,11 +48,14 @@ class Learning:
     """What one closed trade teaches: a reward per (state, action), to be added atomically with the outcome.
     Each cell's earlier sums are multiplied by `decay` first (1: a plain average). `weight`: how much of one
     independent trade it is worth (1 / the trades open beside it: trades held at the same time move together,
-    so k of them are counted as about one, and the evidence of an edge is not overstated)."""
+    so k of them are counted as about one, and the evidence of an edge is not overstated). Each learning
+    multiplies epsilon by `epsilon_decay`, never below `epsilon_min` (the exploration schedule)."""
 
     rewards: tuple[tuple[str, str, float], ...]  # (state key, action key, reward)
     decay: float
     weight: float = 1.0
+    epsilon_decay: float = 1.0
+    epsilon_min: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(r) for _, _, r in self.rewards):  # one NaN would poison every average it joins
@@ -62,7 +65,7 @@ class Learning:
 
 
 class QTable(Protocol):
-    """The Q-table port: cells read in one go (the store caches them), written by Store.close_and_learn."""
+    """The Q-table port: cells read in one go (the store caches them), written with a trade's close."""
 
     def q_cells(self, state_keys: Sequence[str]) -> tuple[dict[str, dict[str, Cell]], float]:
         """({state key: {action key: cell}} for the keys that have any, the current epsilon)"""
@@ -134,8 +137,10 @@ class QLearningPolicy:
     name = "qlearning"
 
     def __init__(self, table: QTable, menu: Sequence[float], reward: RewardFn, *, confidence_z: float,
-                 prior_trades: float, horizon_trades: float | None, maintenance: float, rng: random.Random) -> None:
+                 prior_trades: float, horizon_trades: float | None, maintenance: float, rng: random.Random,
+                 epsilon_decay: float = 1.0, epsilon_min: float = 0.0) -> None:
         self._table = table
+        self._epsilon_schedule = dict(epsilon_decay=epsilon_decay, epsilon_min=epsilon_min)
         self._maintenance = maintenance
         self.menu = tuple(menu)
         self._keys = tuple(action_key(e) for e in self.menu)
@@ -192,6 +197,7 @@ class QLearningPolicy:
             rewards=tuple((state, key, r) for state in pooled_keys(state_key) for key, r in zip(self._keys, rewards)),
             decay=self._decay,
             weight=weight,
+            **self._epsilon_schedule,
         )
 
 

@@ -5,6 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -49,3 +50,8 @@ def run_migrations(url: str, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     cfg.attributes["database_url"] = url
     command.upgrade(cfg, revision)
+
+
+def dialect_insert(engine: Engine):
+    """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL spell it the same)."""
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert

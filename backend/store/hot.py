@@ -3,7 +3,7 @@ holding what the executor needs to know about it (id, status, side, quantity, cl
 
 PostgreSQL stays the record: every trade state change writes the hash through after its commit, and the hashes
 are rebuilt from the active trades when a process starts. A hash can lag behind (a process killed between its
-commit and its Redis write, or Redis down at that moment), so `Store.admission` trusts only its "no
+commit and its Redis write, or Redis down at that moment), so `SqlTrades.admission` trusts only its "no
 active trade" answer, which the database's one-active-trade-per-symbol index guards anyway, and confirms a
 "busy" answer in PostgreSQL, repairing the hash when they differ.
 """
@@ -13,8 +13,7 @@ import logging
 
 import redis
 
-from backend.domain.model import ACTIVE_TRADE_STATUSES
-from backend.store.tables import TradeRow
+from backend.domain.trade import ACTIVE_TRADE_STATUSES, Trade
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +35,11 @@ class HotTrades:
             log.warning("hot state of %s unreadable (%s); asking PostgreSQL", symbol, exc)
             return None
 
-    def sync(self, symbol: str, trade: TradeRow | None) -> None:
-        """Write `symbol`'s hash from its trade row (deleted unless the trade is active)."""
+    def sync(self, symbol: str, trade: Trade | None) -> None:
+        """Write `symbol`'s hash from its trade (deleted unless the trade is active)."""
         self.sync_many({symbol: trade})
 
-    def sync_many(self, trades: dict[str, TradeRow | None]) -> None:
+    def sync_many(self, trades: dict[str, Trade | None]) -> None:
         """`sync` for each symbol, in one round trip. A Redis error is logged, not raised: the database write it
         follows has already happened."""
         try:
@@ -52,7 +51,7 @@ class HotTrades:
             log.warning("hot state of %s not written (%s); PostgreSQL has it and confirms every busy answer",
                         ", ".join(trades), exc)
 
-    def rebuild(self, active: list[TradeRow]) -> None:
+    def rebuild(self, active: list[Trade]) -> None:
         """Replace every hash with the database's active trades (at start-up; Redis down is only logged)."""
         try:
             stale = set(self.client.scan_iter(self.key("*"))) - {self.key(t.symbol) for t in active}
@@ -65,8 +64,9 @@ class HotTrades:
         except redis.RedisError as exc:
             log.warning("hot state not rebuilt (%s); PostgreSQL answers until trades change", exc)
 
-    def _write(self, pipe, symbol: str, trade: TradeRow | None) -> None:
+    def _write(self, pipe, symbol: str, trade: Trade | None) -> None:
         pipe.delete(self.key(symbol))
         if trade is not None and trade.status in ACTIVE_TRADE_STATUSES:
             values = {f: getattr(trade, f) for f in FIELDS}
-            pipe.hset(self.key(symbol), mapping={f: "" if v is None else str(v) for f, v in values.items()})
+            pipe.hset(self.key(symbol), mapping={f: "" if v is None else str(getattr(v, "value", v))
+                                                 for f, v in values.items()})

@@ -9,7 +9,8 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
-from backend.store.tables import SimAccountRow, SimOrderRow, utcnow
+from backend.domain.trade import utcnow
+from backend.store.tables import SimAccountRow, SimOrderRow
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Intege
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from backend.domain.trade import DECISION_ID_PREFIX, utcnow
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -14,7 +16,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-DECISION_ID_PREFIX = "dec-"  # the signal id of a POST /v1/decisions decision (a trade placed elsewhere)
 
 
 class UTCDateTime(TypeDecorator):
@@ -30,10 +31,6 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return value.replace(tzinfo=timezone.utc) if value is not None else None
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Base(DeclarativeBase):

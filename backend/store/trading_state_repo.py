@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
-from backend.domain.model import UNPLACED_TRADE_STATUSES
+from backend.domain.trade import UNPLACED_TRADE_STATUSES
 from backend.store.tables import OWN_TRADE, OutcomeRow, TradeRow, TradingStateChangeRow, TradingStateRow
 
 ROW_ID = 1

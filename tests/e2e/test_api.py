@@ -24,7 +24,7 @@ async def api(sqlite_url):
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             client.sizer = app.state.sizer
-            client.sizer.store.import_q_table(experienced_cells(client.sizer.settings.exposure_menu()), replace=True)
+            client.sizer.store.q_table.import_q_table(experienced_cells(client.sizer.settings.exposure_menu()), replace=True)
             yield client
 
 
@@ -48,9 +48,9 @@ async def test_decision_sizes_without_placing_anything(api):
     assert d["state_key"].count("|") == 3 and d["action_key"] and d["reasoning"]
     assert d["stop_price"] < d["price"]
     # nothing placed and no symbol held: the decision is kept only to learn from its reported outcome
-    api.sizer.store.flush_decisions()
-    trade = api.sizer.store.trade_for_signal(d["decision_id"])
-    assert trade.status == "external" and api.sizer.store.active_trade("SP500") is None
+    api.sizer.store.trades.flush_decisions()
+    trade = api.sizer.store.trades.trade_for_signal(d["decision_id"])
+    assert trade.status == "external" and api.sizer.store.trades.active_trade("SP500") is None
     assert api.sizer.broker.positions() == [] and rows(api, TradeRow) == 1
 
 

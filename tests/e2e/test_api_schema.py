@@ -107,12 +107,12 @@ def service(db_url):
     app = create_app(make_settings(database_url=db_url, sizer_api_key=KEY, host="0.0.0.0"), run_clock=False)
     with uvicorn_serving(app) as base_url:
         sizer = app.state.sizer
-        sizer.store.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
+        sizer.store.q_table.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
         for n, symbol in enumerate(("SP500", "NASDAQ", "SP500")):
             assert sizer.executor.handle(Signal(f"seed-{n}", symbol, Side.BUY, 0.8, time_limit_hours=48)).trade_id
             for _ in range(4 if n < 2 else 1):
                 sizer.engine.step()
-        assert sizer.store.outcomes(0, 1, None)[0] == 2 and len(sizer.broker.positions()) == 1
+        assert sizer.store.outcomes.outcomes(0, 1, None)[0] == 2 and len(sizer.broker.positions()) == 1
         yield base_url
 
 

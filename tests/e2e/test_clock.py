@@ -32,7 +32,7 @@ async def clock(client) -> dict:
 
 async def test_steps_show_bars_trade_and_sample_the_account(sqlite_url):
     async with serving(database_url=sqlite_url) as api:
-        api.sizer.store.import_q_table(experienced_cells(api.sizer.settings.exposure_menu()), replace=True)
+        api.sizer.store.q_table.import_q_table(experienced_cells(api.sizer.settings.exposure_menu()), replace=True)
         start = await clock(api)
         assert start == {"source": "simulator", "broker": "sim", "now": "2008-01-02T00:00:00Z", "paused": True,
                          "speed": 1.0, "bar_seconds": 3600.0, "bars_left": start["bars_left"],

@@ -22,7 +22,7 @@ def served(db_url):
     app = create_app(make_settings(database_url=db_url, sizer_api_key="k" * 16), run_clock=False)
     with TestClient(app) as http:
         sizer = app.state.sizer
-        sizer.store.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
+        sizer.store.q_table.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
         yield SizerClient(api_key="k" * 16, http=http), sizer
 
 
@@ -37,24 +37,24 @@ def test_a_reported_outcome_teaches_every_size_exactly_once(served):
     client, sizer = served
     d = client.decide("SP500", "buy", confidence=0.8)
     assert d.approved and d.decision_id.startswith("dec-") and d.exposure >= 1
-    assert sizer.broker.positions() == [] and sizer.store.active_trade("SP500") is None  # nothing placed or held
-    sizer.store.flush_decisions()
-    state = sizer.store.trade_for_signal(d.decision_id).rl_state_key
+    assert sizer.broker.positions() == [] and sizer.store.trades.active_trade("SP500") is None  # nothing placed or held
+    sizer.store.trades.flush_decisions()
+    state = sizer.store.trades.trade_for_signal(d.decision_id).rl_state_key
     report = report_for(d)
     learned = client.report(d.decision_id, **report)
     path_return = 0.02 - 1.5 / (d.quantity * d.price)
     assert learned.learned and learned.trade_return == pytest.approx(path_return)
     assert learned.exposure == pytest.approx(d.exposure, rel=1e-9)
     assert learned.reward == pytest.approx(100 * math.log(1 + d.exposure * path_return))
-    cells = {c.action_key: c for c in sizer.store.q_values(state, 0, 100)[1]}
+    cells = {c.action_key: c for c in sizer.store.q_table.q_values(state, 0, 100)[1]}
     assert {c.visits for c in cells.values()} == {1}
     assert cells["1"].q == pytest.approx(100 * math.log(1 + path_return))  # what 1x would have earned
-    agent = sizer.store.agent()
+    agent = sizer.store.q_table.agent()
 
     again = client.report(d.decision_id, **report)  # the same report: answered as before, nothing learned
     assert not again.learned and again.reward == learned.reward
-    assert sizer.store.agent().total_updates == agent.total_updates
-    assert {c.visits for c in sizer.store.q_values(state, 0, 100)[1]} == {1}
+    assert sizer.store.q_table.agent().total_updates == agent.total_updates
+    assert {c.visits for c in sizer.store.q_table.q_values(state, 0, 100)[1]} == {1}
 
     with pytest.raises(SizerError) as conflict:
         client.report(d.decision_id, **{**report, "exit_price": report["exit_price"] * 1.01})
@@ -76,7 +76,7 @@ def test_bad_reports_are_refused_with_the_field(served):
         with pytest.raises(SizerError) as err:
             client.report(d.decision_id, **report_for(d, **{**good, **changes}))
         assert err.value.status == 422 and field in str(err.value.detail)
-    assert sizer.store.trade_for_signal(d.decision_id).status == "external"  # nothing was learned
+    assert sizer.store.trades.trade_for_signal(d.decision_id).status == "external"  # nothing was learned
     assert client.report(d.decision_id, **report_for(d, **good)).learned
 
 
@@ -102,7 +102,7 @@ def test_concurrent_duplicate_reports_learn_once(pg_url):
         with ThreadPoolExecutor(max_workers=8) as pool:
             answers = list(pool.map(lambda _: client.report(d.decision_id, **report), range(8)))
     assert sum(a.learned for a in answers) == 1 and len({a.reward for a in answers}) == 1
-    assert sizer.store.agent().total_updates == 1 and sizer.store.outcomes(0, 10)[0] == 1
+    assert sizer.store.q_table.agent().total_updates == 1 and sizer.store.outcomes.outcomes(0, 10)[0] == 1
 
 
 def test_decisions_made_at_once_are_all_kept(pg_url):
@@ -132,5 +132,5 @@ def test_the_monitor_itself_refuses_a_report_with_no_finite_outcome(served, extr
     report = OutcomeReport(**{**report_for(d, commission=0.0), **extreme})
     with pytest.raises(SizingError):
         sizer.monitor.report(d.decision_id, report)
-    assert sizer.store.trade_for_signal(d.decision_id).status == "external"  # nothing learned, still reportable
-    assert sizer.store.agent().total_updates == 0
+    assert sizer.store.trades.trade_for_signal(d.decision_id).status == "external"  # nothing learned, still reportable
+    assert sizer.store.q_table.agent().total_updates == 0

@@ -56,7 +56,7 @@ async def test_a_restart_resumes_open_trades_and_rewards_them_once(db_url):
         trades = {t["signal_id"]: t for t in (await second.client.get("/v1/trades")).json()["items"]}
         assert trades["open-1"]["status"] == "open" and trades["pending-1"]["status"] == "pending"
         second.sizer.engine.step()
-        assert second.sizer.store.trade_for_signal("pending-1").status == "open"
+        assert second.sizer.store.trades.trade_for_signal("pending-1").status == "open"
         for _ in range(20):
             second.sizer.engine.step()
         statuses = {t["signal_id"]: t["status"] for t in (await second.client.get("/v1/trades")).json()["items"]}
@@ -67,7 +67,7 @@ async def test_a_restart_resumes_open_trades_and_rewards_them_once(db_url):
     async with Running(settings) as third:  # nothing is learned twice on a further restart
         with third.sizer.store.session() as s:
             assert s.scalar(select(func.count()).select_from(OutcomeRow)) == 2
-        assert third.sizer.store.agent().total_updates == 2
+        assert third.sizer.store.q_table.agent().total_updates == 2
 
 
 async def test_other_bars_start_a_fresh_account(sqlite_url):
@@ -88,4 +88,4 @@ async def test_the_end_of_the_data_is_visible_and_refuses_new_signals(sqlite_url
         assert r.status_code == 409 and "ended" in r.json()["detail"]
         r = await running.client.post("/v1/decisions", json={"symbol": "SP500", "side": "buy", "confidence": 0.7})
         assert r.status_code == 409
-        assert running.sizer.store.signal("late") is None
+        assert running.sizer.store.trades.signal("late") is None

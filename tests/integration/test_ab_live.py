@@ -35,8 +35,8 @@ def replay(s: Settings, trades: int, seed: int, policy=None) -> None:
 
 
 def ab_report(s: Settings) -> tuple[dict, Store]:
-    store = Store(make_engine(s.database_url))
-    return report([ArmTrade.of(t) for t in store.ab_trades()], s.ab_alpha, s.ab_power, s.ab_seed), store
+    store = Store.open(make_engine(s.database_url))
+    return report([ArmTrade.of(t) for t in store.trades.ab_trades()], s.ab_alpha, s.ab_power, s.ab_seed), store
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_an_experienced_q_agent_is_found_ahead_of_the_atr_rule(experienced, tmp_
     100 signals per arm find the difference at far more than 80% power."""
     shutil.copy(experienced, tmp_path / "ab.db")
     s = settings(f"sqlite:///{tmp_path}/ab.db", ab_enabled=True, ab_seed=seed)
-    before = Store(make_engine(s.database_url)).agent().total_updates
+    before = Store.open(make_engine(s.database_url)).q_table.agent().total_updates
     replay(s, 200, seed=10 + seed)
     r, store = ab_report(s)
     arms = r["arms"]
@@ -64,11 +64,11 @@ def test_an_experienced_q_agent_is_found_ahead_of_the_atr_rule(experienced, tmp_
     assert arms[RL]["mean_log_growth"] > 5 * arms[CONTROL]["mean_log_growth"] > 0
     assert arms[RL]["win_rate"] == pytest.approx(arms[CONTROL]["win_rate"], abs=0.15)  # the same trades
     # the control arm's trades taught the agent too: every trade of both arms is one learned update
-    trades = store.ab_trades()
+    trades = store.trades.ab_trades()
     assert {t.arm for t in trades} == {RL, CONTROL}
     assert all(t.rl_state_key is not None for t in trades)
     assert {t.policy for t in trades if t.arm == CONTROL} == {"atr"}
-    assert store.agent().total_updates - before == len(trades) == 200
+    assert store.q_table.agent().total_updates - before == len(trades) == 200
     store.engine.dispose()
 
 

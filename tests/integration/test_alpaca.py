@@ -15,6 +15,7 @@ from backend.config import ConfigError, load_settings
 from backend.domain.model import Side, Signal
 from backend.execution.executor import client_order_id
 from backend.execution.monitor import PositionMonitor
+from backend.execution.ports import NewTrade
 from backend.store.tables import OutcomeRow, QValueRow
 from tests.conftest import make_settings
 from tests.fake_alpaca import FakeAlpaca
@@ -53,7 +54,7 @@ def app(fake, db_url):
 
 
 def trade(app, signal_id: str):
-    return app.store.trade_for_signal(signal_id)
+    return app.store.trades.trade_for_signal(signal_id)
 
 
 def outcomes(app) -> int:
@@ -107,7 +108,7 @@ def test_a_rejection_carries_the_brokers_message_and_leaves_no_trade(app, fake):
     fake.fail_next("POST", "/v2/orders", 403, "insufficient buying power")
     result = app.executor.handle(Signal("r-1", "SPY", Side.BUY, 0.8, stop_price=95.0))
     assert result.status == "rejected" and "insufficient buying power" in result.reason
-    assert trade(app, "r-1").status == "rejected" and app.store.active_trade("SPY") is None
+    assert trade(app, "r-1").status == "rejected" and app.store.trades.active_trade("SPY") is None
     # a rejection reported later on the stream settles a pending trade too
     app.executor.handle(Signal("r-2", "SPY", Side.BUY, 0.8, stop_price=95.0))
     fake.cancel(client_order_id("r-2"), status="rejected")
@@ -291,9 +292,9 @@ def test_an_entry_fill_the_stream_missed_is_found_by_the_poll(app, fake):
 def test_a_pending_trade_without_an_order_is_given_a_grace_period(app, fake):
     """Its order may still be on its way (another worker, another thread): only an old one is orphaned."""
     signal = Signal("g-1", "SPY", Side.BUY, 0.8, stop_price=95.0)
-    app.store.record_trade(signal, app.risk.decide(signal), client_order_id=client_order_id("g-1"),
-                           equity=1e5, decided_at=app.broker.now(), deadline_at=None)
+    app.store.trades.record_trade(NewTrade(signal, app.risk.decide(signal), client_order_id("g-1"), 1e5,
+                                           app.broker.now(), None))
     app.engine.step()
     assert trade(app, "g-1").status == "pending"
-    PositionMonitor(app.settings, app.store, app.broker, pending_grace_s=0.0).on_bar()
+    PositionMonitor(app.settings, app.store.trades, app.broker, pending_grace_s=0.0).on_bar()
     assert trade(app, "g-1").status == "canceled" and "never reached" in trade(app, "g-1").reason

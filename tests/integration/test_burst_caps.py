@@ -44,7 +44,7 @@ def test_a_burst_of_openings_never_exceeds_the_gross_exposure_cap(db_url, exposu
         # 12 openings would make 4.8-13.2x: the cap binds, and the in-flight total stops exactly at it
         assert in_flight == pytest.approx(settings.rm_max_exposure * equity, rel=1e-9)
         assert "max_exposure" in placed[-1].decision["capped_by"] or len(placed) < len(SYMBOLS)
-        assert app.store.in_flight_notional() == pytest.approx(in_flight)
+        assert app.store.trades.in_flight_notional() == pytest.approx(in_flight)
         assert {r.status for r in results} <= {"placed", "skipped"}  # the rest: sized 0 by the cap, followed
     finally:
         app.close()
@@ -78,7 +78,7 @@ def test_a_concurrent_burst_on_a_cached_account_never_exceeds_the_gross_exposure
                 lambda s: app.executor.handle(Signal(f"b-{s}", s, Side.BUY, 0.7, stop_price=95.0)), symbols))
         placed = [r for r in results if r.status == "placed"]
         if auto_fill:
-            wait_until(lambda: app.store.in_flight_notional() == 0, "the fills to reach the store")
+            wait_until(lambda: app.store.trades.in_flight_notional() == 0, "the fills to reach the store")
         working = sum(o.qty * fake.assets[o.symbol].price for o in list(fake.orders.values())
                       if o.parent is None and o.open)
         gross = sum(abs(q) * fake.assets[s].price for s, (q, _) in fake.positions.items())
@@ -122,6 +122,6 @@ def test_an_opening_that_cannot_be_sized_again_fails_alone_in_its_batch(db_url):
         app.executor._open(openings)
         assert isinstance(openings[1].error, SizingError) and openings[1].recorded is None
         assert [o.recorded.symbol for o in (openings[0], openings[2])] == [SYMBOLS[0], SYMBOLS[2]]
-        assert app.store.signal("batch-" + SYMBOLS[1]) is None and app.store.signal("batch-" + SYMBOLS[0]) is not None
+        assert app.store.trades.signal("batch-" + SYMBOLS[1]) is None and app.store.trades.signal("batch-" + SYMBOLS[0]) is not None
     finally:
         app.close()

@@ -40,7 +40,7 @@ def test_signal_to_reward_end_to_end(app):
     i0 = app.broker.index
     result = app.executor.handle(Signal("sig-1", "SP500", Side.BUY, 0.8, time_limit_hours=72))
     assert result.status == "placed", result.reason
-    trade = app.store.trade_for_signal("sig-1")
+    trade = app.store.trades.trade_for_signal("sig-1")
     # the decision's own keys are on the trade row
     assert trade.status == "pending" and not trade.shadow and trade.rl_state_key
     assert trade.rl_state_key == result.decision["state_key"] and trade.policy == "fixed"
@@ -48,16 +48,16 @@ def test_signal_to_reward_end_to_end(app):
     assert result.decision["exposure"] == pytest.approx(0.5) and result.decision["leverage"] == 1
 
     app.engine.step()  # fills at the next bar's open
-    trade = app.store.trade_for_signal("sig-1")
+    trade = app.store.trades.trade_for_signal("sig-1")
     assert trade.status == "open"
     assert trade.entry_price == pytest.approx(spx.open[i0 + 1] * (1 + 2e-4))
 
     bars = 0
-    while app.store.trade_for_signal("sig-1").status != "closed":
+    while app.store.trades.trade_for_signal("sig-1").status != "closed":
         app.engine.step()
         bars += 1
         assert bars < 10, "the 72h time limit should close the trade within a few bars"
-    trade = app.store.trade_for_signal("sig-1")
+    trade = app.store.trades.trade_for_signal("sig-1")
     exit_i = app.broker.index
 
     # every figure recomputed here from the raw bars
@@ -72,7 +72,7 @@ def test_signal_to_reward_end_to_end(app):
     margin = qty * entry / trade.leverage
     worst = min(spx.low[i0 + 1:exit_i].min(), trade.exit_price)
     mae = max(0.0, (entry - worst) * qty / margin * 100)
-    (outcome,) = app.store.outcomes(0, 10)[1]
+    (outcome,) = app.store.outcomes.outcomes(0, 10)[1]
     assert outcome.trade_id == trade.id
     assert outcome.pnl_usd == pytest.approx(pnl, rel=1e-9)
     assert outcome.pnl_pct == pytest.approx(100 * pnl / margin, rel=1e-9)
@@ -83,14 +83,14 @@ def test_signal_to_reward_end_to_end(app):
 
     # the Q-table learned what every exposure would have earned, in the state and each level it pools with;
     # up to 1x the seed reward sees the same pnl% on margin, so 0.5x earned exactly this trade's reward
-    total, cells = app.store.q_values(None, 0, 1000)
+    total, cells = app.store.q_table.q_values(None, 0, 1000)
     menu = app.settings.exposure_menu()
     assert total == 4 * len(menu) and all(c.visits == 1 for c in cells)
     for level in pooled_keys(trade.rl_state_key):
         (cell,) = [c for c in cells if c.state_key == level and c.action_key == "0.5"]
         assert cell.q == pytest.approx(expected_reward, rel=1e-9)
     assert {c.q for c in cells if c.action_key == "0"} == {0.0}
-    agent = app.store.agent()
+    agent = app.store.q_table.agent()
     assert agent.total_updates == 1 and agent.last_updated_at is not None
     assert app.broker.positions() == []
 
@@ -105,17 +105,17 @@ def test_replayed_signal_places_nothing_and_replayed_close_rewards_once(app):
     exit_fills = []
     while not exit_fills:
         exit_fills = [f for f in app.engine.step() if f.side is Side.BUY]
-    trade = app.store.trade_for_signal("sig-r")
+    trade = app.store.trades.trade_for_signal("sig-r")
     assert trade.status == "closed"
-    before = [(c.state_key, c.action_key, c.visits, c.weight, c.reward_sum) for c in app.store.q_values(None, 0, 1000)[1]]
+    before = [(c.state_key, c.action_key, c.visits, c.weight, c.reward_sum) for c in app.store.q_table.q_values(None, 0, 1000)[1]]
 
     # the broker delivers the same close event twice (a redelivered stream message, a restart...)
     assert app.monitor.close(trade, exit_fills[0]) is False
     app.monitor.on_fill(exit_fills[0])
     assert count(app, OutcomeRow) == 1
-    after = [(c.state_key, c.action_key, c.visits, c.weight, c.reward_sum) for c in app.store.q_values(None, 0, 1000)[1]]
+    after = [(c.state_key, c.action_key, c.visits, c.weight, c.reward_sum) for c in app.store.q_table.q_values(None, 0, 1000)[1]]
     assert after == before and {c[2] for c in after} == {1}
-    assert app.store.agent().total_updates == 1
+    assert app.store.q_table.agent().total_updates == 1
 
 
 def test_same_side_signal_is_refused_and_opposite_signal_closes(app):
@@ -126,7 +126,7 @@ def test_same_side_signal_is_refused_and_opposite_signal_closes(app):
     opposite = app.executor.handle(Signal("c", "SP500", Side.SELL, 0.9))
     assert opposite.status == "exit"
     app.engine.step()
-    trade = app.store.trade_for_signal("a")
+    trade = app.store.trades.trade_for_signal("a")
     assert trade.status == "closed" and trade.exit_reason == "opposite_signal"
     assert count(app, OutcomeRow) == 1
 
@@ -154,12 +154,12 @@ def test_a_crash_between_store_and_submit_is_repaired_on_replay(app, monkeypatch
     monkeypatch.setattr(app.broker, "submit", crash)
     with pytest.raises(KeyboardInterrupt):
         app.executor.handle(Signal("crash", "SP500", Side.BUY, 0.7))
-    assert app.store.trade_for_signal("crash").status == "pending"
+    assert app.store.trades.trade_for_signal("crash").status == "pending"
     monkeypatch.setattr(app.broker, "submit", real_submit)
     again = app.executor.handle(Signal("crash", "SP500", Side.BUY, 0.7))
     assert again.status == "placed" and again.replayed
     assert len(app.engine.step()) == 1
-    assert app.store.trade_for_signal("crash").status == "open"
+    assert app.store.trades.trade_for_signal("crash").status == "open"
 
 
 def test_a_restart_cancels_trades_the_fresh_simulated_account_cannot_settle(db_url):
@@ -167,22 +167,22 @@ def test_a_restart_cancels_trades_the_fresh_simulated_account_cannot_settle(db_u
     first = build_app(settings)
     first.executor.handle(Signal("before", "SP500", Side.BUY, 0.7))
     first.engine.step()
-    assert first.store.trade_for_signal("before").status == "open"
+    assert first.store.trades.trade_for_signal("before").status == "open"
     fresh_agent = build_app(settings.model_copy(update={"sizing_policy": "qlearning"}), broker=first.broker)
     assert fresh_agent.executor.handle(Signal("skip", "NASDAQ", Side.BUY, 0.7)).status == "skipped"  # size 0
     fresh_agent.close()
     first.engine.step()
     first.engine.step()
-    assert first.store.trade_for_signal("skip").status == "open"
+    assert first.store.trades.trade_for_signal("skip").status == "open"
     first.close()
 
     second = build_app(settings)  # the simulated account and its clock start afresh: no position, no order
     try:
-        trade = second.store.trade_for_signal("before")
+        trade = second.store.trades.trade_for_signal("before")
         assert trade.status == "canceled" and "no position and no closing order" in trade.reason
-        shadow = second.store.trade_for_signal("skip")
+        shadow = second.store.trades.trade_for_signal("skip")
         assert shadow.status == "canceled" and "clock went back" in shadow.reason
-        assert count(second, OutcomeRow) == 0 and second.store.agent().total_updates == 0
+        assert count(second, OutcomeRow) == 0 and second.store.q_table.agent().total_updates == 0
         assert second.executor.handle(Signal("after", "SP500", Side.BUY, 0.7)).status == "placed"
     finally:
         second.close()
@@ -204,23 +204,23 @@ def test_a_signal_sized_0_is_followed_without_an_order_and_teaches_every_exposur
         refused = app.executor.handle(Signal("s-2", "SP500", Side.BUY, 0.9))
         assert refused.status == "rejected" and "sized 0" in refused.reason  # one active trade per symbol
         fills = []
-        while app.store.trade_for_signal("s-1").status != "closed":
+        while app.store.trades.trade_for_signal("s-1").status != "closed":
             fills += app.engine.step()
         assert fills == [] and app.broker.positions() == []
-        trade = app.store.trade_for_signal("s-1")
+        trade = app.store.trades.trade_for_signal("s-1")
         exit_i = app.broker.index
         assert trade.shadow and trade.quantity == 0 and trade.exit_reason == "time_limit"
         assert trade.entry_price == spx.close[i0] and trade.exit_price == spx.close[exit_i]
-        (outcome,) = app.store.outcomes(0, 10)[1]
+        (outcome,) = app.store.outcomes.outcomes(0, 10)[1]
         assert outcome.exposure == 0 and outcome.pnl_usd == 0 and outcome.reward == 0
         path_return = spx.close[exit_i] / spx.close[i0] - 1 - 6e-4
         assert outcome.trade_return == pytest.approx(path_return)
         worst = min(spx.low[i0 + 1:exit_i + 1].min(), spx.close[exit_i])
         assert trade.worst_price == pytest.approx(worst)
-        cells = {(c.state_key, c.action_key): c for c in app.store.q_values(trade.rl_state_key, 0, 100)[1]}
+        cells = {(c.state_key, c.action_key): c for c in app.store.q_table.q_values(trade.rl_state_key, 0, 100)[1]}
         assert len(cells) == len(app.settings.exposure_menu()) and cells[(trade.rl_state_key, "0")].q == 0
         assert cells[(trade.rl_state_key, "1")].q == pytest.approx(100 * math.log(1 + path_return))
-        assert app.store.agent().total_updates == 1
+        assert app.store.q_table.agent().total_updates == 1
     finally:
         app.close()
 
@@ -235,7 +235,7 @@ def test_a_replay_after_the_start_up_cancel_says_canceled(app, monkeypatch):
         app.executor.handle(Signal("lost", "SP500", Side.BUY, 0.7))
     monkeypatch.setattr(app.broker, "submit", real_submit)
     app.monitor.reconcile(alone=True)  # start-up: nothing else can be sending it, so it is canceled
-    assert app.store.trade_for_signal("lost").status == "canceled"
+    assert app.store.trades.trade_for_signal("lost").status == "canceled"
     again = app.executor.handle(Signal("lost", "SP500", Side.BUY, 0.7))
     assert (again.status, again.replayed) == ("canceled", True) and "never reached" in again.reason
     assert app.broker.open_orders() == [] and app.broker.positions() == []
@@ -246,7 +246,7 @@ def test_of_concurrent_opposite_signals_exactly_one_is_the_exit(app):
 
     app.executor.handle(Signal("long", "SP500", Side.BUY, 0.7))
     app.engine.step()
-    trade = app.store.trade_for_signal("long")
+    trade = app.store.trades.trade_for_signal("long")
     assert trade.status == "open"
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda i: app.executor.handle(Signal(f"out-{i}", "SP500", Side.SELL, 0.7)),
@@ -260,7 +260,7 @@ def test_of_concurrent_opposite_signals_exactly_one_is_the_exit(app):
     exit_orders = [o for o in app.broker.open_orders() if o.side is Side.SELL]
     assert len(exit_orders) == 1
     app.engine.step()
-    assert app.store.trade_for_signal("long").status == "closed"
+    assert app.store.trades.trade_for_signal("long").status == "closed"
     after = app.executor.handle(Signal("after-close", "SP500", Side.SELL, 0.7))
     assert after.status in ("placed", "skipped")  # the trade is gone: an opposite signal is a new signal now
 
@@ -270,12 +270,12 @@ def test_trades_held_at_the_same_time_count_as_one_between_them(app):
     are as much evidence of an edge as one trade, not two."""
     app.executor.handle(Signal("spx", "SP500", Side.BUY, 0.7, time_limit_hours=24 * 3))
     app.executor.handle(Signal("ndx", "NASDAQ", Side.BUY, 0.7, time_limit_hours=24 * 3))
-    while app.store.active_trades():
+    while app.store.trades.active_trades():
         app.engine.step()
     app.executor.handle(Signal("alone", "SP500", Side.BUY, 0.7, time_limit_hours=24 * 3))
-    while app.store.active_trades():
+    while app.store.trades.active_trades():
         app.engine.step()
-    root = {c.action_key: c for c in app.store.q_values(pooled_keys(
-        app.store.trade_for_signal("alone").rl_state_key)[0], 0, 100)[1]}
+    root = {c.action_key: c for c in app.store.q_table.q_values(pooled_keys(
+        app.store.trades.trade_for_signal("alone").rl_state_key)[0], 0, 100)[1]}
     assert {c.visits for c in root.values()} == {3}
     assert all(c.weight == pytest.approx(2.0) for c in root.values())  # 0.5 + 0.5 + 1

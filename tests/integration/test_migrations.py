@@ -46,14 +46,14 @@ def test_old_q_values_are_carried_onto_the_menu(fresh_url):
     engine.dispose()
 
     run_migrations(fresh_url)
-    store = Store(make_engine(fresh_url))
-    cells = {c.action_key: c for c in store.q_values(state, 0, 100)[1]}
+    store = Store.open(make_engine(fresh_url))
+    cells = {c.action_key: c for c in store.q_table.q_values(state, 0, 100)[1]}
     assert set(cells) == {"0.8", "0.25"}  # 0.75 and 0.75 -> 0.8, 0.25; an action never visited is left out
     assert (cells["0.8"].visits, cells["0.8"].weight) == (4, 4.0)
     assert cells["0.8"].reward_sum == pytest.approx(3 * 0.5 - 0.1)
     assert cells["0.8"].reward_sq_sum == pytest.approx(3 * 0.25 + 0.01)
     assert cells["0.25"].q == pytest.approx(0.7)
-    agent = store.agent()
+    agent = store.q_table.agent()
     assert (agent.epsilon, agent.total_updates) == (0.05, 7)
     store.engine.dispose()
 

@@ -10,9 +10,10 @@ import pytest
 from backend.api.app import create_app
 from backend.bootstrap import build_app
 from backend.domain.model import Outcome, Side, Signal
+from backend.domain.rewards import Reward
+from backend.execution.ports import Close, NewTrade
 from backend.risk.protections import protections_from
 from backend.risk.trading_state import TradingGuard, TradingState
-from backend.store.repositories import Reward
 from backend.store.trading_state_repo import TradingStateRepository
 from tests.conftest import make_settings
 
@@ -43,15 +44,14 @@ def guard_for(app, clock: Clock, **limits) -> TradingGuard:
 def own_trade(app, n: int, won: bool, closed_at: datetime) -> None:
     """A placed trade of this account and its outcome, through the store's own writes."""
     decision = app.risk.decide(Signal(f"t{n}", "SP500", Side.BUY, 0.7))
-    trade = app.store.record_trade(Signal(f"t{n}", "SP500", Side.BUY, 0.7), decision, client_order_id=f"c{n}",
-                                   equity=decision.equity, decided_at=closed_at, deadline_at=None)
-    app.store.close_and_learn(
-        trade, exit_price=decision.price * (1.01 if won else 0.99), exit_reason="stop",
-        closed_at=closed_at, commission=0.0,
-        outcome=Outcome(exposure=0.5, pnl_usd=1.0 if won else -1.0, pnl_pct=1.0 if won else -1.0,
-                        duration_hours=1.0, max_drawdown_pct=0.0, equity_at_entry=decision.equity,
-                        trade_return=0.01 if won else -0.01),
-        reward=Reward(0.0, "log_growth", 1.0, 0.0), learning=None)
+    trade = app.store.trades.record_trade(NewTrade(Signal(f"t{n}", "SP500", Side.BUY, 0.7), decision, f"c{n}",
+                                                   decision.equity, closed_at, None))
+    app.store.trades.mark_open(trade.id, quantity=decision.quantity, entry_price=decision.price, at=closed_at,
+                               commission=0.0)
+    outcome = Outcome(exposure=0.5, pnl_usd=1.0 if won else -1.0, pnl_pct=1.0 if won else -1.0, duration_hours=1.0,
+                      max_drawdown_pct=0.0, equity_at_entry=decision.equity, trade_return=0.01 if won else -0.01)
+    assert app.store.trades.close(trade, Close(decision.price * (1.01 if won else 0.99), "stop", closed_at, 0.0,
+                                               outcome, Reward(0.0, "log_growth"), None))
 
 
 def test_each_protection_moves_the_state_and_lets_go(app):
@@ -112,14 +112,14 @@ def test_a_tripped_drawdown_stops_new_exposure_in_the_engine(db_url):
                                   sizing_fixed_exposure=3.0, rm_max_drawdown_pct=0.02, rm_max_risk_pct=0.3))
     try:
         for day in range(60):
-            if app.store.active_trade("SP500") is None:
+            if app.store.trades.active_trade("SP500") is None:
                 app.executor.handle(Signal(f"s{day}", "SP500", Side.BUY, 0.7, time_limit_hours=48))
             app.engine.step()
             if app.guard.status().state is TradingState.HALTED:
                 break
         status = app.guard.status()
         assert (status.state, status.cause) == (TradingState.HALTED, "drawdown")
-        while app.store.active_trade("SP500") is not None:
+        while app.store.trades.active_trade("SP500") is not None:
             app.engine.step()  # stops and time limits still close what is open
         after = app.executor.handle(Signal("after", "SP500", Side.BUY, 0.7))
         assert after.status == "skipped" and "trading state HALTED (drawdown" in after.reason
@@ -139,7 +139,7 @@ def test_halted_refuses_exits_by_signal_reducing_allows_them(app):
     app.guard.set_by_operator(TradingState.REDUCING, "wind down", equity)
     assert app.executor.handle(Signal("out-2", "SP500", Side.SELL, 0.7)).status == "exit"
     app.engine.step()
-    assert app.store.trade_for_signal("long").status == "closed"
+    assert app.store.trades.trade_for_signal("long").status == "closed"
 
 
 async def test_the_api_shows_and_sets_the_state(sqlite_url):

@@ -291,7 +291,7 @@ def test_workers_killed_again_and_again_lose_nothing_and_double_nothing(stack):
             stack.start_worker()
     wait_for(lambda: stack.count(OutcomeRow) == len(trades), what="every close rewarded")
     assert all(t.status == "closed" for t in stack.trades())
-    assert stack.api.store.agent().total_updates == len(trades)  # each reward applied once
+    assert stack.api.store.q_table.agent().total_updates == len(trades)  # each reward applied once
 
 
 def test_workers_ride_out_a_redis_cut_and_postgresql_connections_killed(stack, pg_url, caplog):

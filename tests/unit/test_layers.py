@@ -31,3 +31,9 @@ def test_risk_and_sizing_read_the_market_and_the_account_through_their_ports_onl
 
 def test_the_domain_imports_nothing_of_the_layers_above_it():
     assert all(module.startswith("backend.domain") for _, module, _ in imports("domain"))
+
+
+def test_the_executor_and_the_monitor_reach_storage_through_the_trade_repository_port_only():
+    found = [(file, module) for file, module, _ in imports("execution") if file in ("executor.py", "monitor.py")]
+    assert ("executor.py", "backend.execution.ports") in found and ("monitor.py", "backend.execution.ports") in found
+    assert not [(file, module) for file, module in found if module.startswith("backend.store")]

@@ -29,7 +29,7 @@ def _cell(row) -> dict:
 def get_qtable(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
     """Cells of the Q-table: per state (or pooled level such as `*|high|*|*`) and exposure, the decayed sums of
     the rewards it earned; q is their average."""
-    total, rows = sizer.store.q_values(_state(state), offset, limit)
+    total, rows = sizer.store.q_table.q_values(_state(state), offset, limit)
     return Page(total=total, offset=offset, limit=limit, items=[_cell(r) for r in rows])
 
 
@@ -38,7 +38,7 @@ def get_qtable_top(sizer: Sizer, limit: Limit = 10,
                    min_visits: Annotated[int, Query(ge=0, le=2**31 - 1)] = 1) -> list[dict]:  # visits is an int4
     """The full-state cells (no pooled level) with the highest average reward, among those visited at least
     `min_visits` times."""
-    return [_cell(r) for r in sizer.store.top_q_values(limit, min_visits)]
+    return [_cell(r) for r in sizer.store.q_table.top_q_values(limit, min_visits)]
 
 
 @router.get("/agent", response_model=AgentOut, summary="The sizing agent")
@@ -48,8 +48,8 @@ def get_agent(sizer: Sizer) -> AgentOut:
     learned and how much of the table it has seen; the trading state; and `serving`, the policy that sizes now,
     in its own terms."""
     s = sizer.settings
-    agent = sizer.store.agent()
-    cells, states = sizer.store.q_coverage()
+    agent = sizer.store.q_table.agent()
+    cells, states = sizer.store.q_table.q_coverage()
     return AgentOut(
         policy=sizer.risk.policy_name,
         reward_fn=s.rl_sizing_reward,
@@ -61,9 +61,9 @@ def get_agent(sizer: Sizer) -> AgentOut:
         epsilon_initial=agent.epsilon_initial,
         epsilon_min=s.rl_sizing_epsilon_min,
         epsilon_decay=s.rl_sizing_epsilon_decay,
-        recent_win_rate=sizer.store.recent_win_rate(s.rl_sizing_win_rate_window),
+        recent_win_rate=sizer.store.outcomes.recent_win_rate(s.rl_sizing_win_rate_window),
         win_rate_window=s.rl_sizing_win_rate_window,
-        decisions=sizer.store.decision_counts(s.decision_report_hours),
+        decisions=sizer.store.trades.decision_counts(s.decision_report_hours),
         total_updates=agent.total_updates,
         last_updated=agent.last_updated_at,
         states=len(ALL_STATE_KEYS),
@@ -85,5 +85,5 @@ def _serving(policy) -> dict:
 def get_outcomes(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
     """One per closed trade, newest first: its state and exposure, its return per unit of exposure after costs,
     the reward the agent learned, its P&L, duration and worst drawdown."""
-    total, rows = sizer.store.outcomes(offset, limit, _state(state))
+    total, rows = sizer.store.outcomes.outcomes(offset, limit, _state(state))
     return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])

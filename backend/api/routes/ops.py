@@ -107,7 +107,7 @@ def metrics(sizer: Sizer) -> Response:
     account = sizer.broker.account()
     sizer.metrics.equity.set(account.equity)
     sizer.metrics.exposure.set(account.exposure)
-    sizer.metrics.epsilon.set(sizer.store.epsilon())
+    sizer.metrics.epsilon.set(sizer.store.q_table.epsilon())
     current = sizer.guard.status().state
     for state in TradingState:
         sizer.metrics.trading_state.labels(state.value).set(float(state is current))

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 
 from backend.api.deps import Limit, Offset, Sizer, row_dict
 from backend.api.schemas import UNAVAILABLE, Page, Symbol
-from backend.domain.model import TradeStatus
+from backend.domain.trade import TradeStatus
 
 router = APIRouter(prefix="/v1", tags=["portfolio"])
 
@@ -24,8 +24,8 @@ def get_trades(
     """Every trade, newest first: its signal, the decision that sized it (policy, state and action keys, Q value,
     size, leverage, and `reasoning`: the decision in words), its fills and how it ended; shadow trades (sized 0,
     followed without an order) included."""
-    total, rows = sizer.store.trades(status, symbol, offset, limit)
-    reasonings = sizer.store.reasonings([r.signal_id for r in rows])
+    total, rows = sizer.store.trades.trades(status, symbol, offset, limit)
+    reasonings = sizer.store.trades.reasonings([r.signal_id for r in rows])
     return Page(total=total, offset=offset, limit=limit,
                 items=[{**row_dict(r), "reasoning": reasonings.get(r.signal_id, "")} for r in rows])
 

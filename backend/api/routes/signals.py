@@ -58,10 +58,10 @@ def post_signal(body: SignalIn, sizer: Sizer, response: Response) -> SignalOut |
 def get_signal(signal_id: Id, sizer: Sizer) -> SignalState:
     """What became of a signal: its stored decision and status, and its trade if it placed one. 404 until a
     worker has handled it."""
-    seen = sizer.store.signal(signal_id)
+    seen = sizer.store.trades.signal(signal_id)
     if seen is None:
         raise HTTPException(404, f"signal {signal_id!r} is not known (yet)")
-    trade = sizer.store.trade_for_signal(signal_id)
+    trade = sizer.store.trades.trade_for_signal(signal_id)
     return SignalState(**row_dict(seen), trade_id=trade.id if trade else None,
                        trade_status=trade.status if trade else None)
 
@@ -92,6 +92,6 @@ def post_outcome(decision_id: Id, body: OutcomeIn, sizer: Sizer) -> OutcomeOut:
         raise HTTPException(404, f"no decision {decision_id!r}") from None
     except ReportConflict as exc:
         raise HTTPException(409, str(exc)) from None
-    outcome = sizer.store.outcome_of_trade(trade.id)
+    outcome = sizer.store.outcomes.outcome_of_trade(trade.id)
     return OutcomeOut(decision_id=decision_id, learned=learned, exposure=outcome.exposure,
                       trade_return=outcome.trade_return, reward=outcome.reward, trade_id=trade.id)
