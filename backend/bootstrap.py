@@ -9,14 +9,15 @@ from datetime import datetime
 import numpy as np
 import sqlalchemy.exc
 
-from backend.brokers.alpaca import AlpacaBroker, TradeUpdates
-from backend.brokers.base import Broker, BrokerUnavailable
+from backend.brokers.alpaca import TIMEFRAMES, AlpacaBroker, TradeUpdates
+from backend.brokers.base import BarHistory, Broker, BrokerUnavailable, SimulatedMarket
 from backend.brokers.sim import SimBroker
 from backend.bus.base import FILLS, ORDER_ENDS, SIGNALS, EventBus
 from backend.bus.inprocess import InProcessBus
 from backend.bus.redis_streams import RedisBus
 from backend.config import Settings
 from backend.data.files import load_market
+from backend.domain.bars import Series
 from backend.domain.rewards import REWARDS
 from backend.execution.engine import Engine
 from backend.execution.executor import Executor
@@ -103,8 +104,10 @@ def sim_warmup_bars(settings: Settings) -> int:
     return max(10 * settings.rm_atr_period, min_bars(settings.rm_atr_period))
 
 
-def make_sim_broker(settings: Settings) -> SimBroker:
-    series = load_market(settings.sim_bars, settings.sim_symbols)
+def make_sim_broker(settings: Settings, series: dict[str, Series] | None = None) -> SimulatedMarket:
+    """The simulator on `series` (default: SIM_BARS, else the bundled indices), its clock at SIM_START (default:
+    the first bar after the warm-up)."""
+    series = series or load_market(settings.sim_bars, settings.sim_symbols)
     calendar = next(iter(series.values())).ts
     warmup = sim_warmup_bars(settings)
     start = warmup if settings.sim_start is None else int(
@@ -131,6 +134,14 @@ def make_broker(settings: Settings) -> Broker:
     if settings.broker == "alpaca":
         return AlpacaBroker(settings)
     return make_sim_broker(settings)
+
+
+BAR_TIMEFRAMES = tuple(TIMEFRAMES)  # what make_bar_history can download
+
+
+def make_bar_history(settings: Settings) -> BarHistory:
+    """Where `sizer data fetch` downloads bars: Alpaca's data API (the ALPACA_* keys), whatever BROKER says."""
+    return AlpacaBroker(settings)
 
 
 def make_q_agent(settings: Settings, store: Store) -> QLearningPolicy:

@@ -400,19 +400,19 @@ def data_fetch(
     new since the last fetch. Use them with --bars or SIM_BARS."""
     from datetime import timezone
 
-    from backend.brokers.alpaca import TIMEFRAMES, AlpacaBroker
+    from backend.bootstrap import BAR_TIMEFRAMES, make_bar_history
     from backend.brokers.base import BrokerUnavailable
-    from backend.data import alpaca_cache
+    from backend.data import bar_cache
 
-    if timeframe not in TIMEFRAMES:
-        _fail(f"--timeframe {timeframe!r}: one of {', '.join(TIMEFRAMES)}")
+    if timeframe not in BAR_TIMEFRAMES:
+        _fail(f"--timeframe {timeframe!r}: one of {', '.join(BAR_TIMEFRAMES)}")
     settings = _settings()
     if settings.alpaca_api_key_id is None or settings.alpaca_api_secret_key is None:
         _fail("fetching bars needs ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY (a free paper account's keys do)")
     names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     try:
-        fetched = alpaca_cache.fetch(AlpacaBroker(settings), names, timeframe, start.replace(tzinfo=timezone.utc),
-                                     cache)
+        fetched = bar_cache.fetch(make_bar_history(settings), names, timeframe, start.replace(tzinfo=timezone.utc),
+                                  cache)
     except (BrokerUnavailable, ValueError) as exc:
         _fail(str(exc))
     for f in fetched:

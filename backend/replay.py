@@ -12,9 +12,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from backend.bootstrap import App, build_app
-from backend.brokers.base import EndOfData
-from backend.brokers.sim import SimBroker
+from backend.bootstrap import App, build_app, make_sim_broker
+from backend.brokers.base import EndOfData, SimulatedMarket
 from backend.config import Settings
 from backend.domain.bars import Series
 from backend.data.signals import TimedSignal
@@ -62,10 +61,9 @@ def trend_signals(series: dict[str, Series], settings: Settings) -> list[TimedSi
     its own, since its signals do not depend on what was traded."""
     from types import SimpleNamespace
 
-    from backend.bootstrap import sim_warmup_bars
     from backend.risk.manager import RiskManager
 
-    broker = SimBroker(series, start_index=sim_warmup_bars(settings), initial_cash=settings.sim_initial_cash)
+    broker = make_sim_broker(settings.model_copy(update={"sim_start": None}), series)
     app = SimpleNamespace(broker=broker, risk=RiskManager(settings, broker, None, None, None, None, None))
     source, out = TrendSignals(broker.symbols), []
     while True:
@@ -105,7 +103,7 @@ class Summary:
 
 def run_replay(
     settings: Settings, end: date | None = None, on_bar: Callable[[int, int], None] | None = None, *,
-    broker: SimBroker | None = None, policy: SizingPolicy | None = None, signals: SignalSource | None = None,
+    broker: SimulatedMarket | None = None, policy: SizingPolicy | None = None, signals: SignalSource | None = None,
 ) -> Summary:
     """Run the whole loop from SIM_START (or `broker`'s first bar) to `end` (or the data's last bar) and
     summarise it. `signals` defaults to the trend follower on every symbol of the broker."""

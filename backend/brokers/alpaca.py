@@ -352,8 +352,9 @@ class AlpacaBroker:
             closes = series.ts[-1].astype(datetime).replace(tzinfo=timezone.utc) + 2 * step if len(series) else floor
             self._history[symbol] = (max(closes, floor), count, series)
 
-    def bars(self, symbol: str, timeframe: TimeFrame, *, start: datetime, completed: bool = True) -> Series:
-        return self._bars([symbol], timeframe, start=start, completed=completed)[symbol]
+    def bars(self, symbol: str, timeframe: str, start: datetime) -> Series:
+        """The BarHistory port: completed bars of a timeframe named in TIMEFRAMES."""
+        return self._bars([symbol], TIMEFRAMES[timeframe][0], start=start)[symbol]
 
     def _bars(self, symbols: list[str], timeframe: TimeFrame, *, count: int | None = None,
               start: datetime | None = None, completed: bool = True) -> dict[str, Series]:
@@ -382,7 +383,7 @@ class AlpacaBroker:
         seen_since, low, high, fetch_from = self._ranges.get(symbol, (since, np.inf, -np.inf, since))
         if seen_since != since:  # another trade in the symbol (one active trade per symbol): start afresh
             low, high, fetch_from = np.inf, -np.inf, since
-        bars = self.bars(symbol, TimeFrame(1, TimeFrameUnit.Minute), start=fetch_from, completed=False)
+        bars = self._bars([symbol], TimeFrame(1, TimeFrameUnit.Minute), start=fetch_from, completed=False)[symbol]
         if len(bars):
             low, high = min(low, float(bars.low.min())), max(high, float(bars.high.max()))
             fetch_from = bars.ts[-1].astype(datetime).replace(tzinfo=timezone.utc)
