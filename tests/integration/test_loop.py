@@ -23,7 +23,7 @@ def app(db_url):
     """A fixed rule sizes the trades (0.5x equity); the Q agent learns from every one of them."""
     settings = make_settings(
         database_url=db_url, sim_start=START, sizing_policy="fixed", sizing_fixed_exposure=0.5,
-        rl_sizing_reward="seed", sim_slippage_bps=2, sim_commission_bps=1,
+        rl_sizing_reward="shaped_pnl", sim_slippage_bps=2, sim_commission_bps=1,
     )
     app = build_app(settings)
     yield app
@@ -82,7 +82,7 @@ def test_signal_to_reward_end_to_end(app):
     assert outcome.reward == pytest.approx(expected_reward, rel=1e-9)
 
     # the Q-table learned what every exposure would have earned, in the state and each level it pools with;
-    # up to 1x the seed reward sees the same pnl% on margin, so 0.5x earned exactly this trade's reward
+    # up to 1x the shaped_pnl reward sees the same pnl% on margin, so 0.5x earned exactly this trade's reward
     total, cells = app.store.q_values(None, 0, 1000)
     menu = app.settings.exposure_menu()
     assert total == 4 * len(menu) and all(c.visits == 1 for c in cells)

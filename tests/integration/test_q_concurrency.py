@@ -40,7 +40,7 @@ def close(store: Store, trade, reward_value: float, decay: float = 1.0) -> bool:
                               for i, key in enumerate(KEYS)), decay)
     return store.close_and_learn(
         trade, exit_price=101.0, exit_reason="target", closed_at=T0 + timedelta(days=1), commission=0.0,
-        outcome=outcome, reward=Reward(reward_value, "seed", 0.99, 0.01), learning=learning,
+        outcome=outcome, reward=Reward(reward_value, "shaped_pnl", 0.99, 0.01), learning=learning,
     )
 
 
