@@ -51,7 +51,7 @@ class Reconciliation:
 
 
 @dataclass
-class App:
+class Service:
     settings: Settings
     store: Store
     broker: Broker
@@ -173,8 +173,8 @@ def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, brok
     return q_agent
 
 
-def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool = False,
-              policy: SizingPolicy | None = None, keep_sim: bool = False) -> App:
+def build_service(settings: Settings, *, broker: Broker | None = None, worker: bool = False,
+                  policy: SizingPolicy | None = None, keep_sim: bool = False) -> Service:
     """The service for `sizer serve` or, with `worker`, for `sizer worker`. With workers (uses_workers) the API
     process validates and enqueues signals, listens to the broker's trade updates (publishing them on the bus),
     polls open trades and reconciles at start-up; the workers consume SIGNALS, FILLS and ORDER_ENDS. `broker`
@@ -227,5 +227,5 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     log.info("sizer %s ready: policy %s, broker %s, bus %s, database %s", "worker" if worker else "service",
              policy.name, broker.name, "redis" if distributed else "in-process",
              store.engine.url.render_as_string(hide_password=True))
-    return App(settings, store, broker, risk, monitor, executor, guard, metrics, bus, engine, reconciliation,
-               trade_updates)
+    return Service(settings, store, broker, risk, monitor, executor, guard, metrics, bus, engine, reconciliation,
+                   trade_updates)
