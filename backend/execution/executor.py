@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache, partial
 from typing import Any
@@ -46,7 +46,6 @@ class ExecutionResult:
     trade_id: int | None = None
     replayed: bool = False
     closed_trade_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Executor:
