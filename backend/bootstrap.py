@@ -9,14 +9,15 @@ from datetime import datetime
 import numpy as np
 import sqlalchemy.exc
 
-from backend.brokers.alpaca import AlpacaBroker, TradeUpdates
-from backend.brokers.base import Broker, BrokerUnavailable
+from backend.brokers.alpaca import TIMEFRAMES, AlpacaBroker, TradeUpdates
+from backend.brokers.base import BarHistory, Broker, BrokerUnavailable, SimulatedMarket
 from backend.brokers.sim import SimBroker
 from backend.bus.base import FILLS, ORDER_ENDS, SIGNALS, EventBus
 from backend.bus.inprocess import InProcessBus
 from backend.bus.redis_streams import RedisBus
 from backend.config import Settings
 from backend.data.files import load_market
+from backend.domain.bars import Series
 from backend.domain.rewards import REWARDS
 from backend.execution.engine import Engine
 from backend.execution.executor import Executor
@@ -50,7 +51,7 @@ class Reconciliation:
 
 
 @dataclass
-class App:
+class Service:
     settings: Settings
     store: Store
     broker: Broker
@@ -102,8 +103,10 @@ def sim_warmup_bars(settings: Settings) -> int:
     return max(10 * settings.rm_atr_period, min_bars(settings.rm_atr_period))
 
 
-def make_sim_broker(settings: Settings) -> SimBroker:
-    series = load_market(settings.sim_bars, settings.sim_symbols)
+def make_sim_broker(settings: Settings, series: dict[str, Series] | None = None) -> SimulatedMarket:
+    """The simulator on `series` (default: SIM_BARS, else the bundled indices), its clock at SIM_START (default:
+    the first bar after the warm-up)."""
+    series = series or load_market(settings.sim_bars, settings.sim_symbols)
     calendar = next(iter(series.values())).ts
     warmup = sim_warmup_bars(settings)
     start = warmup if settings.sim_start is None else int(
@@ -130,6 +133,14 @@ def make_broker(settings: Settings) -> Broker:
     if settings.broker == "alpaca":
         return AlpacaBroker(settings)
     return make_sim_broker(settings)
+
+
+BAR_TIMEFRAMES = tuple(TIMEFRAMES)  # what make_bar_history can download
+
+
+def make_bar_history(settings: Settings) -> BarHistory:
+    """Where `sizer data fetch` downloads bars: Alpaca's data API (the ALPACA_* keys), whatever BROKER says."""
+    return AlpacaBroker(settings)
 
 
 def make_q_agent(settings: Settings, store: Store) -> QLearningPolicy:
@@ -162,8 +173,8 @@ def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, brok
     return q_agent
 
 
-def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool = False,
-              policy: SizingPolicy | None = None, keep_sim: bool = False) -> App:
+def build_service(settings: Settings, *, broker: Broker | None = None, worker: bool = False,
+                  policy: SizingPolicy | None = None, keep_sim: bool = False) -> Service:
     """The service for `sizer serve` or, with `worker`, for `sizer worker`. With workers (uses_workers) the API
     process validates and enqueues signals, listens to the broker's trade updates (publishing them on the bus),
     polls open trades and reconciles at start-up; the workers consume SIGNALS, FILLS and ORDER_ENDS. `broker`
@@ -216,5 +227,5 @@ def build_app(settings: Settings, *, broker: Broker | None = None, worker: bool 
     log.info("sizer %s ready: policy %s, broker %s, bus %s, database %s", "worker" if worker else "service",
              policy.name, broker.name, "redis" if distributed else "in-process",
              store.engine.url.render_as_string(hide_password=True))
-    return App(settings, store, broker, risk, monitor, executor, guard, metrics, bus, engine, reconciliation,
-               trade_updates)
+    return Service(settings, store, broker, risk, monitor, executor, guard, metrics, bus, engine, reconciliation,
+                   trade_updates)

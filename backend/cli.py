@@ -13,11 +13,11 @@ import typer
 
 from backend.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(help="sizer: reinforcement-learning position sizing for live trading", no_args_is_help=True)
+cli = typer.Typer(help="sizer: reinforcement-learning position sizing for live trading", no_args_is_help=True)
 qtable = typer.Typer(help="Export or import the Q-table in the seed's JSON format", no_args_is_help=True)
-app.add_typer(qtable, name="qtable")
+cli.add_typer(qtable, name="qtable")
 data = typer.Typer(help="Historical bars for replay, backtest and SIM_BARS", no_args_is_help=True)
-app.add_typer(data, name="data")
+cli.add_typer(data, name="data")
 
 
 def _settings(**overrides) -> Settings:
@@ -39,13 +39,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+@cli.command()
 def serve(host: Annotated[Optional[str], typer.Option(help="Overrides HOST")] = None,
           port: Annotated[Optional[int], typer.Option(help="Overrides PORT")] = None) -> None:
     """Run the API and the trading loop (embedded defaults: SQLite, simulated broker on bundled bars)."""
     import uvicorn
 
-    from backend.api.app import create_app
+    from backend.api.app import create_api
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(**overrides)
@@ -64,17 +64,17 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Overrides HOST")] = 
         except ValueError as exc:
             _fail(f"MODEL_PATH: {exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+    uvicorn.run(create_api(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=False)
 
 
-@app.command()
+@cli.command()
 def worker() -> None:
     """Execute queued signals and turn broker events into trades and rewards (needs REDIS_URL); run any number."""
     import signal
     import threading
 
-    from backend.bootstrap import build_app, uses_workers
+    from backend.bootstrap import build_service, uses_workers
 
     settings = _settings()
     if not uses_workers(settings):
@@ -82,17 +82,17 @@ def worker() -> None:
               "BROKER=sim the simulated account lives inside one process and cannot be shared. Use BROKER=alpaca, "
               "or run `sizer serve` alone without REDIS_URL.")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sizer = build_app(settings, worker=True)
+    service = build_service(settings, worker=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        sizer.bus.run(stop)
+        service.bus.run(stop)
     finally:
-        sizer.close()
+        service.close()
 
 
-@app.command()
+@cli.command()
 def migrate() -> None:
     """Upgrade the database at DATABASE_URL to the newest schema."""
     from backend.store.db import run_migrations
@@ -102,7 +102,7 @@ def migrate() -> None:
     typer.echo("database is at the newest schema")
 
 
-@app.command()
+@cli.command()
 def replay(
     start: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="First bar (SIM_START)")] = None,
     end: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="Last bar (default: data end)")] = None,
@@ -138,7 +138,7 @@ def replay(
     _print_summaries(summaries)
 
 
-@app.command()
+@cli.command()
 def backtest(
     signals: Annotated[str, typer.Option(help="A signal CSV (timestamp, symbol, side, confidence; optional "
                                               "signal_id, stop_price, target_price, time_limit_hours), or trend "
@@ -232,7 +232,7 @@ def _print_summaries(summaries) -> None:
     Console().print(table)
 
 
-@app.command("train")
+@cli.command("train")
 def train_cmd(
     config: Annotated[Optional[Path], typer.Option(help="YAML with sections ppo, env, data")] = None,
     out: Annotated[Path, typer.Option(help="Folder for model.pt, logs and evaluation.json")] = Path("runs/ppo"),
@@ -300,7 +300,7 @@ def train_cmd(
         _fail(f"held-out validation failed: {', '.join(failed)} (see {out / 'evaluation.json'})")
 
 
-@app.command("evaluate")
+@cli.command("evaluate")
 def evaluate_cmd(
     policy: Annotated[str, typer.Option(help="A PPO checkpoint path, or ppo | continuous | regime (trained "
                                              "per window), qlearning | atr (the live engine in replay)")],
@@ -400,19 +400,19 @@ def data_fetch(
     new since the last fetch. Use them with --bars or SIM_BARS."""
     from datetime import timezone
 
-    from backend.brokers.alpaca import TIMEFRAMES, AlpacaBroker
+    from backend.bootstrap import BAR_TIMEFRAMES, make_bar_history
     from backend.brokers.base import BrokerUnavailable
-    from backend.data import alpaca_cache
+    from backend.data import bar_cache
 
-    if timeframe not in TIMEFRAMES:
-        _fail(f"--timeframe {timeframe!r}: one of {', '.join(TIMEFRAMES)}")
+    if timeframe not in BAR_TIMEFRAMES:
+        _fail(f"--timeframe {timeframe!r}: one of {', '.join(BAR_TIMEFRAMES)}")
     settings = _settings()
     if settings.alpaca_api_key_id is None or settings.alpaca_api_secret_key is None:
         _fail("fetching bars needs ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY (a free paper account's keys do)")
     names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     try:
-        fetched = alpaca_cache.fetch(AlpacaBroker(settings), names, timeframe, start.replace(tzinfo=timezone.utc),
-                                     cache)
+        fetched = bar_cache.fetch(make_bar_history(settings), names, timeframe, start.replace(tzinfo=timezone.utc),
+                                  cache)
     except (BrokerUnavailable, ValueError) as exc:
         _fail(str(exc))
     for f in fetched:
@@ -484,4 +484,4 @@ def qtable_import(
 
 
 if __name__ == "__main__":
-    app()
+    cli()

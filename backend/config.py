@@ -9,11 +9,12 @@ import json
 import os
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.domain.rewards import FORMER_NAMES
 from backend.domain.state import MIN_EXPOSURE, BucketEdges, exposure_menu
 
 
@@ -106,9 +107,10 @@ class Settings(BaseSettings):
     rl_sizing_epsilon_decay: float = Field(
         1.0, gt=0, le=1, description="Epsilon is multiplied by this after every learned trade (1.0: no decay)"
     )
-    rl_sizing_reward: Literal["seed", "log_growth"] = Field(
-        "log_growth", description="Reward: log_growth (Kelly's objective) or seed (the predecessors' pnl% on margin "
-        "less time and drawdown penalties)"
+    rl_sizing_reward: Annotated[Literal["shaped_pnl", "log_growth"],
+                                BeforeValidator(lambda name: FORMER_NAMES.get(name, name))] = Field(
+        "log_growth", description="Reward: log_growth (Kelly's objective) or shaped_pnl (the predecessors' pnl% on "
+        "margin less time and drawdown penalties; its former name seed is read as shaped_pnl)"
     )
     rl_sizing_seed: int | None = Field(None, description="Seed of the exploration RNG (None: from the OS)")
     decision_report_hours: float = Field(

@@ -12,9 +12,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from backend.bootstrap import App, build_app
-from backend.brokers.base import EndOfData
-from backend.brokers.sim import SimBroker
+from backend.bootstrap import Service, build_service, make_sim_broker
+from backend.brokers.base import EndOfData, SimulatedMarket
 from backend.config import Settings
 from backend.domain.bars import Series
 from backend.data.signals import TimedSignal
@@ -23,7 +22,7 @@ from backend.domain.state import ALL_STATE_KEYS
 from backend.risk import SizingError
 from backend.sizing.base import SizingPolicy
 
-SignalSource = Callable[[App], Iterable[Signal]]  # the signals due at the current bar, reading bars up to it
+SignalSource = Callable[[Service], Iterable[Signal]]  # the signals due at the current bar, reading bars up to it
 
 
 class TrendSignals:
@@ -36,11 +35,11 @@ class TrendSignals:
         self._momentum = momentum
         self._view: dict[str, Side | None] = {}
 
-    def __call__(self, app: App) -> list[Signal]:
-        return [s for s in (self._signal(app, symbol) for symbol in self._symbols) if s is not None]
+    def __call__(self, service: Service) -> list[Signal]:
+        return [s for s in (self._signal(service, symbol) for symbol in self._symbols) if s is not None]
 
-    def _signal(self, app: App, symbol: str) -> Signal | None:
-        bars = app.broker.history(symbol, self._lookback + 1)
+    def _signal(self, service: Service, symbol: str) -> Signal | None:
+        bars = service.broker.history(symbol, self._lookback + 1)
         close = bars.close
         mean = close[-self._lookback:].mean()
         rising = close[-1] > close[-1 - self._momentum]
@@ -49,10 +48,10 @@ class TrendSignals:
         self._view[symbol] = side if side is not None else self._view.get(symbol)
         if not changed:
             return None
-        atr = app.risk.market(symbol, None).atr
+        atr = service.risk.market(symbol, None).atr
         distance = abs(close[-1] - mean) / atr
         confidence = float(np.clip(0.35 + 0.3 * distance, 0.05, 0.99))
-        day = app.broker.now().date().isoformat()
+        day = service.broker.now().date().isoformat()
         return Signal(f"replay-{symbol}-{day}", symbol, side, confidence)
 
 
@@ -62,14 +61,13 @@ def trend_signals(series: dict[str, Series], settings: Settings) -> list[TimedSi
     its own, since its signals do not depend on what was traded."""
     from types import SimpleNamespace
 
-    from backend.bootstrap import sim_warmup_bars
     from backend.risk.manager import RiskManager
 
-    broker = SimBroker(series, start_index=sim_warmup_bars(settings), initial_cash=settings.sim_initial_cash)
-    app = SimpleNamespace(broker=broker, risk=RiskManager(settings, broker, None, None, None, None, None))
+    broker = make_sim_broker(settings.model_copy(update={"sim_start": None}), series)
+    service = SimpleNamespace(broker=broker, risk=RiskManager(settings, broker, None, None, None, None, None))
     source, out = TrendSignals(broker.symbols), []
     while True:
-        out += [TimedSignal(broker.calendar[broker.index], s) for s in source(app)]
+        out += [TimedSignal(broker.calendar[broker.index], s) for s in source(service)]
         if broker.bars_left <= 0:
             return out
         broker.advance()
@@ -105,51 +103,51 @@ class Summary:
 
 def run_replay(
     settings: Settings, end: date | None = None, on_bar: Callable[[int, int], None] | None = None, *,
-    broker: SimBroker | None = None, policy: SizingPolicy | None = None, signals: SignalSource | None = None,
+    broker: SimulatedMarket | None = None, policy: SizingPolicy | None = None, signals: SignalSource | None = None,
 ) -> Summary:
     """Run the whole loop from SIM_START (or `broker`'s first bar) to `end` (or the data's last bar) and
     summarise it. `signals` defaults to the trend follower on every symbol of the broker."""
-    app = build_app(settings, broker=broker, policy=policy)
+    service = build_service(settings, broker=broker, policy=policy)
     try:
-        signals = signals or TrendSignals(app.broker.symbols)
+        signals = signals or TrendSignals(service.broker.symbols)
         end_ts = np.datetime64(end, "s") if end else None
-        total = app.broker.bars_left if end_ts is None else app.broker.bars_until(end_ts)
-        account = app.broker.account()
-        dates, equity, exposure, traded = [app.broker.now().date()], [account.equity], [], []
+        total = service.broker.bars_left if end_ts is None else service.broker.bars_until(end_ts)
+        account = service.broker.account()
+        dates, equity, exposure, traded = [service.broker.now().date()], [account.equity], [], []
         sent = 0
         for step in range(total):
-            for signal in signals(app):
+            for signal in signals(service):
                 sent += 1
                 try:
-                    app.executor.handle(signal)
+                    service.executor.handle(signal)
                 except SizingError:
                     pass  # e.g. too few bars yet for the indicators: nothing was written
-            exposure.append(app.broker.account().exposure)
+            exposure.append(service.broker.account().exposure)
             try:
-                fills = app.engine.step()
+                fills = service.engine.step()
             except EndOfData:
                 exposure.pop()
                 break
-            account = app.broker.account()
-            dates.append(app.broker.now().date())
+            account = service.broker.account()
+            dates.append(service.broker.now().date())
             equity.append(account.equity)
             traded.append(sum(abs(f.quantity) * f.price for f in fills) / equity[-2])
             if on_bar:
                 on_bar(step + 1, total)
         curve = Curve(np.array(dates, dtype="datetime64[D]"), np.asarray(equity), np.asarray(exposure),
                       np.asarray(traded))
-        return _summarise(app, curve, sent)
+        return _summarise(service, curve, sent)
     finally:
-        app.close()
+        service.close()
 
 
-def _summarise(app: App, curve: Curve, sent: int) -> Summary:
+def _summarise(service: Service, curve: Curve, sent: int) -> Summary:
     equity = curve.equity
     peak = np.maximum.accumulate(equity)
-    outcomes = [o for o in app.store.outcomes.iter_outcomes() if o.exposure != 0]  # trades placed, not followed at size 0
-    cells, states = app.store.q_table.q_coverage()
+    outcomes = [o for o in service.store.outcomes.iter_outcomes() if o.exposure != 0]  # trades placed, not followed at size 0
+    cells, states = service.store.q_table.q_coverage()
     return Summary(
-        policy=app.risk.policy_name,
+        policy=service.risk.policy_name,
         trades=len(outcomes),
         win_rate=sum(o.won for o in outcomes) / len(outcomes) if outcomes else None,
         total_return=float(equity[-1] / equity[0] - 1),
@@ -157,6 +155,6 @@ def _summarise(app: App, curve: Curve, sent: int) -> Summary:
         signals=sent,
         visited_cells=cells,
         visited_states=states,
-        actions=len(app.settings.exposure_menu()),
+        actions=len(service.settings.exposure_menu()),
         curve=curve,
     )

@@ -20,7 +20,7 @@ Cases (the issue's proof):
 - caps: the coin cases at t500 = 6 under the DEFAULT caps (3x, 8% risk at the stop, a 4x account with a 25%
   maintenance margin) instead of the wide ones.
 
-Policies: qlearning (log_growth reward), qlearning_seed (the predecessors' reward), atr (0.5% risk at the stop),
+Policies: qlearning (log_growth reward), qlearning_shaped_pnl (the predecessors' reward), atr (0.5% risk at the stop),
 random (uniform over the menu exposures the caps allow), fixed (1x equity), kelly and half_kelly (estimated
 online from all past trades), oracle (the best fixed exposure for the true distribution; per confidence bucket in
 the confidence case).
@@ -109,12 +109,13 @@ class OracleByBucket:
         return Proposal(self._exposures[bucket(ctx.signal.confidence)], self.name, "oracle")
 
 
-POLICIES = ("qlearning", "qlearning_seed", "atr", "random", "fixed", "kelly", "half_kelly", "oracle")
+POLICIES = ("qlearning", "qlearning_shaped_pnl", "atr", "random", "fixed", "kelly", "half_kelly", "oracle")
 DEFAULT_CAP_POLICIES = ("qlearning", "atr", "oracle")
 
 
 def settings_for(case: Case, policy: str, database_url: str) -> Settings:
-    configured = {"qlearning": {}, "qlearning_seed": {"rl_sizing_reward": "seed"}, "atr": {"sizing_policy": "atr"},
+    configured = {"qlearning": {}, "qlearning_shaped_pnl": {"rl_sizing_reward": "shaped_pnl"},
+                  "atr": {"sizing_policy": "atr"},
                   "fixed": {"sizing_policy": "fixed", "sizing_fixed_exposure": 1.0},
                   "kelly": {"sizing_policy": "kelly", "sizing_kelly_fraction": 1.0},
                   "half_kelly": {"sizing_policy": "kelly", "sizing_kelly_fraction": 0.5}}.get(policy, {})

@@ -1,4 +1,4 @@
-"""create_app: the FastAPI application, its lifespan (the service and its clock) and error mapping."""
+"""create_api: the FastAPI application, its lifespan (the service and its clock) and error mapping."""
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +20,7 @@ from backend.api.clock import MarketClock
 from backend.api.deps import require_api_key
 from backend.api.routes import ab, learning, market, ops, portfolio, signals, trading_state
 from backend.api.schemas import problem
-from backend.bootstrap import build_app
+from backend.bootstrap import build_service
 from backend.brokers.base import BrokerUnavailable, EndOfData
 from backend.bus.base import BusUnavailable
 from backend.config import Settings
@@ -67,21 +67,21 @@ async def _too_large(limit: int, send: Send) -> None:
     await response({"type": "http"}, None, send)
 
 
-def create_app(settings: Settings, *, run_clock: bool = True) -> FastAPI:
+def create_api(settings: Settings, *, run_clock: bool = True) -> FastAPI:
     """The service. `run_clock=False`: the clock starts paused (POST /v1/clock steps or resumes it)."""
 
     @asynccontextmanager
     async def lifespan(api: FastAPI):
-        sizer = await run_in_threadpool(lambda: build_app(settings, keep_sim=True))
-        api.state.sizer = sizer
-        api.state.clock = clock = MarketClock(sizer, paused=not run_clock)
+        service = await run_in_threadpool(lambda: build_service(settings, keep_sim=True))
+        api.state.service = service
+        api.state.clock = clock = MarketClock(service, paused=not run_clock)
         await run_in_threadpool(clock.sample)  # the equity history starts with the account as it starts
         ticking = asyncio.create_task(clock.run())
         try:
             yield
         finally:
             ticking.cancel()
-            sizer.close()
+            service.close()
 
     api = FastAPIOffline(  # /docs and /redoc with the Swagger UI and ReDoc files it ships: no CDN
         title="sizer",

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
 
-from backend.bootstrap import App
+from backend.bootstrap import Service
 from backend.brokers.base import EndOfData, SimulatedClock
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,8 @@ class BrokerClock(Exception):
 
 
 class MarketClock:
-    def __init__(self, sizer: App, *, paused: bool) -> None:
-        self.sizer = sizer
+    def __init__(self, service: Service, *, paused: bool) -> None:
+        self.service = service
         self.paused = paused
         self.speed = 1.0
         self.history: deque[dict] = deque(maxlen=HISTORY)
@@ -33,10 +33,10 @@ class MarketClock:
     @property
     def bar_seconds(self) -> float:
         """Wall-clock seconds between two ticks now."""
-        return self.sizer.clock_seconds / self.speed
+        return self.service.clock_seconds / self.speed
 
     def state(self) -> dict:
-        broker = self.sizer.broker
+        broker = self.service.broker
         sim = broker if isinstance(broker, SimulatedClock) else None
         return {
             "source": "simulator" if sim else "broker",
@@ -50,8 +50,8 @@ class MarketClock:
         }
 
     def _drivable(self) -> None:
-        if not isinstance(self.sizer.broker, SimulatedClock):
-            raise BrokerClock(f"the clock is the {self.sizer.broker.name} broker's: it cannot be paused, stepped or "
+        if not isinstance(self.service.broker, SimulatedClock):
+            raise BrokerClock(f"the clock is the {self.service.broker.name} broker's: it cannot be paused, stepped or "
                               "sped up")
 
     def control(self, *, paused: bool | None = None, speed: float | None = None) -> None:
@@ -64,9 +64,10 @@ class MarketClock:
         """Show the next `bars` bars now, whether the clock is paused or not; EndOfData (nothing stepped) when the
         data have fewer left."""
         self._drivable()
-        left = self.sizer.broker.bars_left
-        if bars > left:
-            raise EndOfData(f"{bars} bars asked for, {left} left: the data end at {self.sizer.broker.ends_at:%Y-%m-%d}")
+        broker = self.service.broker
+        if bars > broker.bars_left:
+            raise EndOfData(f"{bars} bars asked for, {broker.bars_left} left: the data end at "
+                            f"{broker.ends_at:%Y-%m-%d}")
         for _ in range(bars):
             await self.tick()
 
@@ -75,14 +76,14 @@ class MarketClock:
             await run_in_threadpool(self._advance_and_sample)
 
     def _advance_and_sample(self) -> None:
-        self.sizer.engine.step()
+        self.service.engine.step()
         self.sample()
 
     def sample(self) -> None:
         """The account's equity, cash and gross exposure at the market's time."""
-        account = self.sizer.broker.account()
+        account = self.service.broker.account()
         self.history.append({
-            "at": self.sizer.broker.now(), "equity": account.equity, "cash": account.cash,
+            "at": self.service.broker.now(), "equity": account.equity, "cash": account.cash,
             "gross_position_value": account.gross_position_value,
             "exposure": account.exposure if account.equity > 0 else None,
         })

@@ -10,15 +10,15 @@ from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader
 
 from backend.api.clock import MarketClock
-from backend.bootstrap import App
+from backend.bootstrap import Service
 
 
-async def get_sizer(request: Request) -> App:
+async def get_service(request: Request) -> Service:
     """async: a plain attribute read must not cost a thread-pool hand-off on every request."""
-    return request.app.state.sizer
+    return request.app.state.service
 
 
-Sizer = Annotated[App, Depends(get_sizer)]
+ServiceDep = Annotated[Service, Depends(get_service)]
 
 
 async def get_clock(request: Request) -> MarketClock:
@@ -34,11 +34,11 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                            "excepted with SIZER_OPEN_READS)")
 
 
-async def require_api_key(request: Request, sizer: Sizer,
+async def require_api_key(request: Request, service: ServiceDep,
                           key: Annotated[str | None, Security(_api_key_header)]) -> None:
     """Guards every /v1 route. Without SIZER_API_KEY the check is off: Settings allows that only while the service
     listens on a loopback address. A decision is no read: it draws on the policy's exploration and on the broker."""
-    settings = sizer.settings
+    settings = service.settings
     expected = settings.sizer_api_key
     if expected is None or (settings.sizer_open_reads and request.method == "GET"):
         return

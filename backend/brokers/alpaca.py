@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
-import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -44,6 +44,7 @@ from alpaca.trading.enums import OrderClass, OrderSide, OrderType, QueryOrderSta
 from alpaca.trading.models import Order, TradeUpdate
 from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, StopLossRequest, TakeProfitRequest
 from alpaca.trading.stream import TradingStream
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from backend.brokers.base import BrokerPosition, BrokerUnavailable, OrderAck, OrderRejected, OrderRequest
 from backend.brokers.ratelimit import TokenBucket
@@ -157,6 +158,22 @@ def _api_message(exc: APIError) -> str:
         return str(exc)
 
 
+def _rate_limited(exc: BaseException) -> bool:
+    return isinstance(exc, APIError) and exc.status_code == 429
+
+
+def _transient(exc: BaseException) -> bool:
+    """5xx answers, timeouts and dropped connections: the same request may well pass in a moment."""
+    return isinstance(exc, (requests.Timeout, requests.ConnectionError)) or (
+        isinstance(exc, APIError) and (exc.status_code or 0) >= 500)
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, APIError):
+        return f"HTTP {exc.status_code}: {_api_message(exc)}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 class AlpacaBroker:
     name = "alpaca"
     io_bound = True
@@ -189,42 +206,46 @@ class AlpacaBroker:
     def _call(self, what: str, fn: Callable[[], T], recover: Callable[[], T | None] | None = None,
               order: bool = False) -> T:
         """fn() with bounded retries of transient failures. `recover`, tried before each retry, answers
-        instead when the failed attempt may have taken effect (a submit whose reply was lost). For an
-        `order` request, 403 and 422 are the broker refusing it (OrderRejected); elsewhere they mean sizer
-        cannot work with this account (BrokerUnavailable)."""
-        attempt = pauses = 0
-        while True:
-            try:
-                return fn()
-            except APIError as exc:
-                status = exc.status_code or 0
-                if status == 401:
-                    raise BrokerUnavailable(f"alpaca refused the API keys: {_api_message(exc)}") from None
-                if status in (403, 422):
-                    if order:
-                        raise OrderRejected(_api_message(exc)) from None
-                    raise BrokerUnavailable(f"alpaca refused {what} (HTTP {status}): {_api_message(exc)}") from None
-                if status == 429:  # not a failure: every request of the process waits, then this one again
-                    wait = _retry_after(exc, self._backoff_s * 2 ** pauses)
-                    pauses += 1
-                    log.warning("alpaca %s: rate limited (HTTP 429); requests pause %.2fs", what, wait)
-                    self.bucket.pause(wait)
-                    continue
-                if status < 500:
-                    raise
-                failure = f"HTTP {status}: {_api_message(exc)}"
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                failure = f"{exc.__class__.__name__}: {exc}"
-            if attempt == self._max_retries:
-                raise BrokerUnavailable(f"alpaca {what} failed {attempt + 1} times; last: {failure}")
-            delay = random.uniform(0, self._backoff_s * 2 ** attempt)  # full jitter
-            attempt += 1
-            log.warning("alpaca %s: %s; retry %d/%d in %.2fs", what, failure, attempt, self._max_retries, delay)
-            time.sleep(delay)
-            if recover is not None:
-                found = recover()
-                if found is not None:
-                    return found
+        instead when the failed attempt may have taken effect (a submit whose reply was lost). A 429 is sent
+        again without spending a retry (`_pause`). For an `order` request, 403 and 422 are the broker refusing
+        it (OrderRejected); elsewhere they mean sizer cannot work with this account (BrokerUnavailable)."""
+        pauses = itertools.count()  # this call's 429s so far
+        send = Retrying(retry=retry_if_exception(_rate_limited),
+                        before_sleep=lambda state: self._pause(what, state.outcome.exception(), next(pauses)))
+        retries = Retrying(
+            retry=retry_if_exception(_transient), stop=stop_after_attempt(self._max_retries + 1),
+            wait=wait_random_exponential(self._backoff_s),  # full jitter
+            before_sleep=lambda state: log.warning("alpaca %s: %s; retry %d/%d in %.2fs", what,
+                                                   _failure(state.outcome.exception()), state.attempt_number,
+                                                   self._max_retries, state.next_action.sleep))
+        try:
+            for attempt in retries:
+                with attempt:
+                    if recover is not None and attempt.retry_state.attempt_number > 1:
+                        found = recover()
+                        if found is not None:
+                            return found
+                    return send(fn)
+        except RetryError as exc:
+            last = exc.last_attempt
+            raise BrokerUnavailable(f"alpaca {what} failed {last.attempt_number} times; last: "
+                                    f"{_failure(last.exception())}") from None
+        except APIError as exc:
+            status = exc.status_code
+            if status == 401:
+                raise BrokerUnavailable(f"alpaca refused the API keys: {_api_message(exc)}") from None
+            if status in (403, 422):
+                if order:
+                    raise OrderRejected(_api_message(exc)) from None
+                raise BrokerUnavailable(f"alpaca refused {what} (HTTP {status}): {_api_message(exc)}") from None
+            raise
+
+    def _pause(self, what: str, exc: APIError, pauses: int) -> None:
+        """A 429 is no failure: every request of the process waits (the bucket) until the time Alpaca names, or
+        for a backoff that doubles with each of the call's earlier 429s."""
+        wait = _retry_after(exc, self._backoff_s * 2 ** pauses)
+        log.warning("alpaca %s: rate limited (HTTP 429); requests pause %.2fs", what, wait)
+        self.bucket.pause(wait)
 
     def _get_or_none(self, what: str, fn: Callable[[], T], order: bool = False) -> T | None:
         try:
@@ -331,8 +352,9 @@ class AlpacaBroker:
             closes = series.ts[-1].astype(datetime).replace(tzinfo=timezone.utc) + 2 * step if len(series) else floor
             self._history[symbol] = (max(closes, floor), count, series)
 
-    def bars(self, symbol: str, timeframe: TimeFrame, *, start: datetime, completed: bool = True) -> Series:
-        return self._bars([symbol], timeframe, start=start, completed=completed)[symbol]
+    def bars(self, symbol: str, timeframe: str, start: datetime) -> Series:
+        """The BarHistory port: completed bars of a timeframe named in TIMEFRAMES."""
+        return self._bars([symbol], TIMEFRAMES[timeframe][0], start=start)[symbol]
 
     def _bars(self, symbols: list[str], timeframe: TimeFrame, *, count: int | None = None,
               start: datetime | None = None, completed: bool = True) -> dict[str, Series]:
@@ -361,7 +383,7 @@ class AlpacaBroker:
         seen_since, low, high, fetch_from = self._ranges.get(symbol, (since, np.inf, -np.inf, since))
         if seen_since != since:  # another trade in the symbol (one active trade per symbol): start afresh
             low, high, fetch_from = np.inf, -np.inf, since
-        bars = self.bars(symbol, TimeFrame(1, TimeFrameUnit.Minute), start=fetch_from, completed=False)
+        bars = self._bars([symbol], TimeFrame(1, TimeFrameUnit.Minute), start=fetch_from, completed=False)[symbol]
         if len(bars):
             low, high = min(low, float(bars.low.min())), max(high, float(bars.high.max()))
             fetch_from = bars.ts[-1].astype(datetime).replace(tzinfo=timezone.utc)

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from backend.domain.bars import Series
 from backend.domain.model import Account, AssetRules, Fill, Side
 
@@ -129,6 +131,11 @@ class SimulatedClock(Clock, Protocol):
 
     bars_left: int
     ends_at: datetime
+    calendar: np.ndarray  # every bar's time (datetime64[s]), those still to come included
+    index: int  # the bar of `calendar` the clock shows
+
+    def bars_until(self, ts: np.datetime64) -> int:
+        """How many bars the clock must advance to show the last bar at or before `ts`."""
 
 
 class SizingInputs(MarketData, AccountState, Protocol):
@@ -137,3 +144,16 @@ class SizingInputs(MarketData, AccountState, Protocol):
 
 class Broker(MarketData, AccountState, Execution, Clock, Protocol):
     """The four ports one adapter (the simulator, Alpaca) implements."""
+
+
+class SimulatedMarket(Broker, SimulatedClock, Protocol):
+    """What replay and backtest drive: a broker over the recorded bars of `symbols`."""
+
+    symbols: tuple[str, ...]
+
+
+class BarHistory(Protocol):
+    """Completed bars of the past from a data provider, for a local cache (`sizer data fetch`)."""
+
+    def bars(self, symbol: str, timeframe: str, start: datetime) -> Series:
+        """`symbol`'s completed bars of `timeframe` (1Day, 1Hour, 15Min or 1Min) from `start` to now."""

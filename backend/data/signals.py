@@ -121,5 +121,5 @@ class ScheduledSignals:
     def used(self) -> int:
         return sum(len(s) for s in self.by_bar.values())
 
-    def __call__(self, app) -> list[Signal]:
-        return self.by_bar.get(app.broker.index, [])
+    def __call__(self, service) -> list[Signal]:
+        return self.by_bar.get(service.broker.index, [])

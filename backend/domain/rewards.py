@@ -1,10 +1,10 @@
 """Turning a closed trade into rewards: for the size it had, and for every size it could have had.
 
-`seed` is the predecessors' formula. It is linear in pnl% on the margin a trade commits, so it sees leverage x
-return only: every exposure up to 1x earns it the same, and beyond 1x its expectation grows with the
-exposure whenever the edge outweighs half the drawdown term. `log_growth` is the change in log account equity
-over the trade: concave, so its expectation peaks at the Kelly exposure and falls beyond it; over-leverage is
-punished by the reward itself, not only by the caps.
+`shaped_pnl` is the predecessors' formula (named `seed` before). It is linear in pnl% on the margin a trade
+commits, so it sees leverage x return only: every exposure up to 1x earns it the same, and beyond 1x its
+expectation grows with the exposure whenever the edge outweighs half the drawdown term. `log_growth` is the
+change in log account equity over the trade: concave, so its expectation peaks at the Kelly exposure and falls
+beyond it; over-leverage is punished by the reward itself, not only by the caps.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Reward:
 RUIN = -1000.0  # 100 x ln(e^-10): a wiped-out account's reward, the worst there is, but finite
 
 
-def seed_reward(o: Outcome) -> float:
+def shaped_pnl_reward(o: Outcome) -> float:
     reward = o.pnl_pct
     reward -= (o.duration_hours / 24.0) * 0.01  # time penalty
     reward -= o.max_drawdown_pct * 0.5  # drawdown penalty
@@ -42,11 +42,12 @@ def log_growth(equity: float, pnl: float) -> float:
 
 
 def log_growth_reward(o: Outcome) -> float:
-    """100 x ln(equity after / equity before): percent-like units, comparable to `seed`."""
+    """100 x ln(equity after / equity before): percent-like units, comparable to `shaped_pnl`."""
     return 100.0 * log_growth(o.equity_at_entry, o.pnl_usd)
 
 
-REWARDS: dict[str, RewardFn] = {"seed": seed_reward, "log_growth": log_growth_reward}
+REWARDS: dict[str, RewardFn] = {"shaped_pnl": shaped_pnl_reward, "log_growth": log_growth_reward}
+FORMER_NAMES = {"seed": "shaped_pnl"}  # still accepted in RL_SIZING_REWARD
 
 
 def reward_of(outcome: Outcome, fn: RewardFn) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from backend.execution.executor import client_order_id
 from tests.conftest import make_settings
 from tests.fake_alpaca import FakeAlpaca
@@ -16,7 +16,7 @@ from tests.integration.test_alpaca import wait_for
 async def api(sqlite_url):
     fake = FakeAlpaca().start()
     fake.positions["SPY"] = (3.0, 90.0)  # held before sizer started: reported, left alone
-    app = create_app(make_settings(database_url=sqlite_url, sizing_policy="fixed", **fake.settings()), run_clock=False)
+    app = create_api(make_settings(database_url=sqlite_url, sizing_policy="fixed", **fake.settings()), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             client.fake = fake

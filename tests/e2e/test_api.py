@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from backend.store.tables import OutcomeRow, SignalRow, TradeRow
 from tests.conftest import PG_ADMIN_URL, make_settings
 from tests.fakes import experienced_cells
@@ -20,21 +20,22 @@ SIGNAL = {"signal_id": "api-1", "symbol": "SP500", "side": "buy", "confidence": 
 @pytest.fixture
 async def api(sqlite_url):
     """The Q agent with experience: a Q-table whose trades so far show a clear edge, so it sizes."""
-    app = create_app(make_settings(database_url=sqlite_url), run_clock=False)
+    app = create_api(make_settings(database_url=sqlite_url), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
-            client.sizer = app.state.sizer
-            client.sizer.store.q_table.import_q_table(experienced_cells(client.sizer.settings.exposure_menu()), replace=True)
+            client.service = app.state.service
+            menu = client.service.settings.exposure_menu()
+            client.service.store.q_table.import_q_table(experienced_cells(menu), replace=True)
             yield client
 
 
 def rows(client, table) -> int:
-    with client.sizer.store.session() as s:
+    with client.service.store.session() as s:
         return s.scalar(select(func.count()).select_from(table))
 
 
 def nothing_written(client) -> bool:
-    return rows(client, SignalRow) == 0 and rows(client, TradeRow) == 0 and client.sizer.broker.positions() == []
+    return rows(client, SignalRow) == 0 and rows(client, TradeRow) == 0 and client.service.broker.positions() == []
 
 
 async def test_decision_sizes_without_placing_anything(api):
@@ -48,10 +49,10 @@ async def test_decision_sizes_without_placing_anything(api):
     assert d["state_key"].count("|") == 3 and d["action_key"] and d["reasoning"]
     assert d["stop_price"] < d["price"]
     # nothing placed and no symbol held: the decision is kept only to learn from its reported outcome
-    api.sizer.store.trades.flush_decisions()
-    trade = api.sizer.store.trades.trade_for_signal(d["decision_id"])
-    assert trade.status == "external" and api.sizer.store.trades.active_trade("SP500") is None
-    assert api.sizer.broker.positions() == [] and rows(api, TradeRow) == 1
+    api.service.store.trades.flush_decisions()
+    trade = api.service.store.trades.trade_for_signal(d["decision_id"])
+    assert trade.status == "external" and api.service.store.trades.active_trade("SP500") is None
+    assert api.service.broker.positions() == [] and rows(api, TradeRow) == 1
 
 
 def _raw(body: dict) -> str:
@@ -119,12 +120,12 @@ async def test_signal_trade_outcome_and_learning_through_the_api(api):
     assert trade["rl_action_key"] == placed["decision"]["action_key"]
     assert trade["reasoning"] == placed["decision"]["reasoning"] != ""
 
-    api.sizer.engine.step()
+    api.service.engine.step()
     positions = (await api.get("/v1/positions")).json()
     assert [p["symbol"] for p in positions["positions"]] == ["SP500"]
     assert positions["account"]["exposure"] > 0
     for _ in range(5):
-        api.sizer.engine.step()
+        api.service.engine.step()
     assert (await api.get("/v1/trades", params={"status": "closed"})).json()["total"] == 1
 
     outcomes = (await api.get("/v1/outcomes")).json()
@@ -132,7 +133,7 @@ async def test_signal_trade_outcome_and_learning_through_the_api(api):
     assert outcomes["total"] == 1 and outcome["state_key"] == trade["rl_state_key"]
     assert outcome["exposure"] == pytest.approx(placed["decision"]["exposure"], rel=0.05)  # filled at the next open
     q = (await api.get("/v1/qtable", params={"state": trade["rl_state_key"]})).json()
-    menu = api.sizer.settings.exposure_menu()
+    menu = api.service.settings.exposure_menu()
     assert q["total"] == len(menu) and {c["visits"] for c in q["items"]} == {1}
     cells = {c["action_key"]: c["q"] for c in q["items"]}  # what every exposure would have earned on its path
     chosen = float(placed["decision"]["action_key"])
@@ -170,7 +171,7 @@ async def test_health_metrics_and_openapi(api):
 
 
 async def test_a_database_outage_answers_503_and_the_service_recovers(pg_url):
-    app = create_app(make_settings(database_url=pg_url, sizing_policy="atr"), run_clock=False)
+    app = create_api(make_settings(database_url=pg_url, sizing_policy="atr"), run_clock=False)
     name = sa.engine.make_url(pg_url).database
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     async with app.router.lifespan_context(app):
@@ -208,8 +209,8 @@ async def test_a_wiped_out_account_is_reported_not_a_server_error(api):
     from backend.domain.model import Account
     from tests.fakes import StaticBroker, random_walk
 
-    api.sizer.broker = StaticBroker(Account(equity=-500.0, cash=-500.0, buying_power=0.0, multiplier=1.0,
-                                            shorting_enabled=False, gross_position_value=0.0), random_walk(300))
+    api.service.broker = StaticBroker(Account(equity=-500.0, cash=-500.0, buying_power=0.0, multiplier=1.0,
+                                              shorting_enabled=False, gross_position_value=0.0), random_walk(300))
     r = await api.get("/v1/positions")
     assert r.status_code == 200 and r.json()["account"]["equity"] == -500.0
     assert r.json()["account"]["exposure"] is None  # gross / equity has no meaning (JSON has no infinity)

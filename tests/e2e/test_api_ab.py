@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from backend.sizing.ab import arm
 from tests.conftest import make_settings
 from tests.fakes import experienced_cells
@@ -20,11 +20,11 @@ T0 = datetime(2024, 5, 1, 14, 30, tzinfo=timezone.utc)
 def test_decisions_are_split_between_the_arms_and_compared(sqlite_url):
     settings = make_settings(database_url=sqlite_url, sizer_api_key=KEY, ab_enabled=True, ab_seed=9,
                              ab_control="fixed", sizing_fixed_exposure=0.5)
-    app = create_app(settings, run_clock=False)
+    app = create_api(settings, run_clock=False)
     headers = {"X-API-Key": KEY}
     with TestClient(app) as http:
-        sizer = app.state.sizer
-        sizer.store.q_table.import_q_table(experienced_cells(settings.exposure_menu()), replace=True)
+        service = app.state.service
+        service.store.q_table.import_q_table(experienced_cells(settings.exposure_menu()), replace=True)
         assert http.get("/v1/ab").status_code == 401  # keyed like every /v1 route
         empty = http.get("/v1/ab", headers=headers).json()
         assert empty["enabled"] and empty["verdict"] == "not yet significant" and empty["arms"]["rl"]["signals"] == 0

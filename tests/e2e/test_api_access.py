@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from backend.config import ConfigError, load_settings
 from tests.conftest import make_settings
 from tests.e2e.test_cli import sizer
@@ -18,7 +18,7 @@ DECISION = {"symbol": "SP500", "side": "buy", "confidence": 0.8}
 
 @asynccontextmanager
 async def serving(**overrides):
-    app = create_app(make_settings(sizing_policy="fixed", **overrides), run_clock=False)
+    app = create_api(make_settings(sizing_policy="fixed", **overrides), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             yield client

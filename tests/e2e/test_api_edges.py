@@ -8,7 +8,7 @@ import math
 import httpx
 import pytest
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from tests.conftest import make_settings, uvicorn_serving
 
 SIGNAL = b'{"signal_id": "chunked-1", "symbol": "SP500", "side": "buy", "confidence": 0.8}'
@@ -17,7 +17,7 @@ SIGNAL = b'{"signal_id": "chunked-1", "symbol": "SP500", "side": "buy", "confide
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     settings = make_settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('edges')}/s.db")
-    with uvicorn_serving(create_app(settings, run_clock=False)) as base:
+    with uvicorn_serving(create_api(settings, run_clock=False)) as base:
         yield base
 
 
@@ -46,7 +46,7 @@ def test_a_chunked_body_within_the_limit_is_read_whole(served):
 
 @pytest.fixture
 async def api(db_url):
-    app = create_app(make_settings(database_url=db_url), run_clock=False)
+    app = create_api(make_settings(database_url=db_url), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             yield client

@@ -14,7 +14,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
 )
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from backend.config import Settings
 from backend.domain.model import Side, Signal
 from tests.conftest import PG_ADMIN_URL, make_settings, uvicorn_serving
@@ -24,7 +24,7 @@ KEY = "k3y-for-tests-0123456789"
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 
 
-SPEC = create_app(make_settings()).openapi()
+SPEC = create_api(make_settings()).openapi()
 schema = schemathesis.openapi.from_dict(SPEC)
 
 
@@ -57,7 +57,7 @@ def test_every_route_documents_the_errors_it_can_answer():
 
 async def test_the_documented_examples_work_on_the_embedded_defaults(sqlite_url):
     """Each request body's example, sent as it stands to the service as shipped (only its database elsewhere)."""
-    app = create_app(Settings(_env_file=None, database_url=sqlite_url), run_clock=False)
+    app = create_api(Settings(_env_file=None, database_url=sqlite_url), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             r = await client.post("/v1/signals", json=example("/v1/signals"))
@@ -75,7 +75,7 @@ async def test_the_documented_examples_work_on_the_embedded_defaults(sqlite_url)
 
 async def test_while_the_database_is_down_every_route_that_documents_503_answers_it(pg_url):
     """/v1/positions asks only the broker: its 503 is an unreachable broker's (tests/e2e/test_alpaca_api.py)."""
-    app = create_app(make_settings(database_url=pg_url), run_clock=False)
+    app = create_api(make_settings(database_url=pg_url), run_clock=False)
     name = sa.engine.make_url(pg_url).database
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     answered = {}
@@ -104,15 +104,15 @@ async def test_while_the_database_is_down_every_route_that_documents_503_answers
 def service(db_url):
     """The service as deployed off loopback (a key) behind uvicorn, with a Q-table, closed trades, their outcomes
     and an open position to read."""
-    app = create_app(make_settings(database_url=db_url, sizer_api_key=KEY, host="0.0.0.0"), run_clock=False)
+    app = create_api(make_settings(database_url=db_url, sizer_api_key=KEY, host="0.0.0.0"), run_clock=False)
     with uvicorn_serving(app) as base_url:
-        sizer = app.state.sizer
-        sizer.store.q_table.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
+        service = app.state.service
+        service.store.q_table.import_q_table(experienced_cells(service.settings.exposure_menu()), replace=True)
         for n, symbol in enumerate(("SP500", "NASDAQ", "SP500")):
-            assert sizer.executor.handle(Signal(f"seed-{n}", symbol, Side.BUY, 0.8, time_limit_hours=48)).trade_id
+            assert service.executor.handle(Signal(f"seed-{n}", symbol, Side.BUY, 0.8, time_limit_hours=48)).trade_id
             for _ in range(4 if n < 2 else 1):
-                sizer.engine.step()
-        assert sizer.store.outcomes.outcomes(0, 1, None)[0] == 2 and len(sizer.broker.positions()) == 1
+                service.engine.step()
+        assert service.store.outcomes.outcomes(0, 1, None)[0] == 2 and len(service.broker.positions()) == 1
         yield base_url
 
 

@@ -113,7 +113,7 @@ def test_the_api_on_the_simulated_clock_trades_as_the_backtest(sqlite_url, tmp_p
     `sizer backtest`: one engine."""
     from fastapi.testclient import TestClient
 
-    from backend.api.app import create_app
+    from backend.api.app import create_api
     from backend.data.signals import ScheduledSignals, load_signals
     from tests.conftest import make_settings
 
@@ -131,17 +131,17 @@ def test_the_api_on_the_simulated_clock_trades_as_the_backtest(sqlite_url, tmp_p
 
     settings = make_settings(database_url=f"sqlite:///{tmp_path}/api.db", sim_bars=(str(tmp_path / "ABC.csv"),),
                              sim_start=None, sizing_policy="fixed", sizing_fixed_exposure=0.5)
-    app = create_app(settings, run_clock=False)
+    app = create_api(settings, run_clock=False)
     with TestClient(app) as http:
-        sizer_app = app.state.sizer
-        schedule = ScheduledSignals.schedule(load_signals(tmp_path / "signals.csv"), sizer_app.broker.calendar,
-                                             sizer_app.broker.symbols, sizer_app.broker.index)
-        while sizer_app.broker.bars_left > 0:
-            for s in schedule(sizer_app):
+        service = app.state.service
+        schedule = ScheduledSignals.schedule(load_signals(tmp_path / "signals.csv"), service.broker.calendar,
+                                             service.broker.symbols, service.broker.index)
+        while service.broker.bars_left > 0:
+            for s in schedule(service):
                 body = {"signal_id": s.signal_id, "symbol": s.symbol, "side": s.side.value,
                         "confidence": s.confidence, "time_limit_hours": s.time_limit_hours}
                 assert http.post("/v1/signals", json=body).status_code in (200, 201)
-            sizer_app.engine.step()
+            service.engine.step()
         served = {t["signal_id"]: t for t in http.get("/v1/trades", params={"limit": 500}).json()["items"]}
     placed = {sid: t for sid, t in backtested.items() if t["approved"] == "True"}
     assert len(placed) >= 10 and set(placed) == {sid for sid, t in served.items() if t["status"] == "closed"}

@@ -9,7 +9,7 @@ from datetime import date
 import httpx
 import pytest
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from tests.conftest import make_settings
 from tests.fake_alpaca import FakeAlpaca
 from tests.fakes import experienced_cells
@@ -17,10 +17,10 @@ from tests.fakes import experienced_cells
 
 @asynccontextmanager
 async def serving(run_clock: bool = False, **overrides):
-    app = create_app(make_settings(**overrides), run_clock=run_clock)
+    app = create_api(make_settings(**overrides), run_clock=run_clock)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
-            client.sizer = app.state.sizer
+            client.service = app.state.service
             yield client
 
 
@@ -32,7 +32,7 @@ async def clock(client) -> dict:
 
 async def test_steps_show_bars_trade_and_sample_the_account(sqlite_url):
     async with serving(database_url=sqlite_url) as api:
-        api.sizer.store.q_table.import_q_table(experienced_cells(api.sizer.settings.exposure_menu()), replace=True)
+        api.service.store.q_table.import_q_table(experienced_cells(api.service.settings.exposure_menu()), replace=True)
         start = await clock(api)
         assert start == {"source": "simulator", "broker": "sim", "now": "2008-01-02T00:00:00Z", "paused": True,
                          "speed": 1.0, "bar_seconds": 3600.0, "bars_left": start["bars_left"],
@@ -105,7 +105,7 @@ async def test_a_real_brokers_clock_is_shown_and_not_driven(sqlite_url):
             shown = await clock(api)
             assert shown["source"] == "broker" and shown["broker"] == "alpaca"
             assert shown["bars_left"] is None and shown["ends_at"] is None
-            assert shown["bar_seconds"] == api.sizer.settings.alpaca_poll_seconds
+            assert shown["bar_seconds"] == api.service.settings.alpaca_poll_seconds
             for body in ({"paused": True}, {"step": 1}, {"speed": 2}):
                 r = await api.post("/v1/clock", json=body)
                 assert r.status_code == 409 and "alpaca broker's" in r.json()["detail"], r.text

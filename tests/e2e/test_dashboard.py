@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from tests.conftest import make_settings, service_missing, uvicorn_serving
 from tests.fakes import experienced_cells
 
@@ -37,10 +37,10 @@ def browser():
 def service(sqlite_url):
     """A keyed service whose clock is paused, an agent with experience, and a market moved by a few signals:
     trades placed, closed (an outcome learned) and open."""
-    app = create_app(make_settings(database_url=sqlite_url, sizer_api_key=KEY), run_clock=False)
+    app = create_api(make_settings(database_url=sqlite_url, sizer_api_key=KEY), run_clock=False)
     with uvicorn_serving(app) as base_url:
-        sizer = app.state.sizer
-        sizer.store.q_table.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
+        service = app.state.service
+        service.store.q_table.import_q_table(experienced_cells(service.settings.exposure_menu()), replace=True)
         with httpx.Client(base_url=base_url, headers={"X-API-Key": KEY}) as client:
             for n, symbol in enumerate(("SP500", "NASDAQ", "SP500", "NASDAQ")):
                 r = client.post("/v1/signals", json={"signal_id": f"ui-{n}", "symbol": symbol, "side": "buy",

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from backend.client import SizerClient, SizerError
 from tests.conftest import make_settings
 from tests.fakes import experienced_cells
@@ -19,11 +19,11 @@ T0 = datetime(2024, 5, 1, 14, 30, tzinfo=timezone.utc)
 
 @pytest.fixture
 def served(db_url):
-    app = create_app(make_settings(database_url=db_url, sizer_api_key="k" * 16), run_clock=False)
+    app = create_api(make_settings(database_url=db_url, sizer_api_key="k" * 16), run_clock=False)
     with TestClient(app) as http:
-        sizer = app.state.sizer
-        sizer.store.q_table.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
-        yield SizerClient(api_key="k" * 16, http=http), sizer
+        service = app.state.service
+        service.store.q_table.import_q_table(experienced_cells(service.settings.exposure_menu()), replace=True)
+        yield SizerClient(api_key="k" * 16, http=http), service
 
 
 def report_for(d, exit_move: float = 0.02, **changes) -> dict:
@@ -34,27 +34,27 @@ def report_for(d, exit_move: float = 0.02, **changes) -> dict:
 
 
 def test_a_reported_outcome_teaches_every_size_exactly_once(served):
-    client, sizer = served
+    client, service = served
     d = client.decide("SP500", "buy", confidence=0.8)
     assert d.approved and d.decision_id.startswith("dec-") and d.exposure >= 1
-    assert sizer.broker.positions() == [] and sizer.store.trades.active_trade("SP500") is None  # nothing placed or held
-    sizer.store.trades.flush_decisions()
-    state = sizer.store.trades.trade_for_signal(d.decision_id).rl_state_key
+    assert service.broker.positions() == [] and service.store.trades.active_trade("SP500") is None  # nothing placed or held
+    service.store.trades.flush_decisions()
+    state = service.store.trades.trade_for_signal(d.decision_id).rl_state_key
     report = report_for(d)
     learned = client.report(d.decision_id, **report)
     path_return = 0.02 - 1.5 / (d.quantity * d.price)
     assert learned.learned and learned.trade_return == pytest.approx(path_return)
     assert learned.exposure == pytest.approx(d.exposure, rel=1e-9)
     assert learned.reward == pytest.approx(100 * math.log(1 + d.exposure * path_return))
-    cells = {c.action_key: c for c in sizer.store.q_table.q_values(state, 0, 100)[1]}
+    cells = {c.action_key: c for c in service.store.q_table.q_values(state, 0, 100)[1]}
     assert {c.visits for c in cells.values()} == {1}
     assert cells["1"].q == pytest.approx(100 * math.log(1 + path_return))  # what 1x would have earned
-    agent = sizer.store.q_table.agent()
+    agent = service.store.q_table.agent()
 
     again = client.report(d.decision_id, **report)  # the same report: answered as before, nothing learned
     assert not again.learned and again.reward == learned.reward
-    assert sizer.store.q_table.agent().total_updates == agent.total_updates
-    assert {c.visits for c in sizer.store.q_table.q_values(state, 0, 100)[1]} == {1}
+    assert service.store.q_table.agent().total_updates == agent.total_updates
+    assert {c.visits for c in service.store.q_table.q_values(state, 0, 100)[1]} == {1}
 
     with pytest.raises(SizerError) as conflict:
         client.report(d.decision_id, **{**report, "exit_price": report["exit_price"] * 1.01})
@@ -67,7 +67,7 @@ def test_a_reported_outcome_teaches_every_size_exactly_once(served):
 
 
 def test_bad_reports_are_refused_with_the_field(served):
-    client, sizer = served
+    client, service = served
     d = client.decide("NASDAQ", "sell", confidence=0.8)
     good = dict(exit_move=-0.01, worst_price=d.price * 1.01)
     for changes, field in [({"worst_price": d.price * 0.98}, "worst_price"),  # a sell's worst is above
@@ -76,12 +76,12 @@ def test_bad_reports_are_refused_with_the_field(served):
         with pytest.raises(SizerError) as err:
             client.report(d.decision_id, **report_for(d, **{**good, **changes}))
         assert err.value.status == 422 and field in str(err.value.detail)
-    assert sizer.store.trades.trade_for_signal(d.decision_id).status == "external"  # nothing was learned
+    assert service.store.trades.trade_for_signal(d.decision_id).status == "external"  # nothing was learned
     assert client.report(d.decision_id, **report_for(d, **good)).learned
 
 
 def test_an_unreported_decision_expires(db_url):
-    app = create_app(make_settings(database_url=db_url, decision_report_hours=1e-6), run_clock=False)
+    app = create_api(make_settings(database_url=db_url, decision_report_hours=1e-6), run_clock=False)
     with TestClient(app) as http:
         client = SizerClient(http=http)
         d = client.decide("SP500", "buy", confidence=0.5)
@@ -94,20 +94,20 @@ def test_an_unreported_decision_expires(db_url):
 
 
 def test_concurrent_duplicate_reports_learn_once(pg_url):
-    app = create_app(make_settings(database_url=pg_url), run_clock=False)
+    app = create_api(make_settings(database_url=pg_url), run_clock=False)
     with TestClient(app) as http:
-        client, sizer = SizerClient(http=http), app.state.sizer
+        client, service = SizerClient(http=http), app.state.service
         d = client.decide("SP500", "buy", confidence=0.8)
         report = report_for(d, quantity=10.0)
         with ThreadPoolExecutor(max_workers=8) as pool:
             answers = list(pool.map(lambda _: client.report(d.decision_id, **report), range(8)))
     assert sum(a.learned for a in answers) == 1 and len({a.reward for a in answers}) == 1
-    assert sizer.store.q_table.agent().total_updates == 1 and sizer.store.outcomes.outcomes(0, 10)[0] == 1
+    assert service.store.q_table.agent().total_updates == 1 and service.store.outcomes.outcomes(0, 10)[0] == 1
 
 
 def test_decisions_made_at_once_are_all_kept(pg_url):
     """Decisions are written behind the answer, in batches: every one is there to be reported on."""
-    app = create_app(make_settings(database_url=pg_url), run_clock=False)
+    app = create_api(make_settings(database_url=pg_url), run_clock=False)
     with TestClient(app) as http:
         client = SizerClient(http=http)
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -127,10 +127,10 @@ def test_the_monitor_itself_refuses_a_report_with_no_finite_outcome(served, extr
     from backend.domain.model import OutcomeReport
     from backend.risk import SizingError
 
-    client, sizer = served
+    client, service = served
     d = client.decide("SP500", "buy", confidence=0.8)
     report = OutcomeReport(**{**report_for(d, commission=0.0), **extreme})
     with pytest.raises(SizingError):
-        sizer.monitor.report(d.decision_id, report)
-    assert sizer.store.trades.trade_for_signal(d.decision_id).status == "external"  # nothing learned, still reportable
-    assert sizer.store.q_table.agent().total_updates == 0
+        service.monitor.report(d.decision_id, report)
+    assert service.store.trades.trade_for_signal(d.decision_id).status == "external"  # nothing learned, still reportable
+    assert service.store.q_table.agent().total_updates == 0

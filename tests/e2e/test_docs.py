@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from tests.conftest import make_settings
 
 KEY = "k3y-for-tests-0123456789"
@@ -17,7 +17,7 @@ CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/pn
 
 @pytest.fixture
 async def client(sqlite_url):
-    app = create_app(make_settings(database_url=sqlite_url), run_clock=False)
+    app = create_api(make_settings(database_url=sqlite_url), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             yield client
@@ -53,7 +53,7 @@ async def test_every_operation_has_a_summary_and_a_description(client):
 @pytest.mark.parametrize("overrides, needs_key", [({}, "false"), ({"sizer_api_key": KEY}, "true"),
                                                   ({"sizer_api_key": KEY, "sizer_open_reads": True}, "false")])
 async def test_the_page_knows_whether_its_reads_need_the_key(sqlite_url, overrides, needs_key):
-    app = create_app(make_settings(database_url=sqlite_url, **overrides), run_clock=False)
+    app = create_api(make_settings(database_url=sqlite_url, **overrides), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             page = await client.get("/")

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from backend.domain.state import validate_state_key
 from backend.rl.env import ACTION_NAMES
 from tests.conftest import make_settings
@@ -21,7 +21,7 @@ TRADER = Path(__file__).resolve().parents[2] / "models" / "ppo-trader" / "model.
 async def api(sqlite_url, request):
     """The API serving SIZING_POLICY=ppo: the shipped sizing checkpoint, or with a `model` marker another."""
     model = request.node.get_closest_marker("model")
-    app = create_app(make_settings(database_url=sqlite_url, sizing_policy="ppo", rm_max_position_usd=2_000,
+    app = create_api(make_settings(database_url=sqlite_url, sizing_policy="ppo", rm_max_position_usd=2_000,
                                    **({"model_path": model.args[0]} if model else {})), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:

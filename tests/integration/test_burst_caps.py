@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.bootstrap import build_app, make_sim_broker
+from backend.bootstrap import build_service, make_sim_broker
 from backend.brokers.sim import SimBroker
 from backend.data.bundled import load_bundled
 from backend.domain.bars import Series
@@ -34,20 +34,20 @@ def test_a_burst_of_openings_never_exceeds_the_gross_exposure_cap(db_url, exposu
     full = {s: Series(s, spx.ts, spx.open, spx.high, spx.low, spx.close, spx.volume) for s in SYMBOLS}
     broker = SimBroker(full, start_index=start, initial_cash=settings.sim_initial_cash,
                        multiplier=settings.sim_multiplier)
-    app = build_app(settings, broker=broker)
+    service = build_service(settings, broker=broker)
     try:
         equity = broker.account().equity
         with ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(lambda s: app.executor.handle(Signal(f"burst-{s}", s, Side.BUY, 0.7)), SYMBOLS))
+            results = list(pool.map(lambda s: service.executor.handle(Signal(f"burst-{s}", s, Side.BUY, 0.7)), SYMBOLS))
         placed = [r for r in results if r.status == "placed"]
         in_flight = sum(r.decision["size_usd"] for r in placed)
         # 12 openings would make 4.8-13.2x: the cap binds, and the in-flight total stops exactly at it
         assert in_flight == pytest.approx(settings.rm_max_exposure * equity, rel=1e-9)
         assert "max_exposure" in placed[-1].decision["capped_by"] or len(placed) < len(SYMBOLS)
-        assert app.store.trades.in_flight_notional() == pytest.approx(in_flight)
+        assert service.store.trades.in_flight_notional() == pytest.approx(in_flight)
         assert {r.status for r in results} <= {"placed", "skipped"}  # the rest: sized 0 by the cap, followed
     finally:
-        app.close()
+        service.close()
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -71,14 +71,14 @@ def test_a_concurrent_burst_on_a_cached_account_never_exceeds_the_gross_exposure
     overrides = dict(database_url=pg_database, auto_migrate=False, sizing_policy="fixed",
                      sizing_fixed_exposure=exposure, rm_max_exposure=cap, rm_max_risk_pct=0.5,
                      alpaca_account_max_age_seconds=max_age, **fake.settings())
-    app = build_app(make_settings(**overrides))
+    service = build_service(make_settings(**overrides))
     try:
         with ThreadPoolExecutor(16) as pool:
             results = list(pool.map(
-                lambda s: app.executor.handle(Signal(f"b-{s}", s, Side.BUY, 0.7, stop_price=95.0)), symbols))
+                lambda s: service.executor.handle(Signal(f"b-{s}", s, Side.BUY, 0.7, stop_price=95.0)), symbols))
         placed = [r for r in results if r.status == "placed"]
         if auto_fill:
-            wait_until(lambda: app.store.trades.in_flight_notional() == 0, "the fills to reach the store")
+            wait_until(lambda: service.store.trades.in_flight_notional() == 0, "the fills to reach the store")
         working = sum(o.qty * fake.assets[o.symbol].price for o in list(fake.orders.values())
                       if o.parent is None and o.open)
         gross = sum(abs(q) * fake.assets[s].price for s, (q, _) in fake.positions.items())
@@ -87,7 +87,7 @@ def test_a_concurrent_burst_on_a_cached_account_never_exceeds_the_gross_exposure
         assert placed or room < 200.0  # only a full account places nothing (the least order is $100)
         assert {r.status for r in results} <= {"placed", "skipped"}
     finally:
-        app.close()
+        service.close()
         fake.stop()
 
 
@@ -107,21 +107,22 @@ def test_an_opening_that_cannot_be_sized_again_fails_alone_in_its_batch(db_url):
     spx = load_bundled("SP500")
     broker = SimBroker({s: Series(s, spx.ts, spx.open, spx.high, spx.low, spx.close, spx.volume) for s in SYMBOLS[:3]},
                        start_index=start, initial_cash=settings.sim_initial_cash)
-    app = build_app(settings, broker=broker)
-    confirm = app.risk.confirm
+    service = build_service(settings, broker=broker)
+    confirm = service.risk.confirm
 
     def confirm_or_refuse(signal, decision, in_flight):
         if signal.symbol == SYMBOLS[1]:
             raise SizingError("stop_price", "no longer a stop on the newer bar")
         return confirm(signal, decision, in_flight)
 
-    app.risk.confirm = confirm_or_refuse
+    service.risk.confirm = confirm_or_refuse
     try:
-        openings = [PendingOpening(signal, app.risk.decide(signal))
+        openings = [PendingOpening(signal, service.risk.decide(signal))
                     for signal in (Signal(f"batch-{s}", s, Side.BUY, 0.7) for s in SYMBOLS[:3])]
-        app.executor._open(openings)
+        service.executor._open(openings)
         assert isinstance(openings[1].error, SizingError) and openings[1].recorded is None
         assert [o.recorded.symbol for o in (openings[0], openings[2])] == [SYMBOLS[0], SYMBOLS[2]]
-        assert app.store.trades.signal("batch-" + SYMBOLS[1]) is None and app.store.trades.signal("batch-" + SYMBOLS[0]) is not None
+        assert service.store.trades.signal(f"batch-{SYMBOLS[1]}") is None
+        assert service.store.trades.signal(f"batch-{SYMBOLS[0]}") is not None
     finally:
-        app.close()
+        service.close()

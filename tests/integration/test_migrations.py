@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -10,6 +11,7 @@ from alembic.config import Config
 
 from backend.store.db import PROJECT_ROOT, make_engine, run_migrations
 from backend.store.repositories import Store
+from backend.store.tables import OutcomeRow, SignalRow, TradeRow
 from tests.conftest import PG_ADMIN_URL, service_missing
 
 
@@ -31,6 +33,13 @@ def fresh_url(request, tmp_path):
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def alembic(url: str) -> Config:
+    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    cfg.attributes["database_url"] = url
+    return cfg
 
 
 def test_old_q_values_are_carried_onto_the_menu(fresh_url):
@@ -57,12 +66,34 @@ def test_old_q_values_are_carried_onto_the_menu(fresh_url):
     assert (agent.epsilon, agent.total_updates) == (0.05, 7)
     store.engine.dispose()
 
-    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))  # and back down: the old schema, its exposure cells dropped
-    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
-    cfg.attributes["database_url"] = fresh_url
-    command.downgrade(cfg, "0001")
+    command.downgrade(alembic(fresh_url), "0001")  # and back down: the old schema, its exposure cells dropped
     engine = make_engine(fresh_url)
     with engine.connect() as c:
         assert c.scalar(sa.text("SELECT count(*) FROM q_value")) == 0
         assert c.scalar(sa.text("SELECT alpha FROM agent")) == 0.15
+    engine.dispose()
+
+
+def test_outcomes_learned_under_the_reward_named_seed_are_renamed_shaped_pnl(fresh_url):
+    run_migrations(fresh_url)
+    engine = make_engine(fresh_url)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with engine.begin() as c:
+        c.execute(sa.insert(SignalRow.__table__).values(signal_id="s1", symbol="SPY", side="buy", confidence=0.8,
+                                                        decision={}, status="placed"))
+        trade = c.execute(sa.insert(TradeRow.__table__).values(
+            signal_id="s1", client_order_id="c1", symbol="SPY", side="buy", status="closed", quantity=1.0,
+            size_usd=100.0, leverage=1.0, stop_price=95.0, policy="qlearning", equity_at_entry=1e4))
+        c.execute(sa.insert(OutcomeRow.__table__).values(
+            trade_id=trade.inserted_primary_key[0], symbol="SPY", policy="qlearning", reward_fn="shaped_pnl",
+            reward=1.0, pnl_usd=1.0, pnl_pct=1.0, duration_hours=1.0, max_drawdown_pct=0.0, won=True, closed_at=t0))
+
+    def reward_fn() -> str:
+        with engine.connect() as c:
+            return c.scalar(sa.text("SELECT reward_fn FROM outcome"))
+
+    command.downgrade(alembic(fresh_url), "0006")
+    assert reward_fn() == "seed"  # as the version before wrote it
+    run_migrations(fresh_url)
+    assert reward_fn() == "shaped_pnl"
     engine.dispose()

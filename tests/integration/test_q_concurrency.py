@@ -41,7 +41,7 @@ def close(store: Store, trade, reward_value: float, decay: float = 1.0) -> bool:
     learning = Learning(tuple((level, key, reward_value * i) for level in pooled_keys(STATE)
                               for i, key in enumerate(KEYS)), decay, epsilon_decay=0.99, epsilon_min=0.01)
     return store.trades.close(trade, Close(101.0, "target", T0 + timedelta(days=1), 0.0, outcome,
-                                           Reward(reward_value, "seed"), learning))
+                                           Reward(reward_value, "shaped_pnl"), learning))
 
 
 @pytest.fixture

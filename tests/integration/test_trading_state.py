@@ -7,8 +7,8 @@ from datetime import date, datetime, timedelta, timezone
 import httpx
 import pytest
 
-from backend.api.app import create_app
-from backend.bootstrap import build_app
+from backend.api.app import create_api
+from backend.bootstrap import build_service
 from backend.domain.model import Outcome, Side, Signal
 from backend.domain.rewards import Reward
 from backend.execution.ports import Close, NewTrade
@@ -29,34 +29,34 @@ class Clock:
 
 
 @pytest.fixture
-def app(db_url):
-    app = build_app(make_settings(database_url=db_url, sim_start=date(2008, 3, 3), sizing_policy="fixed",
-                                  sizing_fixed_exposure=0.5))
-    yield app
-    app.close()
+def service(db_url):
+    service = build_service(make_settings(database_url=db_url, sim_start=date(2008, 3, 3), sizing_policy="fixed",
+                                          sizing_fixed_exposure=0.5))
+    yield service
+    service.close()
 
 
-def guard_for(app, clock: Clock, **limits) -> TradingGuard:
-    settings = app.settings.model_copy(update=limits)
-    return TradingGuard(TradingStateRepository(app.store.engine), protections_from(settings), clock)
+def guard_for(service, clock: Clock, **limits) -> TradingGuard:
+    settings = service.settings.model_copy(update=limits)
+    return TradingGuard(TradingStateRepository(service.store.engine), protections_from(settings), clock)
 
 
-def own_trade(app, n: int, won: bool, closed_at: datetime) -> None:
+def own_trade(service, n: int, won: bool, closed_at: datetime) -> None:
     """A placed trade of this account and its outcome, through the store's own writes."""
-    decision = app.risk.decide(Signal(f"t{n}", "SP500", Side.BUY, 0.7))
-    trade = app.store.trades.record_trade(NewTrade(Signal(f"t{n}", "SP500", Side.BUY, 0.7), decision, f"c{n}",
+    decision = service.risk.decide(Signal(f"t{n}", "SP500", Side.BUY, 0.7))
+    trade = service.store.trades.record_trade(NewTrade(Signal(f"t{n}", "SP500", Side.BUY, 0.7), decision, f"c{n}",
                                                    decision.equity, closed_at, None))
-    app.store.trades.mark_open(trade.id, quantity=decision.quantity, entry_price=decision.price, at=closed_at,
+    service.store.trades.mark_open(trade.id, quantity=decision.quantity, entry_price=decision.price, at=closed_at,
                                commission=0.0)
     outcome = Outcome(exposure=0.5, pnl_usd=1.0 if won else -1.0, pnl_pct=1.0 if won else -1.0, duration_hours=1.0,
                       max_drawdown_pct=0.0, equity_at_entry=decision.equity, trade_return=0.01 if won else -0.01)
-    assert app.store.trades.close(trade, Close(decision.price * (1.01 if won else 0.99), "stop", closed_at, 0.0,
+    assert service.store.trades.close(trade, Close(decision.price * (1.01 if won else 0.99), "stop", closed_at, 0.0,
                                                outcome, Reward(0.0, "log_growth"), None))
 
 
-def test_each_protection_moves_the_state_and_lets_go(app):
+def test_each_protection_moves_the_state_and_lets_go(service):
     clock = Clock()
-    guard = guard_for(app, clock, rm_max_daily_loss_pct=0.05, rm_max_drawdown_pct=0.2, rm_loss_streak=3,
+    guard = guard_for(service, clock, rm_max_daily_loss_pct=0.05, rm_max_drawdown_pct=0.2, rm_loss_streak=3,
                       rm_loss_streak_cooldown_hours=24, rm_max_trades_per_day=None)
     assert guard.evaluate(100_000).state is TradingState.ACTIVE
     assert guard.evaluate(94_000).state is TradingState.REDUCING and guard.status().cause == "daily_loss"
@@ -68,13 +68,13 @@ def test_each_protection_moves_the_state_and_lets_go(app):
     assert guard.evaluate(79_000).state is TradingState.HALTED  # a drawdown waits for the operator
     assert guard.set_by_operator(TradingState.ACTIVE, "reviewed", 79_000).state is TradingState.ACTIVE
 
-    own_trade(app, 9, won=False, closed_at=clock.now - timedelta(hours=1))  # before the operator's reset: forgiven
+    own_trade(service, 9, won=False, closed_at=clock.now - timedelta(hours=1))  # before the operator's reset: forgiven
     clock.now += timedelta(hours=4)
     for n in range(2):
-        own_trade(app, n, won=False, closed_at=clock.now - timedelta(hours=3 - n))
+        own_trade(service, n, won=False, closed_at=clock.now - timedelta(hours=3 - n))
     assert guard.evaluate(79_000).state is TradingState.ACTIVE
     for n in range(2, 3):
-        own_trade(app, n, won=False, closed_at=clock.now - timedelta(hours=3 - n))
+        own_trade(service, n, won=False, closed_at=clock.now - timedelta(hours=3 - n))
     status = guard.evaluate(79_000)
     assert (status.state, status.cause) == (TradingState.REDUCING, "loss_streak")
     clock.now += timedelta(hours=24)
@@ -86,20 +86,20 @@ def test_each_protection_moves_the_state_and_lets_go(app):
                        ("ACTIVE", "REDUCING", "loss_streak"), ("REDUCING", "ACTIVE", "")]
 
 
-def test_trades_per_day_counts_only_this_accounts_orders(app):
+def test_trades_per_day_counts_only_this_accounts_orders(service):
     clock = Clock()
-    guard = guard_for(app, clock, rm_max_trades_per_day=2, rm_loss_streak=None)
-    own_trade(app, 0, won=True, closed_at=clock.now)
-    app.executor.decide(Signal("", "SP500", Side.BUY, 0.9))  # a decision for a bot trading elsewhere
+    guard = guard_for(service, clock, rm_max_trades_per_day=2, rm_loss_streak=None)
+    own_trade(service, 0, won=True, closed_at=clock.now)
+    service.executor.decide(Signal("", "SP500", Side.BUY, 0.9))  # a decision for a bot trading elsewhere
     assert guard.evaluate(100_000).state is TradingState.ACTIVE
-    own_trade(app, 1, won=True, closed_at=clock.now)
+    own_trade(service, 1, won=True, closed_at=clock.now)
     status = guard.evaluate(100_000)
     assert (status.state, status.cause) == (TradingState.REDUCING, "trades_per_day")
 
 
-def test_the_operators_hold_wins_until_lifted(app):
+def test_the_operators_hold_wins_until_lifted(service):
     clock = Clock()
-    guard = guard_for(app, clock)
+    guard = guard_for(service, clock)
     status = guard.set_by_operator(TradingState.REDUCING, "earnings week", 100_000)
     assert (status.state, status.cause, status.reason) == (TradingState.REDUCING, "operator", "earnings week")
     assert guard.evaluate(100_000).state is TradingState.REDUCING  # protections cannot lift it
@@ -108,42 +108,42 @@ def test_the_operators_hold_wins_until_lifted(app):
 
 
 def test_a_tripped_drawdown_stops_new_exposure_in_the_engine(db_url):
-    app = build_app(make_settings(database_url=db_url, sim_start=date(2008, 9, 2), sizing_policy="fixed",
-                                  sizing_fixed_exposure=3.0, rm_max_drawdown_pct=0.02, rm_max_risk_pct=0.3))
+    service = build_service(make_settings(database_url=db_url, sim_start=date(2008, 9, 2), sizing_policy="fixed",
+                                          sizing_fixed_exposure=3.0, rm_max_drawdown_pct=0.02, rm_max_risk_pct=0.3))
     try:
         for day in range(60):
-            if app.store.trades.active_trade("SP500") is None:
-                app.executor.handle(Signal(f"s{day}", "SP500", Side.BUY, 0.7, time_limit_hours=48))
-            app.engine.step()
-            if app.guard.status().state is TradingState.HALTED:
+            if service.store.trades.active_trade("SP500") is None:
+                service.executor.handle(Signal(f"s{day}", "SP500", Side.BUY, 0.7, time_limit_hours=48))
+            service.engine.step()
+            if service.guard.status().state is TradingState.HALTED:
                 break
-        status = app.guard.status()
+        status = service.guard.status()
         assert (status.state, status.cause) == (TradingState.HALTED, "drawdown")
-        while app.store.trades.active_trade("SP500") is not None:
-            app.engine.step()  # stops and time limits still close what is open
-        after = app.executor.handle(Signal("after", "SP500", Side.BUY, 0.7))
+        while service.store.trades.active_trade("SP500") is not None:
+            service.engine.step()  # stops and time limits still close what is open
+        after = service.executor.handle(Signal("after", "SP500", Side.BUY, 0.7))
         assert after.status == "skipped" and "trading state HALTED (drawdown" in after.reason
         assert after.decision["size_usd"] == 0 and "trading_state" in after.decision["capped_by"]
-        assert app.broker.open_orders() == []
+        assert service.broker.open_orders() == []
     finally:
-        app.close()
+        service.close()
 
 
-def test_halted_refuses_exits_by_signal_reducing_allows_them(app):
-    app.executor.handle(Signal("long", "SP500", Side.BUY, 0.7))
-    app.engine.step()
-    equity = app.broker.account().equity
-    app.guard.set_by_operator(TradingState.HALTED, "hands off", equity)
-    refused = app.executor.handle(Signal("out-1", "SP500", Side.SELL, 0.7))
+def test_halted_refuses_exits_by_signal_reducing_allows_them(service):
+    service.executor.handle(Signal("long", "SP500", Side.BUY, 0.7))
+    service.engine.step()
+    equity = service.broker.account().equity
+    service.guard.set_by_operator(TradingState.HALTED, "hands off", equity)
+    refused = service.executor.handle(Signal("out-1", "SP500", Side.SELL, 0.7))
     assert refused.status == "rejected" and "HALTED" in refused.reason
-    app.guard.set_by_operator(TradingState.REDUCING, "wind down", equity)
-    assert app.executor.handle(Signal("out-2", "SP500", Side.SELL, 0.7)).status == "exit"
-    app.engine.step()
-    assert app.store.trades.trade_for_signal("long").status == "closed"
+    service.guard.set_by_operator(TradingState.REDUCING, "wind down", equity)
+    assert service.executor.handle(Signal("out-2", "SP500", Side.SELL, 0.7)).status == "exit"
+    service.engine.step()
+    assert service.store.trades.trade_for_signal("long").status == "closed"
 
 
 async def test_the_api_shows_and_sets_the_state(sqlite_url):
-    app = create_app(make_settings(database_url=sqlite_url, sizer_api_key="k" * 32), run_clock=False)
+    app = create_api(make_settings(database_url=sqlite_url, sizer_api_key="k" * 32), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             body = {"state": "HALTED", "reason": "maintenance"}

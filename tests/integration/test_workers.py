@@ -20,8 +20,8 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import func, select
 
-from backend.api.app import create_app
-from backend.bootstrap import build_app
+from backend.api.app import create_api
+from backend.bootstrap import build_service
 from backend.bus.base import SIGNALS
 from backend.domain.model import Side, Signal
 from backend.execution.executor import client_order_id
@@ -65,7 +65,7 @@ class Stack:
         self.overrides = dict(database_url=pg_url, redis_url=redis_url, redis_prefix=self.prefix, auto_migrate=False,
                               bus_claim_idle_ms=1_000, sizing_policy="fixed", sizing_fixed_exposure=0.1,
                               **self.fake.settings())
-        self.api = build_app(make_settings(**self.overrides))
+        self.api = build_service(make_settings(**self.overrides))
         wait_for(lambda: self.fake.streaming, what="the trade-update stream")
         self.workers: dict[subprocess.Popen, Path] = {}
         self.started = 0
@@ -169,8 +169,8 @@ def assert_one_order_per_trade(stack: Stack, n_signals: int) -> list[TradeRow]:
 
 @asynccontextmanager
 async def api_client(stack: Stack, **overrides):
-    """The API (create_app, without its clock) on the stack's settings, and a client to it with the API key."""
-    app = create_app(make_settings(**{**stack.overrides, "sizer_api_key": KEY, **overrides}), run_clock=False)
+    """The API (create_api, without its clock) on the stack's settings, and a client to it with the API key."""
+    app = create_api(make_settings(**{**stack.overrides, "sizer_api_key": KEY, **overrides}), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer",
                                      headers={"X-API-Key": KEY}) as client:

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from backend.api.app import create_app
+from backend.api.app import create_api
 from tests.conftest import make_settings
 
 LOCK_S = 10.0
@@ -16,7 +16,7 @@ LOCK_S = 10.0
 
 async def test_health_and_docs_answer_while_sqlite_is_write_locked(tmp_path):
     path = tmp_path / "sizer.db"
-    app = create_app(make_settings(database_url=f"sqlite:///{path}"), run_clock=False)
+    app = create_api(make_settings(database_url=f"sqlite:///{path}"), run_clock=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://sizer", timeout=120) as client:

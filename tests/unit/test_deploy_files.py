@@ -2,15 +2,17 @@
 and that every variable they set or read is one sizer knows."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from backend.cli import app as cli
+from backend.cli import cli
 from backend.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +27,11 @@ DOCKERFILE = [line.strip() for line in (ROOT / "Dockerfile").read_text().replace
 def sizer_commands() -> set[str]:
     names = {c.name or c.callback.__name__.replace("_", "-") for c in cli.registered_commands}
     return names | {g.name for g in cli.registered_groups}
+
+
+def test_the_console_script_is_the_cli():
+    module, _, name = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["sizer"].partition(":")
+    assert getattr(importlib.import_module(module), name) is cli
 
 
 def test_the_default_stack_needs_no_broker_account_and_workers_join_by_profile():

@@ -2,8 +2,9 @@ import math
 
 import pytest
 
+from backend.config import load_settings
 from backend.domain.model import Outcome, Side, TradePath
-from backend.domain.rewards import RUIN, counterfactual_rewards, log_growth_reward, reward_of, seed_reward
+from backend.domain.rewards import RUIN, counterfactual_rewards, log_growth_reward, reward_of, shaped_pnl_reward
 
 EQUITY = 10_000.0
 MAINTENANCE = 0.25
@@ -14,11 +15,16 @@ STOPPED = TradePath(Side.BUY, entry_price=100.0, exit_price=96.0, worst_price=95
 SHORT = TradePath(Side.SELL, entry_price=50.0, exit_price=45.0, worst_price=52.0, cost_rate=0.0, duration_hours=24.0)
 
 
-def test_seed_reward_matches_the_seed_worked_example():
+def test_shaped_pnl_reward_matches_the_seed_worked_example():
     # seed 001: 2.37 - (4.5/24)*0.01 - 0.8*0.5 + 0.1 = 2.068
     o = Outcome(exposure=1.0, pnl_usd=237.0, pnl_pct=2.37, duration_hours=4.5, max_drawdown_pct=0.8,
                 equity_at_entry=EQUITY, trade_return=0.0237)
-    assert seed_reward(o) == pytest.approx(2.37 - 4.5 / 24 * 0.01 - 0.4 + 0.1)
+    assert shaped_pnl_reward(o) == pytest.approx(2.37 - 4.5 / 24 * 0.01 - 0.4 + 0.1)
+
+
+def test_a_setting_of_its_former_name_seed_selects_shaped_pnl(monkeypatch):
+    monkeypatch.setenv("RL_SIZING_REWARD", "seed")  # a .env written before the rename
+    assert load_settings(_env_file=None).rl_sizing_reward == "shaped_pnl"
 
 
 def test_every_exposure_of_a_stopped_out_trade_by_hand():
@@ -33,11 +39,11 @@ def test_every_exposure_of_a_stopped_out_trade_by_hand():
     assert log[4] == pytest.approx(100 * math.log(1 - 4 * 0.051))
     assert STOPPED.outcome(4.0, EQUITY, MAINTENANCE).liquidated and not STOPPED.outcome(3.0, EQUITY, MAINTENANCE).liquidated
 
-    seed = counterfactual_rewards(STOPPED, menu, EQUITY, seed_reward, MAINTENANCE)
+    shaped = counterfactual_rewards(STOPPED, menu, EQUITY, shaped_pnl_reward, MAINTENANCE)
     # pnl% and drawdown% on margin: the same for every exposure up to 1x (leverage 1), then x exposure
-    assert seed[1] == seed[2] == pytest.approx(-4.1 - 48 / 24 * 0.01 - 0.5 * 5.0)
-    assert seed[3] == pytest.approx(3 * -4.1 - 0.02 - 0.5 * 3 * 5.0)
-    assert seed[0] == 0.0
+    assert shaped[1] == shaped[2] == pytest.approx(-4.1 - 48 / 24 * 0.01 - 0.5 * 5.0)
+    assert shaped[3] == pytest.approx(3 * -4.1 - 0.02 - 0.5 * 3 * 5.0)
+    assert shaped[0] == 0.0
 
 
 def test_a_short_that_hit_its_target_and_the_exposure_a_spike_would_have_liquidated():
@@ -59,10 +65,10 @@ def test_a_realised_trade_is_read_without_margin_calls():
     o = STOPPED.outcome(4.0, EQUITY, None)
     assert not o.liquidated and o.pnl_usd == pytest.approx(4 * EQUITY * -0.041)
     assert o.pnl_pct == pytest.approx(4 * -4.1) and o.max_drawdown_pct == pytest.approx(4 * 5.0)
-    assert reward_of(STOPPED.outcome(0.0, EQUITY, MAINTENANCE), seed_reward) == 0.0
+    assert reward_of(STOPPED.outcome(0.0, EQUITY, MAINTENANCE), shaped_pnl_reward) == 0.0
 
 
-def test_expected_seed_reward_grows_with_exposure_while_log_growth_peaks_at_kelly():
+def test_expected_shaped_pnl_reward_grows_with_exposure_while_log_growth_peaks_at_kelly():
     """A trade with an edge: +40% (p=0.6) or -20% at the stop (p=0.4). Kelly: f* = 0.6/0.2 - 0.4/0.4 = 2."""
     menu = [0.5, 1.0, 1.6, 2.0, 2.5, 3.15, 3.5]
     win = TradePath(Side.BUY, 100.0, 140.0, 100.0, 0.0, 24.0)
@@ -72,6 +78,6 @@ def test_expected_seed_reward_grows_with_exposure_while_log_growth_peaks_at_kell
         return [0.6 * w + 0.4 * lo for w, lo in zip(counterfactual_rewards(win, menu, EQUITY, fn, MAINTENANCE),
                                                     counterfactual_rewards(loss, menu, EQUITY, fn, MAINTENANCE))]
 
-    seed, log = expected(seed_reward), expected(log_growth_reward)
-    assert seed[0] == seed[1] and seed[-1] == max(seed)  # flat up to 1x, then more is always "better"
+    shaped, log = expected(shaped_pnl_reward), expected(log_growth_reward)
+    assert shaped[0] == shaped[1] and shaped[-1] == max(shaped)  # flat up to 1x, then more is always "better"
     assert menu[log.index(max(log))] == 2.0 and log[-1] < log[4] < log[3]

@@ -181,7 +181,7 @@ def test_served_as_trained_the_live_observation_mask_and_exposure_are_the_enviro
     """SIZING_POLICY=ppo with a sizing checkpoint, through the risk manager on the simulated broker at a held-out
     signal's bar: the observation and the mask equal the environment's at that signal, and the decision's exposure
     is the environment's greedy choice."""
-    from backend.bootstrap import build_app
+    from backend.bootstrap import build_service
     from backend.rl import checkpoint
     from backend.rl.training import SignalData, sizing_data
     from backend.sizing.ppo import PPOSizingPolicy
@@ -196,19 +196,19 @@ def test_served_as_trained_the_live_observation_mask_and_exposure_are_the_enviro
     by_id = {t.signal.signal_id: t.signal for t in signals}
     broker = SimBroker({SYMBOL: series[0]}, start_index=int(trades.bar[0]), initial_cash=settings.sim_initial_cash,
                        multiplier=settings.sim_multiplier, maintenance_margin=settings.rm_maintenance_margin)
-    app = build_app(settings, broker=broker)
+    service = build_service(settings, broker=broker)
     try:
-        policy = app.risk.policy
+        policy = service.risk.policy
         assert isinstance(policy, PPOSizingPolicy)
         for k in range(6):
             while broker.index < trades.bar[k]:
                 broker.advance()
-            app.risk._win_rate = lambda k=k: float(trades.win_rate[k])  # the store's, as the environment has it
+            service.risk._win_rate = lambda k=k: float(trades.win_rate[k])  # the store's, as the environment has it
             obs, mask = env.reset(starts=torch.tensor([k]))
             seen = {}
             real = policy.observation
             policy.observation = lambda ctx: seen.setdefault("obs", real(ctx))  # noqa: B023
-            decision = app.risk.decide(by_id[trades.ids[k]])
+            decision = service.risk.decide(by_id[trades.ids[k]])
             policy.observation = real
             live_obs, live_mask = seen["obs"]
             assert torch.allclose(live_obs.float(), obs[0], atol=1e-5)
@@ -219,7 +219,7 @@ def test_served_as_trained_the_live_observation_mask_and_exposure_are_the_enviro
             assert decision.action_key == f"{loaded.menu[greedy]:g}" and decision.model_version == loaded.version
         assert policy.describe()["kind"] == "sizing" and sum(policy.describe()["action_counts"].values()) == 6
     finally:
-        app.close()
+        service.close()
 
 
 def test_the_gym_view_passes_the_checkers_steps_as_the_vectorised_env_and_trains_maskable_ppo():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backend.api.deps import Sizer
+from backend.api.deps import ServiceDep
 from backend.api.schemas import UNAVAILABLE, ABOut
 from backend.evaluation.ab import ArmTrade, report
 
@@ -11,12 +11,12 @@ router = APIRouter(prefix="/v1", tags=["learning"], responses={503: UNAVAILABLE}
 
 
 @router.get("/ab", response_model=ABOut, summary="The live A/B test: RL sizing against the control")
-def get_ab(sizer: Sizer) -> ABOut:
+def get_ab(service: ServiceDep) -> ABOut:
     """Per arm (rl, control): trades, win rate, average R-multiple, mean log growth per signal, max drawdown,
     Sharpe, recovery time and total PnL; the difference in mean log growth per signal with Welch's and a
     bootstrap interval, its p-value, the trades still needed for AB_POWER and the verdict at AB_ALPHA; Welch's
     t on the R-multiples. Every closed trade an arm sized counts, also after AB_ENABLED is turned off."""
-    s = sizer.settings
-    result = report([ArmTrade.of(t) for t in sizer.store.trades.ab_trades()], s.ab_alpha, s.ab_power, s.ab_seed)
-    return ABOut(enabled=s.ab_enabled, rl_policy=sizer.risk.policy_name, control=s.ab_control,
+    s = service.settings
+    result = report([ArmTrade.of(t) for t in service.store.trades.ab_trades()], s.ab_alpha, s.ab_power, s.ab_seed)
+    return ABOut(enabled=s.ab_enabled, rl_policy=service.risk.policy_name, control=s.ab_control,
                  rl_share=s.ab_rl_share, unit=s.ab_unit, alpha=s.ab_alpha, power=s.ab_power, **result)

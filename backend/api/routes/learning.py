@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from backend.api.deps import Limit, Offset, Sizer, row_dict
+from backend.api.deps import Limit, Offset, ServiceDep, row_dict
 from backend.api.schemas import UNAVAILABLE, AgentOut, Page
 from backend.domain.state import ALL_STATE_KEYS, validate_state_key
 
@@ -26,32 +26,32 @@ def _cell(row) -> dict:
 
 
 @router.get("/qtable", response_model=Page, summary="The Q-table")
-def get_qtable(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
+def get_qtable(service: ServiceDep, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
     """Cells of the Q-table: per state (or pooled level such as `*|high|*|*`) and exposure, the decayed sums of
     the rewards it earned; q is their average."""
-    total, rows = sizer.store.q_table.q_values(_state(state), offset, limit)
+    total, rows = service.store.q_table.q_values(_state(state), offset, limit)
     return Page(total=total, offset=offset, limit=limit, items=[_cell(r) for r in rows])
 
 
 @router.get("/qtable/top", response_model=list[dict], summary="The best cells of the Q-table")
-def get_qtable_top(sizer: Sizer, limit: Limit = 10,
+def get_qtable_top(service: ServiceDep, limit: Limit = 10,
                    min_visits: Annotated[int, Query(ge=0, le=2**31 - 1)] = 1) -> list[dict]:  # visits is an int4
     """The full-state cells (no pooled level) with the highest average reward, among those visited at least
     `min_visits` times."""
-    return [_cell(r) for r in sizer.store.q_table.top_q_values(limit, min_visits)]
+    return [_cell(r) for r in service.store.q_table.top_q_values(limit, min_visits)]
 
 
 @router.get("/agent", response_model=AgentOut, summary="The sizing agent")
-def get_agent(sizer: Sizer) -> AgentOut:
+def get_agent(service: ServiceDep) -> AgentOut:
     """The Q agent's settings and state (it learns from every closed trade, whichever policy sized it): its
     reward, confidence bound, prior and horizon, the exposure menu, exploration, recent win rate, how much it has
     learned and how much of the table it has seen; the trading state; and `serving`, the policy that sizes now,
     in its own terms."""
-    s = sizer.settings
-    agent = sizer.store.q_table.agent()
-    cells, states = sizer.store.q_table.q_coverage()
+    s = service.settings
+    agent = service.store.q_table.agent()
+    cells, states = service.store.q_table.q_coverage()
     return AgentOut(
-        policy=sizer.risk.policy_name,
+        policy=service.risk.policy_name,
         reward_fn=s.rl_sizing_reward,
         confidence_z=s.rl_sizing_confidence_z,
         prior_trades=s.rl_sizing_prior_trades,
@@ -61,17 +61,17 @@ def get_agent(sizer: Sizer) -> AgentOut:
         epsilon_initial=agent.epsilon_initial,
         epsilon_min=s.rl_sizing_epsilon_min,
         epsilon_decay=s.rl_sizing_epsilon_decay,
-        recent_win_rate=sizer.store.outcomes.recent_win_rate(s.rl_sizing_win_rate_window),
+        recent_win_rate=service.store.outcomes.recent_win_rate(s.rl_sizing_win_rate_window),
         win_rate_window=s.rl_sizing_win_rate_window,
-        decisions=sizer.store.trades.decision_counts(s.decision_report_hours),
+        decisions=service.store.trades.decision_counts(s.decision_report_hours),
         total_updates=agent.total_updates,
         last_updated=agent.last_updated_at,
         states=len(ALL_STATE_KEYS),
         actions=len(s.exposure_menu()),
         visited_cells=cells,
         visited_states=states,
-        trading_state=sizer.guard.status().state.value,
-        serving=_serving(sizer.risk.policy),
+        trading_state=service.guard.status().state.value,
+        serving=_serving(service.risk.policy),
     )
 
 
@@ -82,8 +82,8 @@ def _serving(policy) -> dict:
 
 
 @router.get("/outcomes", response_model=Page, summary="Closed trades' outcomes and rewards")
-def get_outcomes(sizer: Sizer, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
+def get_outcomes(service: ServiceDep, state: str | None = None, offset: Offset = 0, limit: Limit = 100) -> Page:
     """One per closed trade, newest first: its state and exposure, its return per unit of exposure after costs,
     the reward the agent learned, its P&L, duration and worst drawdown."""
-    total, rows = sizer.store.outcomes.outcomes(offset, limit, _state(state))
+    total, rows = service.store.outcomes.outcomes(offset, limit, _state(state))
     return Page(total=total, offset=offset, limit=limit, items=[row_dict(r) for r in rows])

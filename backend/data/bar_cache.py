@@ -1,4 +1,5 @@
-"""`sizer data fetch`: historical bars from Alpaca's data API into a local Parquet cache, incrementally.
+"""`sizer data fetch`: historical bars from a data provider (BarHistory: Alpaca's data API) into a local Parquet
+cache, incrementally.
 
 One file per symbol and timeframe, `<cache>/<SYMBOL>-<timeframe>.parquet` (a / in a crypto pair becomes _), with
 the columns `backend.data.files.load_bars` reads (timestamp in UTC, open, high, low, close, volume). A second
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backend.brokers.alpaca import TIMEFRAMES, AlpacaBroker
+from backend.brokers.base import BarHistory
 from backend.domain.bars import Series
 from backend.data.files import load_bars
 
@@ -30,7 +31,7 @@ def cache_path(cache: Path, symbol: str, timeframe: str) -> Path:
     return cache / f"{symbol.replace('/', '_')}-{timeframe}.parquet"
 
 
-def fetch(broker: AlpacaBroker, symbols: list[str], timeframe: str, start: datetime, cache: Path) -> list[Fetched]:
+def fetch(source: BarHistory, symbols: list[str], timeframe: str, start: datetime, cache: Path) -> list[Fetched]:
     """Completed bars of each symbol from `start` (or after its last cached bar) to now, added to its file.
     ValueError: a symbol with no bars at all (the files of the symbols before it are written)."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -40,9 +41,9 @@ def fetch(broker: AlpacaBroker, symbols: list[str], timeframe: str, start: datet
         old = load_bars(path, symbol) if path.exists() else None
         since = start if old is None else max(
             start, old.ts[-1].astype(datetime).replace(tzinfo=timezone.utc) + timedelta(seconds=1))
-        new = broker.bars(symbol, TIMEFRAMES[timeframe][0], start=since)
+        new = source.bars(symbol, timeframe, since)
         if old is None and len(new) == 0:
-            raise ValueError(f"Alpaca has no {timeframe} bars of {symbol} since {start:%Y-%m-%d}; nothing written")
+            raise ValueError(f"no {timeframe} bars of {symbol} since {start:%Y-%m-%d}; nothing written")
         merged = new if old is None else _merge(old, new)
         _write(path, merged)
         out.append(Fetched(symbol, path, len(merged) - (0 if old is None else len(old)), len(merged)))
