@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from backend.cli import app
+from backend.cli import cli
 from backend.data.bundled import load_bundled
 from backend.evaluation.report import PLOTS
 from backend.evaluation.tracks import replay_track
@@ -17,7 +17,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_a_checkpoint_writes_the_report_and_plots(tmp_path):
-    result = CliRunner().invoke(app, ["evaluate", "--policy", str(MODEL), "--out", str(tmp_path),
+    result = CliRunner().invoke(cli, ["evaluate", "--policy", str(MODEL), "--out", str(tmp_path),
                                       "--max-windows", "1"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
@@ -40,7 +40,7 @@ def test_evaluate_a_checkpoint_writes_the_report_and_plots(tmp_path):
 
 
 def test_evaluate_the_regime_trader_trains_per_window_and_plots_its_regimes(tmp_path):
-    result = CliRunner().invoke(app, ["evaluate", "--policy", "regime", "--steps", "4096", "--out", str(tmp_path),
+    result = CliRunner().invoke(cli, ["evaluate", "--policy", "regime", "--steps", "4096", "--out", str(tmp_path),
                                       "--max-windows", "1"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
@@ -73,9 +73,9 @@ def test_the_q_agent_learns_from_the_first_bars_the_indicators_allow():
 
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
     runner = CliRunner()
-    missing = runner.invoke(app, ["evaluate", "--policy", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
+    missing = runner.invoke(cli, ["evaluate", "--policy", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
     assert missing.exit_code == 2 and "no checkpoint" in missing.output
-    too_long = runner.invoke(app, ["evaluate", "--policy", str(MODEL), "--train-years", "30"])
+    too_long = runner.invoke(cli, ["evaluate", "--policy", str(MODEL), "--train-years", "30"])
     assert too_long.exit_code == 2 and "no walk-forward window" in too_long.output
     assert "Traceback" not in missing.output + too_long.output
 
@@ -86,10 +86,10 @@ def test_evaluate_on_your_own_bar_files(tmp_path):
 
     _write_bars(tmp_path / "AAA.csv", random_walk(1800, seed=11, symbol="AAA"))
     _write_bars(tmp_path / "BBB.csv", random_walk(1800, start=30.0, seed=12, symbol="BBB"))
-    result = CliRunner().invoke(app, ["evaluate", "--policy", "atr", "--out", str(tmp_path / "out"), "--max-windows",
+    result = CliRunner().invoke(cli, ["evaluate", "--policy", "atr", "--out", str(tmp_path / "out"), "--max-windows",
                                       "1", "--bars", str(tmp_path / "AAA.csv"), "--bars", str(tmp_path / "BBB.csv")])
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "out" / "report.json").read_text())["windows"][0]["scores"]
     assert {"buy_hold_AAA", "buy_hold_BBB", "atr"} <= set(scores)
-    bad = CliRunner().invoke(app, ["evaluate", "--policy", "atr", "--bars", str(tmp_path / "none.csv")])
+    bad = CliRunner().invoke(cli, ["evaluate", "--policy", "atr", "--bars", str(tmp_path / "none.csv")])
     assert bad.exit_code == 2 and "no such file" in bad.output
