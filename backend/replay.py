@@ -65,8 +65,9 @@ def trend_signals(series: dict[str, Series], settings: Settings) -> list[TimedSi
     from backend.bootstrap import sim_warmup_bars
     from backend.risk.manager import RiskManager
 
-    broker = SimBroker(series, start_index=sim_warmup_bars(settings), initial_cash=settings.sim_initial_cash)
-    app = SimpleNamespace(broker=broker, risk=RiskManager(settings, broker, None, None, None, None, None))
+    broker = SimBroker(series, start_index=sim_warmup_bars(settings), initial_cash=settings.sim.initial_cash)
+    risk = RiskManager(settings.risk, settings.state.bucket_edges(), broker, None, None, None, None, None)
+    app = SimpleNamespace(broker=broker, risk=risk)
     source, out = TrendSignals(broker.symbols), []
     while True:
         out += [TimedSignal(broker.calendar[broker.index], s) for s in source(app)]
@@ -157,6 +158,6 @@ def _summarise(app: App, curve: Curve, sent: int) -> Summary:
         signals=sent,
         visited_cells=cells,
         visited_states=states,
-        actions=len(app.settings.exposure_menu()),
+        actions=len(app.settings.risk.exposure_menu()),
         curve=curve,
     )

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
-from backend.config import Settings
+from backend.config import SizingSettings
 from backend.domain.model import Fill, OrderEnded, OutcomeReport, Side, TradePath, TradeStatus, bracket_exit
 from backend.domain.rewards import REWARDS, reward_of
 from backend.risk import SizingError
@@ -71,14 +71,14 @@ class Learner(Protocol):
 
 
 class PositionMonitor:
-    def __init__(self, settings: Settings, store: Store, broker: Broker, learner: Learner | None = None,
+    def __init__(self, sizing: SizingSettings, store: Store, broker: Broker, learner: Learner | None = None,
                  on_reward=None, pending_grace_s: float = PENDING_GRACE_S) -> None:
-        self._s = settings
+        self._s = sizing
         self._pending_grace_s = pending_grace_s
         self._store = store
         self._broker = broker
         self._learner = learner
-        self._reward_fn = REWARDS[settings.rl_sizing_reward]
+        self._reward_fn = REWARDS[sizing.reward]
         self._on_reward = on_reward or (lambda trade, outcome, reward: None)
 
     # --- broker events -------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class PositionMonitor:
     def _close_shadow(self, trade: TradeRow, price: float, reason: str, worst: float | None = None) -> bool:
         """A trade sized 0 ends where a placed one would have; its path is charged RL_SHADOW_COST_BPS."""
         now = self._broker.now()
-        path = path_of(trade, price, now, self._s.rl_shadow_cost_bps / 1e4, worst)
+        path = path_of(trade, price, now, self._s.shadow_cost_bps / 1e4, worst)
         return self._settle(trade, path, 0.0, reason, now, 0.0)
 
     def report(self, decision_id: str, report: OutcomeReport) -> tuple[bool, TradeRow]:
@@ -181,9 +181,9 @@ class PositionMonitor:
         outcome = path.outcome(exposure, trade.equity_at_entry, None)  # what really happened
         reward = Reward(
             value=reward_of(outcome, self._reward_fn),
-            fn=self._s.rl_sizing_reward,
-            epsilon_decay=self._s.rl_sizing_epsilon_decay,
-            epsilon_min=self._s.rl_sizing_epsilon_min,
+            fn=self._s.reward,
+            epsilon_decay=self._s.epsilon_decay,
+            epsilon_min=self._s.epsilon_min,
         )
         learning = None
         if self._learner is not None and trade.rl_state_key is not None:

@@ -57,7 +57,7 @@ def test_every_route_documents_the_errors_it_can_answer():
 
 async def test_the_documented_examples_work_on_the_embedded_defaults(sqlite_url):
     """Each request body's example, sent as it stands to the service as shipped (only its database elsewhere)."""
-    app = create_app(Settings(_env_file=None, database_url=sqlite_url), run_clock=False)
+    app = create_app(Settings(database_url=sqlite_url), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             r = await client.post("/v1/signals", json=example("/v1/signals"))
@@ -107,7 +107,7 @@ def service(db_url):
     app = create_app(make_settings(database_url=db_url, sizer_api_key=KEY, host="0.0.0.0"), run_clock=False)
     with uvicorn_serving(app) as base_url:
         sizer = app.state.sizer
-        sizer.store.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
+        sizer.store.import_q_table(experienced_cells(sizer.settings.risk.exposure_menu()), replace=True)
         for n, symbol in enumerate(("SP500", "NASDAQ", "SP500")):
             assert sizer.executor.handle(Signal(f"seed-{n}", symbol, Side.BUY, 0.8, time_limit_hours=48)).trade_id
             for _ in range(4 if n < 2 else 1):

@@ -40,7 +40,7 @@ def service(sqlite_url):
     app = create_app(make_settings(database_url=sqlite_url, sizer_api_key=KEY), run_clock=False)
     with uvicorn_serving(app) as base_url:
         sizer = app.state.sizer
-        sizer.store.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
+        sizer.store.import_q_table(experienced_cells(sizer.settings.risk.exposure_menu()), replace=True)
         with httpx.Client(base_url=base_url, headers={"X-API-Key": KEY}) as client:
             for n, symbol in enumerate(("SP500", "NASDAQ", "SP500", "NASDAQ")):
                 r = client.post("/v1/signals", json={"signal_id": f"ui-{n}", "symbol": symbol, "side": "buy",

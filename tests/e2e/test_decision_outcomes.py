@@ -22,7 +22,7 @@ def served(db_url):
     app = create_app(make_settings(database_url=db_url, sizer_api_key="k" * 16), run_clock=False)
     with TestClient(app) as http:
         sizer = app.state.sizer
-        sizer.store.import_q_table(experienced_cells(sizer.settings.exposure_menu()), replace=True)
+        sizer.store.import_q_table(experienced_cells(sizer.settings.risk.exposure_menu()), replace=True)
         yield SizerClient(api_key="k" * 16, http=http), sizer
 
 

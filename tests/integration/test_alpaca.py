@@ -265,7 +265,7 @@ def test_live_trading_needs_both_settings(fake):
         load_settings(_env_file=None, **base)
     with pytest.raises(ConfigError, match="ALPACA_API_KEY_ID"):
         load_settings(_env_file=None, broker="alpaca")
-    assert load_settings(_env_file=None, **base, alpaca_live_trading_confirmed=True).alpaca_paper is False
+    assert load_settings(_env_file=None, **base, alpaca_live_trading_confirmed=True).alpaca.paper is False
 
 
 def test_keys_are_never_logged(fake, sqlite_url, caplog):
@@ -295,5 +295,5 @@ def test_a_pending_trade_without_an_order_is_given_a_grace_period(app, fake):
                            equity=1e5, decided_at=app.broker.now(), deadline_at=None)
     app.engine.step()
     assert trade(app, "g-1").status == "pending"
-    PositionMonitor(app.settings, app.store, app.broker, pending_grace_s=0.0).on_bar()
+    PositionMonitor(app.settings.sizing, app.store, app.broker, pending_grace_s=0.0).on_bar()
     assert trade(app, "g-1").status == "canceled" and "never reached" in trade(app, "g-1").reason

@@ -84,7 +84,7 @@ def test_signal_to_reward_end_to_end(app):
     # the Q-table learned what every exposure would have earned, in the state and each level it pools with;
     # up to 1x the seed reward sees the same pnl% on margin, so 0.5x earned exactly this trade's reward
     total, cells = app.store.q_values(None, 0, 1000)
-    menu = app.settings.exposure_menu()
+    menu = app.settings.risk.exposure_menu()
     assert total == 4 * len(menu) and all(c.visits == 1 for c in cells)
     for level in pooled_keys(trade.rl_state_key):
         (cell,) = [c for c in cells if c.state_key == level and c.action_key == "0.5"]
@@ -137,7 +137,7 @@ def test_exposure_in_the_state_is_the_real_portfolio(app):
     account = app.broker.account()
     assert account.gross_position_value > 0
     decision = app.risk.decide(Signal("", "NASDAQ", Side.BUY, 0.9))
-    edges = app.settings.rl_state_exposure_edges
+    edges = app.settings.state.exposure_edges
     expected_bucket = ["light", "moderate", "heavy", "max"][int(np.searchsorted(edges, account.exposure, side="right"))]
     assert decision.state_key.split("|")[2] == expected_bucket
     assert math.isclose(account.exposure, account.gross_position_value / account.equity)
@@ -168,7 +168,7 @@ def test_a_restart_cancels_trades_the_fresh_simulated_account_cannot_settle(db_u
     first.executor.handle(Signal("before", "SP500", Side.BUY, 0.7))
     first.engine.step()
     assert first.store.trade_for_signal("before").status == "open"
-    fresh_agent = build_app(settings.model_copy(update={"sizing_policy": "qlearning"}), broker=first.broker)
+    fresh_agent = build_app(settings.replace(sizing_policy="qlearning"), broker=first.broker)
     assert fresh_agent.executor.handle(Signal("skip", "NASDAQ", Side.BUY, 0.7)).status == "skipped"  # size 0
     fresh_agent.close()
     first.engine.step()
@@ -218,7 +218,7 @@ def test_a_signal_sized_0_is_followed_without_an_order_and_teaches_every_exposur
         worst = min(spx.low[i0 + 1:exit_i + 1].min(), spx.close[exit_i])
         assert trade.worst_price == pytest.approx(worst)
         cells = {(c.state_key, c.action_key): c for c in app.store.q_values(trade.rl_state_key, 0, 100)[1]}
-        assert len(cells) == len(app.settings.exposure_menu()) and cells[(trade.rl_state_key, "0")].q == 0
+        assert len(cells) == len(app.settings.risk.exposure_menu()) and cells[(trade.rl_state_key, "0")].q == 0
         assert cells[(trade.rl_state_key, "1")].q == pytest.approx(100 * math.log(1 + path_return))
         assert app.store.agent().total_updates == 1
     finally:

@@ -36,8 +36,8 @@ def app(db_url):
 
 
 def guard_for(app, clock: Clock, **limits) -> TradingGuard:
-    settings = app.settings.model_copy(update=limits)
-    return TradingGuard(TradingStateRepository(app.store.engine), protections_from(settings), clock)
+    risk = app.settings.replace(**limits).risk
+    return TradingGuard(TradingStateRepository(app.store.engine), protections_from(risk), clock)
 
 
 def own_trade(app, n: int, won: bool, closed_at: datetime) -> None:
