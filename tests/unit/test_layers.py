@@ -31,3 +31,15 @@ def test_risk_and_sizing_read_the_market_and_the_account_through_their_ports_onl
 
 def test_the_domain_imports_nothing_of_the_layers_above_it():
     assert all(module.startswith("backend.domain") for _, module, _ in imports("domain"))
+
+
+def test_components_are_given_their_group_of_settings_only():
+    """The whole `Settings` reaches the entry points, the composition root and the runners that build a whole
+    service (replay, backtest, evaluation, training); each component takes its group (RiskSettings ...)."""
+    seen = [(package, file, names) for package in ("brokers", "bus", "data", "domain", "execution", "risk", "rl",
+                                                   "sizing", "store")
+            for file, module, names in imports(package) if module == "backend.config"]
+    assert ("brokers", "alpaca.py", {"AlpacaSettings"}) in seen  # the scan sees them
+    for package, file, names in seen:
+        if (package, file) != ("rl", "training.py"):
+            assert names and "Settings" not in names, (package, file, names)
