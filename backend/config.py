@@ -188,14 +188,8 @@ class StateSettings(BaseModel):
         return self
 
     def bucket_edges(self) -> BucketEdges:
-        return BucketEdges(
-            high_vol_atr_pct=self.high_vol_atr_pct,
-            trending_adx=self.trending_adx,
-            ranging_adx=self.ranging_adx,
-            confidence=self.confidence_edges,
-            exposure=self.exposure_edges,
-            performance=self.performance_edges,
-        )
+        return BucketEdges(self.high_vol_atr_pct, self.trending_adx, self.ranging_adx, self.confidence_edges,
+                           self.exposure_edges, self.performance_edges)
 
 
 class ABSettings(BaseModel):
