@@ -79,7 +79,7 @@ def run_one(settings: Settings, spec: PolicySpec, signals: list[TimedSignal] | N
             end: date | None = None, on_bar: Callable[[int, int], None] | None = None,
             ) -> tuple[PolicyRun, ScheduledSignals | None]:
     url = f"sqlite:///{scratch}/{''.join(c if c.isalnum() else '_' for c in spec.label)}.db"
-    s = settings.model_copy(update={**spec.overrides, "database_url": url})
+    s = settings.replace(**spec.overrides, database_url=url)
     broker = make_sim_broker(s)
     schedule = None
     if signals is not None:

@@ -73,7 +73,8 @@ class Service:
     @property
     def clock_seconds(self) -> float:
         """How often the engine steps while serving: one simulated bar, or one poll of a real broker."""
-        return self.settings.sim_bar_seconds if self.settings.broker == "sim" else self.settings.alpaca_poll_seconds
+        s = self.settings
+        return s.sim.bar_seconds if s.service.broker == "sim" else s.alpaca.poll_seconds
 
     def dead_letters(self) -> dict[str, int]:
         """How many events wait in each topic's dead-letter stream, with workers (none without)."""
@@ -89,7 +90,7 @@ def uses_workers(settings: Settings) -> bool:
     """With REDIS_URL and a broker every process can reach, signals and broker events travel on Redis Streams
     to `sizer worker` processes. The simulated broker's account lives in one process: with it, everything
     stays in that process, as without REDIS_URL."""
-    return settings.redis_url is not None and settings.broker != "sim"
+    return settings.bus.redis_url is not None and settings.service.broker != "sim"
 
 
 WORKER_GROUP = "workers"
@@ -100,39 +101,41 @@ TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sql
 
 def sim_warmup_bars(settings: Settings) -> int:
     """Bars the simulated clock must have behind it at SIM_START for the indicators (ATR, ADX) to be sound."""
-    return max(10 * settings.rm_atr_period, min_bars(settings.rm_atr_period))
+    return max(10 * settings.risk.atr_period, min_bars(settings.risk.atr_period))
 
 
 def make_sim_broker(settings: Settings, series: dict[str, Series] | None = None) -> SimulatedMarket:
     """The simulator on `series` (default: SIM_BARS, else the bundled indices), its clock at SIM_START (default:
     the first bar after the warm-up)."""
-    series = series or load_market(settings.sim_bars, settings.sim_symbols)
+    sim = settings.sim
+    series = series or load_market(sim.bars, sim.symbols)
     calendar = next(iter(series.values())).ts
     warmup = sim_warmup_bars(settings)
-    start = warmup if settings.sim_start is None else int(
-        np.searchsorted(calendar, np.datetime64(settings.sim_start, "s")))
+    start = warmup if sim.start is None else int(np.searchsorted(calendar, np.datetime64(sim.start, "s")))
     if start < warmup or start >= len(calendar) - 1:
         raise ValueError(
-            f"SIM_START {settings.sim_start or '(the first bar after the warm-up)'} leaves too few bars: the data "
+            f"SIM_START {sim.start or '(the first bar after the warm-up)'} leaves too few bars: the data "
             f"runs {calendar[0].astype('datetime64[D]')}..{calendar[-1].astype('datetime64[D]')} "
             f"({len(calendar)} bars) and the indicators need {warmup} bars before the start"
         )
     return SimBroker(
         series,
         start_index=start,
-        initial_cash=settings.sim_initial_cash,
-        multiplier=settings.sim_multiplier,
-        shorting_enabled=settings.sim_shorting_enabled,
-        slippage_bps=settings.sim_slippage_bps,
-        commission_bps=settings.sim_commission_bps,
-        maintenance_margin=settings.rm_maintenance_margin,
+        initial_cash=sim.initial_cash,
+        multiplier=sim.multiplier,
+        shorting_enabled=sim.shorting_enabled,
+        slippage_bps=sim.slippage_bps,
+        commission_bps=sim.commission_bps,
+        maintenance_margin=settings.risk.maintenance_margin,
     )
 
 
 def make_broker(settings: Settings) -> Broker:
-    if settings.broker == "alpaca":
-        return AlpacaBroker(settings)
-    return make_sim_broker(settings)
+    return alpaca_broker(settings) if settings.service.broker == "alpaca" else make_sim_broker(settings)
+
+
+def alpaca_broker(settings: Settings) -> AlpacaBroker:
+    return AlpacaBroker(settings.alpaca, connections=settings.bus.worker_concurrency)
 
 
 BAR_TIMEFRAMES = tuple(TIMEFRAMES)  # what make_bar_history can download
@@ -140,36 +143,37 @@ BAR_TIMEFRAMES = tuple(TIMEFRAMES)  # what make_bar_history can download
 
 def make_bar_history(settings: Settings) -> BarHistory:
     """Where `sizer data fetch` downloads bars: Alpaca's data API (the ALPACA_* keys), whatever BROKER says."""
-    return AlpacaBroker(settings)
+    return alpaca_broker(settings)
 
 
 def make_q_agent(settings: Settings, store: Store) -> QLearningPolicy:
     """The Q-learning agent. It learns from every closed trade, whichever policy sized it."""
-    return QLearningPolicy(store.q_table, settings.exposure_menu(), REWARDS[settings.rl_sizing_reward],
-                           confidence_z=settings.rl_sizing_confidence_z, prior_trades=settings.rl_sizing_prior_trades,
-                           horizon_trades=settings.rl_sizing_horizon_trades,
-                           maintenance=settings.rm_maintenance_margin, rng=random.Random(settings.rl_sizing_seed),
-                           epsilon_decay=settings.rl_sizing_epsilon_decay, epsilon_min=settings.rl_sizing_epsilon_min)
+    sizing = settings.sizing
+    return QLearningPolicy(store.q_table, settings.risk.exposure_menu(), REWARDS[sizing.reward],
+                           confidence_z=sizing.confidence_z, prior_trades=sizing.prior_trades,
+                           horizon_trades=sizing.horizon_trades,
+                           maintenance=settings.risk.maintenance_margin, rng=random.Random(sizing.seed),
+                           epsilon_decay=sizing.epsilon_decay, epsilon_min=sizing.epsilon_min)
 
 
 def make_policy(settings: Settings, q_agent: QLearningPolicy, store: Store, broker: Broker,
                 fallback: AtrRule, name: str | None = None) -> SizingPolicy:
     """The policy `name` (default: SIZING_POLICY) sizes with."""
-    name = name or settings.sizing_policy
-    if not settings.rl_position_sizing_enabled or name == "atr":
+    name = name or settings.sizing.policy
+    if not settings.sizing.rl_enabled or name == "atr":
         return fallback
     if name == "ppo":
         from backend.rl.checkpoint import load  # torch is imported only when a model is served
         from backend.sizing.ppo import PPOPolicy, PPOSizingPolicy
 
-        loaded = load(settings.model_path)
+        loaded = load(settings.sizing.model_path)
         if loaded.kind == "sizing":
-            return PPOSizingPolicy(loaded, broker, broker.account().equity, settings.rm_default_time_limit_hours)
+            return PPOSizingPolicy(loaded, broker, broker.account().equity, settings.risk.default_time_limit_hours)
         return PPOPolicy(loaded, broker, reference_equity=broker.account().equity)
     if name == "fixed":
-        return FixedExposure(settings.sizing_fixed_exposure)
+        return FixedExposure(settings.sizing.fixed_exposure)
     if name == "kelly":
-        return KellyPolicy(store.q_table, settings.exposure_menu(), settings.sizing_kelly_fraction)
+        return KellyPolicy(store.q_table, settings.risk.exposure_menu(), settings.sizing.kelly_fraction)
     return q_agent
 
 
@@ -181,13 +185,13 @@ def build_service(settings: Settings, *, broker: Broker | None = None, worker: b
     and `policy` replace the configured ones (backtests on generated markets, benchmarks; with AB_ENABLED,
     `policy` is the RL arm). `keep_sim` (serve): the simulated broker's account is kept in the database and
     resumed at start-up, so a restart changes nothing."""
-    if settings.auto_migrate:
-        run_migrations(settings.database_url)
+    if settings.service.auto_migrate:
+        run_migrations(settings.service.database_url)
     distributed = uses_workers(settings)
-    bus: EventBus = RedisBus.from_settings(settings, WORKER_GROUP, TRANSIENT) if distributed else InProcessBus()
+    bus: EventBus = RedisBus.from_settings(settings.bus, WORKER_GROUP, TRANSIENT) if distributed else InProcessBus()
     hot = HotTrades(bus.client, bus.prefix) if distributed else None
-    store = Store.open(make_engine(settings.database_url), hot)
-    store.q_table.ensure_agent(settings.rl_sizing_epsilon)
+    store = Store.open(make_engine(settings.service.database_url), hot)
+    store.q_table.ensure_agent(settings.sizing.epsilon)
     if hot is not None:
         hot.rebuild(store.trades.active_trades())
     if broker is None:
@@ -199,13 +203,15 @@ def build_service(settings: Settings, *, broker: Broker | None = None, worker: b
     atr = AtrRule()
     q_agent = make_q_agent(settings, store)
     policy = policy or make_policy(settings, q_agent, store, broker, atr)
-    window = settings.rl_sizing_win_rate_window
-    guard = TradingGuard(TradingStateRepository(store.engine), protections_from(settings), broker.now)
+    window = settings.state.win_rate_window
+    guard = TradingGuard(TradingStateRepository(store.engine), protections_from(settings.risk), broker.now)
     arms = None
-    if settings.ab_enabled:  # `policy` is the RL arm
-        arms = Arms(policy, make_policy(settings, q_agent, store, broker, atr, settings.ab_control),
-                    settings.ab_rl_share, settings.ab_seed, settings.ab_unit == "symbol")
-    risk = RiskManager(settings, broker, lambda: store.outcomes.recent_win_rate(window), policy, atr, guard.status,
+    ab = settings.ab
+    if ab.enabled:  # `policy` is the RL arm
+        arms = Arms(policy, make_policy(settings, q_agent, store, broker, atr, ab.control), ab.rl_share, ab.seed,
+                    ab.unit == "symbol")
+    risk = RiskManager(settings.risk, settings.state.bucket_edges(), broker,
+                       lambda: store.outcomes.recent_win_rate(window), policy, atr, guard.status,
                        store.trades.recent_in_flight_notional, arms)
 
     def on_reward(trade, outcome, reward) -> None:
@@ -213,15 +219,17 @@ def build_service(settings: Settings, *, broker: Broker | None = None, worker: b
         metrics.reward_sum.labels(trade.policy).inc(reward.value)
 
     # with workers, a pending trade's order may be on its way from a worker until its message is reclaimed
-    grace = 3 * settings.bus_claim_idle_ms / 1000 if distributed else PENDING_GRACE_S
-    monitor = PositionMonitor(settings, store.trades, broker, learner=q_agent, on_reward=on_reward, pending_grace_s=grace)
-    executor = Executor(settings, store.trades, broker, risk, monitor, guard)
+    grace = 3 * settings.bus.claim_idle_ms / 1000 if distributed else PENDING_GRACE_S
+    monitor = PositionMonitor(settings.sizing, store.trades, broker, learner=q_agent, on_reward=on_reward,
+                              pending_grace_s=grace)
+    executor = Executor(store.trades, broker, risk, monitor, guard,
+                        default_time_limit_hours=settings.risk.default_time_limit_hours)
     engine = Engine(broker, bus, executor, monitor, risk)
     engine.listen(fills=worker or not distributed, signals=worker)
     trade_updates = reconciliation = None
     if not worker:
-        if settings.broker == "alpaca":  # listening before reconciling: nothing falls between the two
-            trade_updates = TradeUpdates(settings, engine.on_trade_update)
+        if settings.service.broker == "alpaca":  # listening before reconciling: nothing falls between the two
+            trade_updates = TradeUpdates(settings.alpaca, engine.on_trade_update)
             trade_updates.start()
         reconciliation = Reconciliation(broker.now(), broker.name, monitor.reconcile(alone=not distributed))
     log.info("sizer %s ready: policy %s, broker %s, bus %s, database %s", "worker" if worker else "service",

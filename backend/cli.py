@@ -49,22 +49,23 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Overrides HOST")] = 
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(**overrides)
-    if settings.broker == "sim":  # bad bar files or SIM_START stop start-up with the reason
+    if settings.service.broker == "sim":  # bad bar files or SIM_START stop start-up with the reason
         from backend.bootstrap import make_sim_broker
 
         try:
             make_sim_broker(settings)
         except ValueError as exc:
             _fail(str(exc))
-    if settings.sizing_policy == "ppo":  # fail before the server starts, with the reason
+    if settings.sizing.policy == "ppo":  # fail before the server starts, with the reason
         from backend.rl.checkpoint import load
 
         try:
-            load(settings.model_path)
+            load(settings.sizing.model_path)
         except ValueError as exc:
             _fail(f"MODEL_PATH: {exc}")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_api(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+    server = settings.service
+    logging.basicConfig(level=server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_api(settings), host=server.host, port=server.port, log_level=server.log_level,
                 access_log=False)
 
 
@@ -81,7 +82,8 @@ def worker() -> None:
         _fail("sizer worker needs REDIS_URL (the bus it consumes) and a broker every worker can reach: with "
               "BROKER=sim the simulated account lives inside one process and cannot be shared. Use BROKER=alpaca, "
               "or run `sizer serve` alone without REDIS_URL.")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.service.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = build_service(settings, worker=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,7 +100,7 @@ def migrate() -> None:
     from backend.store.db import run_migrations
 
     settings = _settings()
-    run_migrations(settings.database_url)
+    run_migrations(settings.service.database_url)
     typer.echo("database is at the newest schema")
 
 
@@ -120,14 +122,14 @@ def replay(
 
     base = _simulated(**({"sim_start": start.date()} if start else {}), **({"sim_bars": tuple(bars)} if bars else {}),
                      rl_sizing_seed=seed)
-    if end and base.sim_start and end.date() <= base.sim_start:
+    if end and base.sim.start and end.date() <= base.sim.start:
         _fail("--end must come after --start")
     runs = [("qlearning", {"sizing_policy": "qlearning"})] + ([("atr", {"sizing_policy": "atr"})] if compare else [])
     summaries = []
     with tempfile.TemporaryDirectory() as scratch, Progress(transient=False) as progress:
         for name, overrides in runs:
-            url = base.database_url if keep and name == "qlearning" else f"sqlite:///{scratch}/{name}.db"
-            settings = base.model_copy(update={**overrides, "database_url": url})
+            url = base.service.database_url if keep and name == "qlearning" else f"sqlite:///{scratch}/{name}.db"
+            settings = base.replace(**overrides, database_url=url)
             task = progress.add_task(f"replay {name}", total=None)
             try:
                 summary = run_replay(settings, end.date() if end else None,
@@ -407,7 +409,7 @@ def data_fetch(
     if timeframe not in BAR_TIMEFRAMES:
         _fail(f"--timeframe {timeframe!r}: one of {', '.join(BAR_TIMEFRAMES)}")
     settings = _settings()
-    if settings.alpaca_api_key_id is None or settings.alpaca_api_secret_key is None:
+    if settings.alpaca.api_key_id is None or settings.alpaca.api_secret_key is None:
         _fail("fetching bars needs ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY (a free paper account's keys do)")
     names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     try:
@@ -424,9 +426,9 @@ def _store():
     from backend.store.repositories import Store
 
     settings = _settings()
-    run_migrations(settings.database_url)
-    store = Store.open(make_engine(settings.database_url))
-    store.q_table.ensure_agent(settings.rl_sizing_epsilon)
+    run_migrations(settings.service.database_url)
+    store = Store.open(make_engine(settings.service.database_url))
+    store.q_table.ensure_agent(settings.sizing.epsilon)
     return settings, store
 
 
@@ -439,7 +441,7 @@ def qtable_export(path: Annotated[Path, typer.Argument(help="JSON file to write,
     _, rows = store.q_table.q_values(None, 0, 10**9)
     agent = store.q_table.agent()
     doc = export_document(
-        rows, settings.exposure_menu(), settings.rl_sizing_reward,
+        rows, settings.risk.exposure_menu(), settings.sizing.reward,
         outcomes=[
             {"state_key": o.state_key, "action_key": o.action_key, "exposure": o.exposure, "reward": o.reward,
              "trade_return": o.trade_return, "pnl_pct": o.pnl_pct, "duration_hours": o.duration_hours,
@@ -448,7 +450,7 @@ def qtable_export(path: Annotated[Path, typer.Argument(help="JSON file to write,
         ],
         metadata={
             "exploration_rate": agent.epsilon,
-            "recent_win_rate": store.outcomes.recent_win_rate(settings.rl_sizing_win_rate_window),
+            "recent_win_rate": store.outcomes.recent_win_rate(settings.state.win_rate_window),
             "total_updates": agent.total_updates,
             "last_updated": agent.last_updated_at.isoformat() if agent.last_updated_at else None,
         },
@@ -475,7 +477,7 @@ def qtable_import(
         _fail(f"cannot read {path}: {exc}")
     settings = _settings()
     try:
-        cells = import_cells(doc, settings.exposure_menu())
+        cells = import_cells(doc, settings.risk.exposure_menu())
     except ValueError as exc:
         _fail(f"{path}: {exc}; nothing was imported")
     _, store = _store()

@@ -63,8 +63,9 @@ def trend_signals(series: dict[str, Series], settings: Settings) -> list[TimedSi
 
     from backend.risk.manager import RiskManager
 
-    broker = make_sim_broker(settings.model_copy(update={"sim_start": None}), series)
-    service = SimpleNamespace(broker=broker, risk=RiskManager(settings, broker, None, None, None, None, None))
+    broker = make_sim_broker(settings.replace(sim_start=None), series)
+    risk = RiskManager(settings.risk, settings.state.bucket_edges(), broker, None, None, None, None, None)
+    service = SimpleNamespace(broker=broker, risk=risk)
     source, out = TrendSignals(broker.symbols), []
     while True:
         out += [TimedSignal(broker.calendar[broker.index], s) for s in source(service)]
@@ -155,6 +156,6 @@ def _summarise(service: Service, curve: Curve, sent: int) -> Summary:
         signals=sent,
         visited_cells=cells,
         visited_states=states,
-        actions=len(service.settings.exposure_menu()),
+        actions=len(service.settings.risk.exposure_menu()),
         curve=curve,
     )

@@ -46,7 +46,7 @@ def one(case_name: str, steps: int, train_seed: int, test_seed: int, trades: int
     data = SignalData(signals=case_name, trades=trades, train_seed=train_seed, test_seed=test_seed)
     with tempfile.TemporaryDirectory() as out:
         _, report = run_sizing(config(steps, 1), data, dict(WIDE_CAPS), Path(out),
-                               Settings(_env_file=None, **PROTECTIONS_OFF))
+                               Settings(**PROTECTIONS_OFF))
     held = report["held_out"]
     case = named_case(case_name, trades)
     t = truth(case, WIDE_CAPS["rm_maintenance_margin"])

@@ -120,13 +120,13 @@ def settings_for(case: Case, policy: str, database_url: str) -> Settings:
                   "kelly": {"sizing_policy": "kelly", "sizing_kelly_fraction": 1.0},
                   "half_kelly": {"sizing_policy": "kelly", "sizing_kelly_fraction": 0.5}}.get(policy, {})
     caps = WIDE_CAPS if case.caps == "wide" else {}
-    return Settings(_env_file=None, database_url=database_url, sim_symbols=(SYMBOL,), rl_sizing_seed=1,
-                    log_level="warning", **PROTECTIONS_OFF, **caps, **configured)
+    return Settings(database_url=database_url, sim_symbols=(SYMBOL,), rl_sizing_seed=1, log_level="warning",
+                    **PROTECTIONS_OFF, **caps, **configured)
 
 
 def injected(policy: str, settings: Settings, t: Truth, seed: int):
     if policy == "random":
-        return RandomExposure(settings.exposure_menu(), seed)
+        return RandomExposure(settings.risk.exposure_menu(), seed)
     if policy == "oracle":
         return OracleByBucket({b: t.oracle(b) for b in CONFIDENCE_BUCKETS} if "all" not in t.growth
                               else {b: t.oracle("all") for b in CONFIDENCE_BUCKETS})
@@ -153,10 +153,10 @@ def run(case: Case, policy: str, seed: int, t: Truth) -> RunResult:
     with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
         url = f"sqlite:///{scratch}/bench.db"
         settings = settings_for(case, policy, url)
-        broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=settings.sim_initial_cash,
-                           multiplier=settings.sim_multiplier, slippage_bps=settings.sim_slippage_bps,
-                           commission_bps=settings.sim_commission_bps,
-                           maintenance_margin=settings.rm_maintenance_margin)
+        sim = settings.sim
+        broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=sim.initial_cash,
+                           multiplier=sim.multiplier, slippage_bps=sim.slippage_bps, commission_bps=sim.commission_bps,
+                           maintenance_margin=settings.risk.maintenance_margin)
         summary = run_replay(settings, broker=broker, policy=injected(policy, settings, t, seed),
                              signals=m.schedule())
         engine = sa.create_engine(url)
@@ -253,9 +253,9 @@ def report(all_cases: list[Case], truths: dict[str, Truth], results: list[RunRes
 def caps_share(case: Case, t: Truth) -> dict:
     """Under the default caps the best exposure a trade may take is the smallest of: RM_MAX_EXPOSURE and
     RM_MAX_POSITION_EXPOSURE (3x), the account's multiplier (4x) and RM_MAX_RISK_PCT / the stop distance."""
-    s = Settings(_env_file=None)
-    limit = min(s.rm_max_exposure, s.rm_max_position_exposure, s.sim_multiplier, s.rm_max_leverage,
-                s.rm_max_risk_pct / (1.5 * case.a))
+    s = Settings()
+    limit = min(s.risk.max_exposure, s.risk.max_position_exposure, s.sim.multiplier, s.risk.max_leverage,
+                s.risk.max_risk_pct / (1.5 * case.a))
     best_growth = float(t.growth["all"].max())
     capped = float(t.growth["all"][GRID <= limit + 1e-9].max())
     return {"limit": limit, "share_of_oracle_growth": capped / best_growth if best_growth > 0 else None}
@@ -303,7 +303,7 @@ def main() -> int:
     args = ap.parse_args()
     chosen = [c for c in cases(args.trades, set(args.cases.split(","))) if args.only in c.name]
     wanted = args.policies.split(",")
-    truths = {c.name: truth(c, 0.1 if c.caps == "wide" else Settings(_env_file=None).rm_maintenance_margin)
+    truths = {c.name: truth(c, 0.1 if c.caps == "wide" else Settings().risk.maintenance_margin)
               for c in chosen}
     tasks = [(c, p, s, truths[c.name]) for c in chosen
              for p in (wanted if c.caps == "wide" else [p for p in DEFAULT_CAP_POLICIES if p in wanted])
@@ -327,7 +327,7 @@ def main() -> int:
                   + (f" ({'; '.join(result.notes)})" if result.notes else ""), file=sys.stderr, flush=True)
     doc = {"run": {"at": datetime.now().isoformat(timespec="seconds"), "seeds": args.seeds, "trades": args.trades,
                    "load_average_at_start": load, "minutes": (time.perf_counter() - started) / 60,
-                   "settings": {k: v for k, v in Settings(_env_file=None).model_dump().items()
+                   "settings": {k: v for k, v in Settings().variables().items()
                                 if k.startswith(("rl_sizing", "rm_"))}},
            "cases": report(chosen, truths, results)}
     out = ROOT / "bench" / "results" / f"sizing-{stamp}.json"

@@ -115,15 +115,16 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     warm_up()
     load_start = os.getloadavg()
-    settings = Settings(_env_file=None, **PROTECTIONS_OFF).model_copy(update=WIDE_CAPS)
-    menu = settings.exposure_menu()
+    settings = Settings(**PROTECTIONS_OFF, **WIDE_CAPS)
+    risk, sim, window = settings.risk, settings.sim, settings.state.win_rate_window
+    menu = risk.exposure_menu()
     data = SignalData(signals=a.case)
     train_series, train_signals, test_series, test_signals, _, rows = sizing_data(data, settings)
     spec = sizing_spec(fit_spec(market_features(*(getattr(train_series[0], f) for f in (
         "open", "high", "low", "close", "volume")))[:rows], data.window))
-    train_args = (trade_paths(train_series, train_signals, settings, menu).pessimistic(settings.rl_sizing_confidence_z),
-                  train_series, spec, settings, menu)
-    test_args = (trade_paths(test_series, test_signals, settings, menu), test_series, spec, settings, menu)
+    train_args = (trade_paths(train_series, train_signals, risk, sim, window, menu).pessimistic(
+        settings.sizing.confidence_z), train_series, spec, risk, sim, menu)
+    test_args = (trade_paths(test_series, test_signals, risk, sim, window, menu), test_series, spec, risk, sim, menu)
     result = {"case": a.case, "args": vars(a), "env_steps_per_s": env_sps(train_args, a.seconds),
               "ours_equal": ours(train_args, a.equal_steps, test_args),
               "maskable_ppo": maskable(train_args, a.equal_steps, test_args),

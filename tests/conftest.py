@@ -40,7 +40,7 @@ def make_settings(**overrides) -> Settings:
         rl_sizing_seed=1,
         sim_bar_seconds=3600.0,
     )
-    return Settings(_env_file=None, **{**defaults, **overrides})
+    return Settings(**{**defaults, **overrides})
 
 
 @contextmanager

@@ -299,7 +299,8 @@ class Desk:
         trades = MemoryTrades()
         broker = broker or StaticBroker(DESK_ACCOUNT, random_walk())
         guard = ActiveGuard()
-        risk = RiskManager(settings, broker, lambda: None, FixedExposure(exposure), AtrRule(), guard.status,
-                           trades.recent_in_flight_notional)
-        monitor = PositionMonitor(settings, trades, broker)
-        return cls(trades, broker, monitor, Executor(settings, trades, broker, risk, monitor, guard))
+        risk = RiskManager(settings.risk, settings.state.bucket_edges(), broker, lambda: None, FixedExposure(exposure),
+                           AtrRule(), guard.status, trades.recent_in_flight_notional)
+        monitor = PositionMonitor(settings.sizing, trades, broker)
+        executor = Executor(trades, broker, risk, monitor, guard, default_time_limit_hours=None)
+        return cls(trades, broker, monitor, executor)

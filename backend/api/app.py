@@ -137,8 +137,8 @@ def create_api(settings: Settings, *, run_clock: bool = True) -> FastAPI:
     async def dashboard() -> HTMLResponse:
         """The dashboard: a page that reads the documented /v1 endpoints (backend/api/dashboard/). It is told
         whether its reads need SIZER_API_KEY, so that it asks for the key before sending any."""
-        needs_key = settings.sizer_api_key is not None and not settings.sizer_open_reads
+        needs_key = settings.service.api_key is not None and not settings.service.open_reads
         return HTMLResponse(DASHBOARD_PAGE.replace("{{needs_key}}", str(needs_key).lower()))
 
-    api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    api.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)
     return api

@@ -38,9 +38,9 @@ async def require_api_key(request: Request, service: ServiceDep,
                           key: Annotated[str | None, Security(_api_key_header)]) -> None:
     """Guards every /v1 route. Without SIZER_API_KEY the check is off: Settings allows that only while the service
     listens on a loopback address. A decision is no read: it draws on the policy's exploration and on the broker."""
-    settings = service.settings
-    expected = settings.sizer_api_key
-    if expected is None or (settings.sizer_open_reads and request.method == "GET"):
+    server = service.settings.service
+    expected = server.api_key
+    if expected is None or (server.open_reads and request.method == "GET"):
         return
     if key is None:
         raise HTTPException(401, f"missing X-API-Key header: {request.method} {request.url.path} needs the "

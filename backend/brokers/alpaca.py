@@ -48,7 +48,7 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attemp
 
 from backend.brokers.base import BrokerPosition, BrokerUnavailable, OrderAck, OrderRejected, OrderRequest
 from backend.brokers.ratelimit import TokenBucket
-from backend.config import Settings
+from backend.config import AlpacaSettings
 from backend.domain.bars import Series
 from backend.domain.model import Account, AssetRules, Fill, OrderEnded, Side
 
@@ -178,25 +178,26 @@ class AlpacaBroker:
     name = "alpaca"
     io_bound = True
 
-    def __init__(self, settings: Settings) -> None:
-        key = settings.alpaca_api_key_id.get_secret_value()
-        secret = settings.alpaca_api_secret_key.get_secret_value()
-        self._trading = TradingClient(key, secret, paper=settings.alpaca_paper, url_override=settings.alpaca_trading_url)
-        self._stocks = StockHistoricalDataClient(key, secret, raw_data=True, url_override=settings.alpaca_data_url)
-        self._crypto = CryptoHistoricalDataClient(key, secret, raw_data=True, url_override=settings.alpaca_data_url)
-        self.bucket = TokenBucket(settings.alpaca_rate_limit_per_minute, RATE_BURST)
+    def __init__(self, settings: AlpacaSettings, connections: int) -> None:
+        """`connections`: the requests this process sends at once (WORKER_CONCURRENCY)."""
+        key = settings.api_key_id.get_secret_value()
+        secret = settings.api_secret_key.get_secret_value()
+        self._trading = TradingClient(key, secret, paper=settings.paper, url_override=settings.trading_url)
+        self._stocks = StockHistoricalDataClient(key, secret, raw_data=True, url_override=settings.data_url)
+        self._crypto = CryptoHistoricalDataClient(key, secret, raw_data=True, url_override=settings.data_url)
+        self.bucket = TokenBucket(settings.rate_limit_per_minute, RATE_BURST)
         for client in (self._trading, self._stocks, self._crypto):
-            _harden(client, settings.alpaca_timeout_seconds, self.bucket, settings.worker_concurrency)
-        self._feed = DataFeed(settings.alpaca_data_feed)
-        self._timeframe, self._bar_days = TIMEFRAMES[settings.alpaca_bar_timeframe]
-        self._max_retries = settings.alpaca_max_retries
-        self._paper = settings.alpaca_paper
+            _harden(client, settings.timeout_seconds, self.bucket, connections)
+        self._feed = DataFeed(settings.data_feed)
+        self._timeframe, self._bar_days = TIMEFRAMES[settings.bar_timeframe]
+        self._max_retries = settings.max_retries
+        self._paper = settings.paper
         self._backoff_s = 0.25
         self._assets: dict[str, tuple[float, AssetRules]] = {}
         self._listed_at = -ASSET_TTL_S  # when every active asset was last listed (monotonic)
         self._clock: tuple[datetime, bool] = (datetime.min.replace(tzinfo=timezone.utc), False)  # (until, open)
         self._history: dict[str, tuple[datetime, int, Series]] = {}  # symbol -> (good until, count, bars)
-        self._account_max_age_s = settings.alpaca_account_max_age_seconds
+        self._account_max_age_s = settings.account_max_age_seconds
         self._account: tuple[float, Account] | None = None  # (read at, monotonic; the account)
         self._account_changed = False
         self._account_lock = threading.Lock()
@@ -497,10 +498,10 @@ class TradeUpdates:
     """Alpaca's trade-update stream on its own thread: TradingStream.run() calls asyncio.run, so it cannot
     share the server's event loop. Each update becomes a Fill or OrderEnded handed to `on_event`."""
 
-    def __init__(self, settings: Settings, on_event: Callable[[Fill | OrderEnded], None]) -> None:
-        self._stream = TradingStream(settings.alpaca_api_key_id.get_secret_value(),
-                                     settings.alpaca_api_secret_key.get_secret_value(),
-                                     paper=settings.alpaca_paper, url_override=settings.alpaca_stream_url)
+    def __init__(self, settings: AlpacaSettings, on_event: Callable[[Fill | OrderEnded], None]) -> None:
+        self._stream = TradingStream(settings.api_key_id.get_secret_value(),
+                                     settings.api_secret_key.get_secret_value(),
+                                     paper=settings.paper, url_override=settings.stream_url)
         self._on_event = on_event
         # at DEBUG, websockets logs every frame sent, the authentication frame with the secret key included
         logging.getLogger("websockets.client").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))

@@ -35,7 +35,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 from backend.bus.base import BusUnavailable, Event, Handler
 
 if TYPE_CHECKING:
-    from backend.config import Settings
+    from backend.config import BusSettings
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,12 @@ class RedisBus:
         self._stop = threading.Event()
 
     @classmethod
-    def from_settings(cls, settings: Settings, group: str,
+    def from_settings(cls, settings: BusSettings, group: str,
                       transient: tuple[type[Exception], ...] = ()) -> RedisBus:
         if not settings.redis_url:
             raise ValueError("REDIS_URL is not set")
-        return cls(settings.redis_url, group, prefix=settings.redis_prefix, claim_idle_ms=settings.bus_claim_idle_ms,
-                   max_deliveries=settings.bus_max_deliveries, maxlen=settings.bus_stream_maxlen,
+        return cls(settings.redis_url, group, prefix=settings.redis_prefix, claim_idle_ms=settings.claim_idle_ms,
+                   max_deliveries=settings.max_deliveries, maxlen=settings.stream_maxlen,
                    transient=transient, concurrency=settings.worker_concurrency)
 
     def stream(self, topic: str) -> str:

@@ -115,12 +115,12 @@ def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = N
         base = load_settings(broker="sim", sizing_policy=policy, database_url=f"sqlite:///{scratch}/replay.db",
                              rl_sizing_seed=seed, sim_bars=bars)
         if train is not None:  # the first bars of the data only warm the indicators up
-            first = next(iter(load_market(base.sim_bars, base.sim_symbols).values())).ts[sim_warmup_bars(base)]
+            first = next(iter(load_market(base.sim.bars, base.sim.symbols).values())).ts[sim_warmup_bars(base)]
             train = train[train >= first]
         for dates in ([train] if train is not None and len(train) > 1 else []) + [calendar]:
             day = lambda i: dates[i].astype("datetime64[D]").item()  # noqa: E731
-            curve = run_replay(base.model_copy(update={"sim_start": day(0)}), day(-1)).curve
-        rows, confidence, _ = read_run(base.database_url, policy)
+            curve = run_replay(base.replace(sim_start=day(0)), day(-1)).curve
+        rows, confidence, _ = read_run(base.service.database_url, policy)
     if not np.array_equal(curve.dates, calendar.astype("datetime64[D]")):
         raise ValueError(f"the replay's bars {curve.dates[0]}..{curve.dates[-1]} ({len(curve.dates)}) differ from "
                          f"the window's {calendar[0]}..{calendar[-1]} ({len(calendar)})")

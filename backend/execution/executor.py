@@ -10,7 +10,6 @@ from functools import cache, partial
 from typing import Any
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
-from backend.config import Settings
 from backend.domain.model import Decision, Signal
 from backend.domain.trade import DECISION_ID_PREFIX, UNPLACED_TRADE_STATUSES, SignalRecord, Trade, TradeStatus
 from backend.execution.group_commit import GroupCommit
@@ -50,10 +49,10 @@ class ExecutionResult:
 
 class Executor:
     def __init__(
-        self, settings: Settings, trades: TradeRepository, broker: Broker, risk: RiskManager, monitor: PositionMonitor,
-        guard: TradingGuard,
+        self, trades: TradeRepository, broker: Broker, risk: RiskManager, monitor: PositionMonitor,
+        guard: TradingGuard, *, default_time_limit_hours: float | None,
     ) -> None:
-        self._s = settings
+        self._default_time_limit_hours = default_time_limit_hours
         self._trades = trades
         self._broker = broker
         self._risk = risk
@@ -116,7 +115,7 @@ class Executor:
             o.recorded = trade
 
     def _new_trade(self, opening: PendingOpening, now: datetime) -> NewTrade:
-        limit = opening.signal.time_limit_hours or self._s.rm_default_time_limit_hours
+        limit = opening.signal.time_limit_hours or self._default_time_limit_hours
         return NewTrade(opening.signal, opening.decision, client_order_id(opening.signal.signal_id),
                         opening.decision.equity, now, now + timedelta(hours=limit) if limit else None)
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
 from backend.brokers.base import Broker, OrderRequest, OrderRejected
-from backend.config import Settings
+from backend.config import SizingSettings
 from backend.domain.model import Fill, OrderEnded, OutcomeReport, Side, TradePath, bracket_exit
 from backend.domain.rewards import REWARDS, Reward, reward_of
 from backend.domain.trade import Trade, TradeStatus, utcnow
@@ -46,14 +46,14 @@ class Learner(Protocol):
 
 
 class PositionMonitor:
-    def __init__(self, settings: Settings, trades: TradeRepository, broker: Broker, learner: Learner | None = None,
+    def __init__(self, sizing: SizingSettings, trades: TradeRepository, broker: Broker, learner: Learner | None = None,
                  on_reward=None, pending_grace_s: float = PENDING_GRACE_S) -> None:
-        self._s = settings
+        self._s = sizing
         self._pending_grace_s = pending_grace_s
         self._trades = trades
         self._broker = broker
         self._learner = learner
-        self._reward_fn = REWARDS[settings.rl_sizing_reward]
+        self._reward_fn = REWARDS[sizing.reward]
         self._on_reward = on_reward or (lambda trade, outcome, reward: None)
 
     # --- broker events -------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ class PositionMonitor:
     def _close_shadow(self, trade: Trade, price: float, reason: str, worst: float | None = None) -> bool:
         """A trade sized 0 ends where a placed one would have; its path is charged RL_SHADOW_COST_BPS."""
         now = self._broker.now()
-        path = trade.path(price, now, self._s.rl_shadow_cost_bps / 1e4, worst)
+        path = trade.path(price, now, self._s.shadow_cost_bps / 1e4, worst)
         return self._settle(trade, path, 0.0, reason, now, 0.0)
 
     def report(self, decision_id: str, report: OutcomeReport) -> tuple[bool, Trade]:
@@ -153,7 +153,7 @@ class PositionMonitor:
     def _settle(self, trade: Trade, path: TradePath, exposure: float, reason: str, at: datetime,
                 commission: float, reported: dict | None = None) -> bool:
         outcome = path.outcome(exposure, trade.equity_at_entry, None)  # what really happened
-        reward = Reward(reward_of(outcome, self._reward_fn), self._s.rl_sizing_reward)
+        reward = Reward(reward_of(outcome, self._reward_fn), self._s.reward)
         learning = None
         if self._learner is not None and trade.rl_state_key is not None:
             overlapping = self._trades.trades_held_beside(trade, at)

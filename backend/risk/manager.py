@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Callable
 
 from backend.brokers.base import OrderRejected, SizingInputs
-from backend.config import Settings
+from backend.config import RiskSettings
 from backend.domain.model import Account, AssetRules, Decision, MarketContext, Proposal, Side, Signal
-from backend.domain.state import state_key
+from backend.domain.state import BucketEdges, state_key
 from backend.indicators import InsufficientData, min_bars, wilder_atr_adx
 from backend.risk.trading_state import Status
 from backend.sizing.ab import Arms
@@ -32,7 +32,7 @@ class SizingError(ValueError):
         self.field = field
 
 
-def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, asset: AssetRules,
+def cap_limits(risk: RiskSettings, account: Account, stop_distance_pct: float, asset: AssetRules,
                in_flight: float = 0.0) -> dict[str, float]:
     """The most notional (USD) each cap allows for one new trade. Caps are fractions of equity, so they grow and
     shrink with the account; RM_MAX_POSITION_USD is an optional fixed ceiling. Leverage (notional / equity) is
@@ -42,20 +42,20 @@ def cap_limits(settings: Settings, account: Account, stop_distance_pct: float, a
     live one already has)."""
     equity = account.equity
     if asset.marginable:
-        max_leverage, buying_power = min(settings.rm_max_leverage, account.multiplier), account.buying_power
+        max_leverage, buying_power = min(risk.max_leverage, account.multiplier), account.buying_power
     else:
         max_leverage = 1.0
         buying_power = min(account.buying_power, account.non_marginable_buying_power
                            if account.non_marginable_buying_power is not None else account.cash)
     limits = {
         "max_leverage": max_leverage * equity,
-        "max_position": settings.rm_max_position_exposure * equity,
-        "max_risk": settings.rm_max_risk_pct * equity / stop_distance_pct,
-        "max_exposure": settings.rm_max_exposure * equity - account.gross_position_value - in_flight,
+        "max_position": risk.max_position_exposure * equity,
+        "max_risk": risk.max_risk_pct * equity / stop_distance_pct,
+        "max_exposure": risk.max_exposure * equity - account.gross_position_value - in_flight,
         "buying_power": buying_power - (in_flight if account.as_of is not None else 0.0),
     }
-    if settings.rm_max_position_usd is not None:
-        limits["max_position_usd"] = settings.rm_max_position_usd
+    if risk.max_position_usd is not None:
+        limits["max_position_usd"] = risk.max_position_usd
     return {name: (limit + abs(limit)) / 2 for name, limit in limits.items()}  # max(0, limit), tensors too
 
 
@@ -70,7 +70,8 @@ def apply_caps(size: float, limits: dict[str, float]) -> tuple[float, tuple[str,
 class RiskManager:
     def __init__(
         self,
-        settings: Settings,
+        risk: RiskSettings,
+        edges: BucketEdges,
         broker: SizingInputs,
         win_rate: Callable[[], float | None],
         policy: SizingPolicy,
@@ -79,7 +80,7 @@ class RiskManager:
         in_flight: Callable[[datetime | None], float],
         arms: Arms | None = None,
     ) -> None:
-        self._s = settings
+        self._s = risk
         self._broker = broker
         self._win_rate = win_rate
         self._trading_status = trading_status
@@ -87,7 +88,7 @@ class RiskManager:
         self._policy = policy
         self._fallback = fallback
         self._arms = arms  # a live A/B test: each signal is sized by the arm it is assigned to
-        self._edges = settings.bucket_edges()
+        self._edges = edges
         self._market_cache: dict[str, tuple[object, float, float]] = {}  # symbol -> (bar time, ATR, ADX)
 
     @property
@@ -101,7 +102,7 @@ class RiskManager:
     @property
     def bars_needed(self) -> int:
         """The bars a decision reads: enough for Wilder's ATR and ADX to settle."""
-        return max(min_bars(self._s.rm_atr_period), 10 * self._s.rm_atr_period)
+        return max(min_bars(self._s.atr_period), 10 * self._s.atr_period)
 
     def prefetch(self, symbols: list[str]) -> None:
         """Load what deciding these symbols reads, in a few broker requests (a worker's batch of signals)."""
@@ -119,16 +120,16 @@ class RiskManager:
         cached = self._market_cache.get(symbol)
         if cached is None or cached[0] != bars.ts[-1]:  # new bar: recompute once, then serve from memory
             try:
-                cached = (bars.ts[-1], *wilder_atr_adx(bars.high, bars.low, bars.close, self._s.rm_atr_period))
+                cached = (bars.ts[-1], *wilder_atr_adx(bars.high, bars.low, bars.close, self._s.atr_period))
             except InsufficientData as exc:
                 raise SizingError("symbol", f"{symbol}: {exc}") from None
             self._market_cache[symbol] = cached
         _, atr, adx = cached
         market_price = float(bars.close[-1])
-        if price is not None and not abs(price / market_price - 1) <= self._s.rm_max_price_deviation:
+        if price is not None and not abs(price / market_price - 1) <= self._s.max_price_deviation:
             raise SizingError("price", f"price {price:.6g} is {abs(price / market_price - 1):.1%} away from "
                                        f"{symbol}'s market price {market_price:.6g} (RM_MAX_PRICE_DEVIATION "
-                                       f"{self._s.rm_max_price_deviation:.0%}); sizing uses the market's price")
+                                       f"{self._s.max_price_deviation:.0%}); sizing uses the market's price")
         return MarketContext(price=market_price, atr=atr, adx=adx)
 
     def check(self, signal: Signal) -> tuple[MarketContext, float, float]:
@@ -141,9 +142,9 @@ class RiskManager:
         stop = signal.stop_price
         if stop is None:
             if market.atr <= 0:
-                raise SizingError("stop_price", f"{signal.symbol} has not moved for {self._s.rm_atr_period} bars "
+                raise SizingError("stop_price", f"{signal.symbol} has not moved for {self._s.atr_period} bars "
                                                 "(ATR 0): give a stop_price to size against")
-            stop = price - signal.side.sign * self._s.rm_atr_stop_multiple * market.atr
+            stop = price - signal.side.sign * self._s.atr_stop_multiple * market.atr
         if (price - stop) * signal.side.sign <= 0:
             raise SizingError("stop_price", f"a {signal.side.value} stop must be on the losing side of {price:.4f}")
         if signal.target_price is not None and (signal.target_price - price) * signal.side.sign <= 0:
@@ -203,8 +204,8 @@ class RiskManager:
                 edges=self._edges,
             ),
             max_exposure=min(limits.values()) / equity,
-            min_exposure=self._s.rm_min_position_usd / equity,
-            atr_exposure=self._s.rm_risk_per_trade_pct / stop_pct,
+            min_exposure=self._s.min_position_usd / equity,
+            atr_exposure=self._s.risk_per_trade_pct / stop_pct,
             win_rate=win_rate,
         )
         proposal = self._propose(ctx, policy)
@@ -213,12 +214,12 @@ class RiskManager:
         if not asset.fractionable:
             quantity = math.floor(quantity)
             size = quantity * price
-        if size < self._s.rm_min_position_usd or quantity <= 0:
+        if size < self._s.min_position_usd or quantity <= 0:
             reason = ("the policy skips it" if proposal.exposure == 0 else
                       f"trading state {status.state.value} ({status.cause}: {status.reason})"
                       if "trading_state" in bound else
                       f"size ${size:,.2f} after caps ({', '.join(bound) or 'none bound'}) is below the minimum "
-                      f"${self._s.rm_min_position_usd:,.2f}")
+                      f"${self._s.min_position_usd:,.2f}")
             return self._decision(signal, price, stop, proposal, ctx.state_key, 0.0, bound, equity, arm=arm,
                                   approved=False, skipped=True, note=f"sized 0: {reason}; followed without an order")
         return self._decision(signal, price, stop, proposal, ctx.state_key, size, bound, equity, arm=arm,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from backend.config import Settings
+from backend.config import RiskSettings, SimSettings
 from backend.domain.bars import Series
 from backend.data.signals import TimedSignal
 from backend.domain.model import Account, AssetRules, Side, TradePath, bracket_exit
@@ -130,15 +130,15 @@ def _path(s: Series, side: Side, t: int, stop: float, target: float | None, dead
     return TradePath(side, float(entry), float(exit_price), float(worst), 2 * commission, hours), exit_bar
 
 
-def trade_paths(series: list[Series], signals: list[TimedSignal], settings: Settings,
-                menu: tuple[float, ...], first_bar: int = 0) -> Trades:
+def trade_paths(series: list[Series], signals: list[TimedSignal], risk: RiskSettings, sim: SimSettings,
+                win_rate_window: int, menu: tuple[float, ...], first_bar: int = 0) -> Trades:
     """Every signal as the live engine meets it (see the module docstring), on series sharing one calendar.
     A signal is decided at the latest bar at or before its time; its stop is the risk manager's (given, or
     RM_ATR_STOP_MULTIPLE ATRs over the same bars); signals the engine would refuse are counted in `unused`."""
     calendar = series[0].ts
     index = {s.symbol: i for i, s in enumerate(series)}
-    slip, commission = settings.sim_slippage_bps / 1e4, settings.sim_commission_bps / 1e4
-    period = settings.rm_atr_period
+    slip, commission = sim.slippage_bps / 1e4, sim.commission_bps / 1e4
+    period = risk.atr_period
     history = max(min_bars(period), 10 * period)
     by_symbol: dict[int, list[tuple[int, TimedSignal]]] = {}
     unused: dict[str, int] = {}
@@ -172,12 +172,12 @@ def trade_paths(series: list[Series], signals: list[TimedSignal], settings: Sett
                 except InsufficientData:
                     refuse("too few bars for the ATR")
                     continue
-                stop = price - sig.side.sign * settings.rm_atr_stop_multiple * atr
+                stop = price - sig.side.sign * risk.atr_stop_multiple * atr
             stop_pct = (price - stop) * sig.side.sign / price
             if stop_pct < 1e-4:
                 refuse("stop on the wrong side or too close")
                 continue
-            limit = sig.time_limit_hours or settings.rm_default_time_limit_hours
+            limit = sig.time_limit_hours or risk.default_time_limit_hours
             deadline = (s.ts[bar] + np.timedelta64(int(limit * 3600), "s")) if limit else None
             # the first opposite signal while this one is open closes it at the next open
             closed_by = next((b for b, t in pending[j + 1:] if t.signal.side != sig.side), None)
@@ -189,15 +189,14 @@ def trade_paths(series: list[Series], signals: list[TimedSignal], settings: Sett
             busy_until, busy_side = exit_bar, sig.side
             rows.append((bar, exit_bar, i, sig, stop_pct, limit or 0.0, path))
     rows.sort(key=lambda r: (r[0], r[2]))
-    growth = np.array([counterfactual_rewards(r[6], menu, 1.0, log_growth_reward, settings.rm_maintenance_margin)
+    growth = np.array([counterfactual_rewards(r[6], menu, 1.0, log_growth_reward, risk.maintenance_margin)
                        for r in rows]).reshape(len(rows), len(menu)) / 100
     won = np.array([r[6].outcome(1.0, 1.0, None).won for r in rows], dtype=float)
     exits = np.array([r[1] for r in rows])
     win_rate = np.full(len(rows), 0.5)
     order = np.argsort(exits, kind="stable")
-    window = settings.rl_sizing_win_rate_window
     for n, r in enumerate(rows):
-        ended = order[exits[order] <= r[0]][-window:]  # the trades that ended by this decision, latest last
+        ended = order[exits[order] <= r[0]][-win_rate_window:]  # the trades that ended by this decision, latest last
         if len(ended):
             win_rate[n] = won[ended].mean()
     col = lambda f: np.array([f(r) for r in rows], dtype=float)  # noqa: E731
@@ -221,8 +220,9 @@ class Caps:
     sim_initial_cash: float
 
     @staticmethod
-    def of(settings: Settings) -> "Caps":
-        return Caps(**{f: getattr(settings, f) for f in Caps.__dataclass_fields__})
+    def of(risk: RiskSettings, sim: SimSettings) -> "Caps":
+        values = risk.model_dump(by_alias=True) | sim.model_dump(by_alias=True)  # by variable name, as recorded
+        return Caps(**{f: values[f] for f in Caps.__dataclass_fields__})
 
 
 class SignalSizingEnv:
@@ -232,12 +232,12 @@ class SignalSizingEnv:
     continuous = False
     counterfactual = True  # info["rewards"]: every menu exposure's reward on the signal just sized
 
-    def __init__(self, trades: Trades, series: list[Series], spec: ObservationSpec, settings: Settings,
-                 menu: tuple[float, ...], n_envs: int, episode_signals: int = 256, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(self, trades: Trades, series: list[Series], spec: ObservationSpec, risk: RiskSettings,
+                 sim: SimSettings, menu: tuple[float, ...], n_envs: int, episode_signals: int = 256,
+                 seed: int = 0, device: str | torch.device = "cpu") -> None:
         if len(trades) < 2:
             raise ValueError(f"{len(trades)} signal(s) open a trade: too few to train or evaluate on")
-        self.trades, self.spec, self.settings, self.n = trades, spec, settings, n_envs
+        self.trades, self.spec, self.risk, self.sim, self.n = trades, spec, risk, sim, n_envs
         self.device = torch.device(device)
         self.menu = torch.tensor(menu, dtype=torch.float64, device=self.device)  # the account in float64: caps exact
         self.action_names = tuple(f"{e:g}" for e in menu)
@@ -278,7 +278,7 @@ class SignalSizingEnv:
         start = torch.randint(0, last_start, (k,), generator=self._gen, device=self.device)
         self.i[which] = start
         self.end[which] = torch.clamp(start + self.episode_signals, max=len(self.trades))
-        self.equity[which] = self.settings.sim_initial_cash
+        self.equity[which] = self.sim.initial_cash
         self.open_notional[which] = 0.0
         self.open_growth[which] = 0.0
         self.open_until[which] = 0
@@ -302,15 +302,15 @@ class SignalSizingEnv:
 
     def limits(self) -> dict[str, torch.Tensor]:
         """The risk manager's caps for the current signal of every environment (USD)."""
-        s, equity, gross = self.settings, self.equity, self.gross()
-        account = Account(equity=equity, cash=equity - gross, buying_power=s.sim_multiplier * equity - gross,
-                          multiplier=s.sim_multiplier, shorting_enabled=True, gross_position_value=gross)
-        return cap_limits(s, account, self._stop_pct[self.i], AssetRules())
+        multiplier, equity, gross = self.sim.multiplier, self.equity, self.gross()
+        account = Account(equity=equity, cash=equity - gross, buying_power=multiplier * equity - gross,
+                          multiplier=multiplier, shorting_enabled=True, gross_position_value=gross)
+        return cap_limits(self.risk, account, self._stop_pct[self.i], AssetRules())
 
     def action_mask(self) -> torch.Tensor:
         limits = torch.broadcast_tensors(*(torch.as_tensor(v, device=self.device) for v in self.limits().values()))
         max_exposure = torch.stack(limits).min(dim=0).values / self.equity
-        return menu_mask(self.menu, max_exposure, self.settings.rm_min_position_usd / self.equity)
+        return menu_mask(self.menu, max_exposure, self.risk.min_position_usd / self.equity)
 
     def action_class(self, action: torch.Tensor) -> torch.Tensor:
         return action

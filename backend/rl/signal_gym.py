@@ -27,7 +27,7 @@ _BOUNDS = {"side": (-1.0, 1.0), "confidence": (0.0, 1.0), "stop_distance": (0.0,
 
 class SignalSizingGymEnv(gymnasium.Env):
     """One signal sizing environment as a `gymnasium.Env` (see the module docstring). `args`: SignalSizingEnv's
-    (trades, series, spec, settings, menu); the environment runs on the CPU."""
+    (trades, series, spec, risk, sim, menu); the environment runs on the CPU."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 

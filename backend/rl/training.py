@@ -214,24 +214,26 @@ def run_sizing(config: PPOConfig, data: SignalData, caps: dict[str, Any], out_di
     observation spec, data window) and report it on the held-out signals (evaluation.json)."""
     torch.manual_seed(config.seed)
     device = config.resolved_device()
-    settings = settings.model_copy(update=caps)
-    menu = settings.exposure_menu()
+    settings = settings.replace(**caps)
+    risk, sim, win_rate_window = settings.risk, settings.sim, settings.state.win_rate_window
+    menu = risk.exposure_menu()
     train_series, train_signals, test_series, test_signals, window, rows = sizing_data(data, settings)
     spec = sizing_spec(fit_spec(np.concatenate([market_features(s.open, s.high, s.low, s.close, s.volume)[:rows]
                                                 for s in train_series]), data.window))
-    train_trades = trade_paths(train_series, train_signals, settings, menu)
-    test_trades = trade_paths(test_series, test_signals, settings, menu)
-    env = SignalSizingEnv(train_trades.pessimistic(settings.rl_sizing_confidence_z), train_series, spec, settings, menu, config.n_envs, data.episode_signals,
-                          config.seed, device)
+    train_trades = trade_paths(train_series, train_signals, risk, sim, win_rate_window, menu)
+    test_trades = trade_paths(test_series, test_signals, risk, sim, win_rate_window, menu)
+    env = SignalSizingEnv(train_trades.pessimistic(settings.sizing.confidence_z), train_series, spec, risk, sim, menu,
+                          config.n_envs, data.episode_signals, config.seed, device)
     agent, history = train(config, env, out_dir, on_update)
     path = out_dir / "model.pt"
     window |= {"train_signals": len(train_trades), "test_signals": len(test_trades)}
+    trained_caps = asdict(Caps.of(risk, sim))
     checkpoint.save(path, agent, spec, config, data_window=window, metrics=history[-1], n_actions=len(menu),
-                    kind="sizing", sizing={"menu": list(menu), "caps": asdict(Caps.of(settings))})
+                    kind="sizing", sizing={"menu": list(menu), "caps": trained_caps})
     loaded = checkpoint.load(path, device, kind="sizing")
     greedy = lambda obs, mask: loaded.probabilities(obs, mask).argmax(dim=-1)  # noqa: E731
-    report = {"data_window": window, "menu": list(menu), "caps": asdict(Caps.of(settings)),
-              "held_out": held_out(greedy, (test_trades, test_series, spec, settings, menu), menu),
+    report = {"data_window": window, "menu": list(menu), "caps": trained_caps,
+              "held_out": held_out(greedy, (test_trades, test_series, spec, risk, sim, menu), menu),
               "last_update": history[-1]}
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=1))
     return path, report

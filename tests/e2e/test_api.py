@@ -24,7 +24,7 @@ async def api(sqlite_url):
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             client.service = app.state.service
-            menu = client.service.settings.exposure_menu()
+            menu = client.service.settings.risk.exposure_menu()
             client.service.store.q_table.import_q_table(experienced_cells(menu), replace=True)
             yield client
 
@@ -133,7 +133,7 @@ async def test_signal_trade_outcome_and_learning_through_the_api(api):
     assert outcomes["total"] == 1 and outcome["state_key"] == trade["rl_state_key"]
     assert outcome["exposure"] == pytest.approx(placed["decision"]["exposure"], rel=0.05)  # filled at the next open
     q = (await api.get("/v1/qtable", params={"state": trade["rl_state_key"]})).json()
-    menu = api.service.settings.exposure_menu()
+    menu = api.service.settings.risk.exposure_menu()
     assert q["total"] == len(menu) and {c["visits"] for c in q["items"]} == {1}
     cells = {c["action_key"]: c["q"] for c in q["items"]}  # what every exposure would have earned on its path
     chosen = float(placed["decision"]["action_key"])

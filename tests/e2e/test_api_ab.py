@@ -24,7 +24,7 @@ def test_decisions_are_split_between_the_arms_and_compared(sqlite_url):
     headers = {"X-API-Key": KEY}
     with TestClient(app) as http:
         service = app.state.service
-        service.store.q_table.import_q_table(experienced_cells(settings.exposure_menu()), replace=True)
+        service.store.q_table.import_q_table(experienced_cells(settings.risk.exposure_menu()), replace=True)
         assert http.get("/v1/ab").status_code == 401  # keyed like every /v1 route
         empty = http.get("/v1/ab", headers=headers).json()
         assert empty["enabled"] and empty["verdict"] == "not yet significant" and empty["arms"]["rl"]["signals"] == 0

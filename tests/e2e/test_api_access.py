@@ -93,7 +93,7 @@ def test_a_non_loopback_host_without_a_key_is_refused(host):
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
 def test_loopback_may_run_without_a_key(host):
-    assert load_settings(_env_file=None, host=host).sizer_api_key is None
+    assert load_settings(_env_file=None, host=host).service.api_key is None
 
 
 def test_a_short_key_is_refused_and_never_echoed(monkeypatch):

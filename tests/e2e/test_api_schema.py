@@ -107,7 +107,7 @@ def service(db_url):
     app = create_api(make_settings(database_url=db_url, sizer_api_key=KEY, host="0.0.0.0"), run_clock=False)
     with uvicorn_serving(app) as base_url:
         service = app.state.service
-        service.store.q_table.import_q_table(experienced_cells(service.settings.exposure_menu()), replace=True)
+        service.store.q_table.import_q_table(experienced_cells(service.settings.risk.exposure_menu()), replace=True)
         for n, symbol in enumerate(("SP500", "NASDAQ", "SP500")):
             assert service.executor.handle(Signal(f"seed-{n}", symbol, Side.BUY, 0.8, time_limit_hours=48)).trade_id
             for _ in range(4 if n < 2 else 1):

@@ -32,7 +32,7 @@ async def clock(client) -> dict:
 
 async def test_steps_show_bars_trade_and_sample_the_account(sqlite_url):
     async with serving(database_url=sqlite_url) as api:
-        api.service.store.q_table.import_q_table(experienced_cells(api.service.settings.exposure_menu()), replace=True)
+        api.service.store.q_table.import_q_table(experienced_cells(api.service.settings.risk.exposure_menu()), replace=True)
         start = await clock(api)
         assert start == {"source": "simulator", "broker": "sim", "now": "2008-01-02T00:00:00Z", "paused": True,
                          "speed": 1.0, "bar_seconds": 3600.0, "bars_left": start["bars_left"],
@@ -105,7 +105,7 @@ async def test_a_real_brokers_clock_is_shown_and_not_driven(sqlite_url):
             shown = await clock(api)
             assert shown["source"] == "broker" and shown["broker"] == "alpaca"
             assert shown["bars_left"] is None and shown["ends_at"] is None
-            assert shown["bar_seconds"] == api.service.settings.alpaca_poll_seconds
+            assert shown["bar_seconds"] == api.service.settings.alpaca.poll_seconds
             for body in ({"paused": True}, {"step": 1}, {"speed": 2}):
                 r = await api.post("/v1/clock", json=body)
                 assert r.status_code == 409 and "alpaca broker's" in r.json()["detail"], r.text

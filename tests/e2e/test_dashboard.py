@@ -40,7 +40,7 @@ def service(sqlite_url):
     app = create_api(make_settings(database_url=sqlite_url, sizer_api_key=KEY), run_clock=False)
     with uvicorn_serving(app) as base_url:
         service = app.state.service
-        service.store.q_table.import_q_table(experienced_cells(service.settings.exposure_menu()), replace=True)
+        service.store.q_table.import_q_table(experienced_cells(service.settings.risk.exposure_menu()), replace=True)
         with httpx.Client(base_url=base_url, headers={"X-API-Key": KEY}) as client:
             for n, symbol in enumerate(("SP500", "NASDAQ", "SP500", "NASDAQ")):
                 r = client.post("/v1/signals", json={"signal_id": f"ui-{n}", "symbol": symbol, "side": "buy",

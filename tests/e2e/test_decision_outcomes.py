@@ -22,7 +22,7 @@ def served(db_url):
     app = create_api(make_settings(database_url=db_url, sizer_api_key="k" * 16), run_clock=False)
     with TestClient(app) as http:
         service = app.state.service
-        service.store.q_table.import_q_table(experienced_cells(service.settings.exposure_menu()), replace=True)
+        service.store.q_table.import_q_table(experienced_cells(service.settings.risk.exposure_menu()), replace=True)
         yield SizerClient(api_key="k" * 16, http=http), service
 
 

@@ -22,21 +22,21 @@ from backend.store.repositories import Store
 
 
 def settings(url: str, **overrides) -> Settings:
-    return Settings(_env_file=None, database_url=url, sim_symbols=(SYMBOL,), rl_sizing_seed=1, **PROTECTIONS_OFF,
+    return Settings(database_url=url, sim_symbols=(SYMBOL,), rl_sizing_seed=1, **PROTECTIONS_OFF,
                     **overrides)
 
 
 def replay(s: Settings, trades: int, seed: int, policy=None) -> None:
     """`trades` signals of a coin market with a clear edge (a trade's Sharpe 0.54), under the shipped caps."""
     m = market(coin_case(f_star=3.0, t500=12, trades=trades), seed)
-    broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=s.sim_initial_cash,
-                       multiplier=s.sim_multiplier, maintenance_margin=s.rm_maintenance_margin)
+    broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=s.sim.initial_cash,
+                       multiplier=s.sim.multiplier, maintenance_margin=s.risk.maintenance_margin)
     run_replay(s, broker=broker, signals=m.schedule(), policy=policy)
 
 
 def ab_report(s: Settings) -> tuple[dict, Store]:
-    store = Store.open(make_engine(s.database_url))
-    return report([ArmTrade.of(t) for t in store.trades.ab_trades()], s.ab_alpha, s.ab_power, s.ab_seed), store
+    store = Store.open(make_engine(s.service.database_url))
+    return report([ArmTrade.of(t) for t in store.trades.ab_trades()], s.ab.alpha, s.ab.power, s.ab.seed), store
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_an_experienced_q_agent_is_found_ahead_of_the_atr_rule(experienced, tmp_
     100 signals per arm find the difference at far more than 80% power."""
     shutil.copy(experienced, tmp_path / "ab.db")
     s = settings(f"sqlite:///{tmp_path}/ab.db", ab_enabled=True, ab_seed=seed)
-    before = Store.open(make_engine(s.database_url)).q_table.agent().total_updates
+    before = Store.open(make_engine(s.service.database_url)).q_table.agent().total_updates
     replay(s, 200, seed=10 + seed)
     r, store = ab_report(s)
     arms = r["arms"]
@@ -89,4 +89,4 @@ def test_an_a_a_test_is_rarely_significant(tmp_path):
         assert r["arms"][RL]["signals"] + r["arms"][CONTROL]["signals"] == 100
         significant += r["verdict"] != "not yet significant"
     assert binom.sf(2, len(AA_SEEDS), ALPHA) < 0.003 and significant <= 2
-    assert math.isclose(Settings(_env_file=None).ab_alpha, ALPHA)
+    assert math.isclose(Settings().ab.alpha, ALPHA)

@@ -267,7 +267,7 @@ def test_live_trading_needs_both_settings(fake):
         load_settings(_env_file=None, **base)
     with pytest.raises(ConfigError, match="ALPACA_API_KEY_ID"):
         load_settings(_env_file=None, broker="alpaca")
-    assert load_settings(_env_file=None, **base, alpaca_live_trading_confirmed=True).alpaca_paper is False
+    assert load_settings(_env_file=None, **base, alpaca_live_trading_confirmed=True).alpaca.paper is False
 
 
 def test_keys_are_never_logged(fake, sqlite_url, caplog):
@@ -297,5 +297,5 @@ def test_a_pending_trade_without_an_order_is_given_a_grace_period(service, fake)
                                                service.broker.now(), None))
     service.engine.step()
     assert trade(service, "g-1").status == "pending"
-    PositionMonitor(service.settings, service.store.trades, service.broker, pending_grace_s=0.0).on_bar()
+    PositionMonitor(service.settings.sizing, service.store.trades, service.broker, pending_grace_s=0.0).on_bar()
     assert trade(service, "g-1").status == "canceled" and "never reached" in trade(service, "g-1").reason

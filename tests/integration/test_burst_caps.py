@@ -29,11 +29,11 @@ SYMBOLS = [f"S{i}" for i in range(12)]
 def test_a_burst_of_openings_never_exceeds_the_gross_exposure_cap(db_url, exposure):
     settings = make_settings(database_url=db_url, sim_start=date(2012, 3, 1), sizing_policy="fixed",
                              sizing_fixed_exposure=exposure, rm_max_exposure=3.0, rm_max_risk_pct=0.5)
-    start = make_sim_broker(settings.model_copy(update={"sim_symbols": ("SP500",)})).index
+    start = make_sim_broker(settings.replace(sim_symbols=("SP500",))).index
     spx = load_bundled("SP500")
     full = {s: Series(s, spx.ts, spx.open, spx.high, spx.low, spx.close, spx.volume) for s in SYMBOLS}
-    broker = SimBroker(full, start_index=start, initial_cash=settings.sim_initial_cash,
-                       multiplier=settings.sim_multiplier)
+    broker = SimBroker(full, start_index=start, initial_cash=settings.sim.initial_cash,
+                       multiplier=settings.sim.multiplier)
     service = build_service(settings, broker=broker)
     try:
         equity = broker.account().equity
@@ -42,7 +42,7 @@ def test_a_burst_of_openings_never_exceeds_the_gross_exposure_cap(db_url, exposu
         placed = [r for r in results if r.status == "placed"]
         in_flight = sum(r.decision["size_usd"] for r in placed)
         # 12 openings would make 4.8-13.2x: the cap binds, and the in-flight total stops exactly at it
-        assert in_flight == pytest.approx(settings.rm_max_exposure * equity, rel=1e-9)
+        assert in_flight == pytest.approx(settings.risk.max_exposure * equity, rel=1e-9)
         assert "max_exposure" in placed[-1].decision["capped_by"] or len(placed) < len(SYMBOLS)
         assert service.store.trades.in_flight_notional() == pytest.approx(in_flight)
         assert {r.status for r in results} <= {"placed", "skipped"}  # the rest: sized 0 by the cap, followed
@@ -103,10 +103,10 @@ def test_an_opening_that_cannot_be_sized_again_fails_alone_in_its_batch(db_url):
     gets its own error, and the rest are recorded."""
     settings = make_settings(database_url=db_url, sim_start=date(2012, 3, 1), sizing_policy="fixed",
                              sizing_fixed_exposure=0.2)
-    start = make_sim_broker(settings.model_copy(update={"sim_symbols": ("SP500",)})).index
+    start = make_sim_broker(settings.replace(sim_symbols=("SP500",))).index
     spx = load_bundled("SP500")
     broker = SimBroker({s: Series(s, spx.ts, spx.open, spx.high, spx.low, spx.close, spx.volume) for s in SYMBOLS[:3]},
-                       start_index=start, initial_cash=settings.sim_initial_cash)
+                       start_index=start, initial_cash=settings.sim.initial_cash)
     service = build_service(settings, broker=broker)
     confirm = service.risk.confirm
 

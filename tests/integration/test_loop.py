@@ -84,7 +84,7 @@ def test_signal_to_reward_end_to_end(service):
     # the Q-table learned what every exposure would have earned, in the state and each level it pools with;
     # up to 1x the shaped_pnl reward sees the same pnl% on margin, so 0.5x earned exactly this trade's reward
     total, cells = service.store.q_table.q_values(None, 0, 1000)
-    menu = service.settings.exposure_menu()
+    menu = service.settings.risk.exposure_menu()
     assert total == 4 * len(menu) and all(c.visits == 1 for c in cells)
     for level in pooled_keys(trade.rl_state_key):
         (cell,) = [c for c in cells if c.state_key == level and c.action_key == "0.5"]
@@ -139,7 +139,7 @@ def test_exposure_in_the_state_is_the_real_portfolio(service):
     account = service.broker.account()
     assert account.gross_position_value > 0
     decision = service.risk.decide(Signal("", "NASDAQ", Side.BUY, 0.9))
-    edges = service.settings.rl_state_exposure_edges
+    edges = service.settings.state.exposure_edges
     expected_bucket = ["light", "moderate", "heavy", "max"][int(np.searchsorted(edges, account.exposure, side="right"))]
     assert decision.state_key.split("|")[2] == expected_bucket
     assert math.isclose(account.exposure, account.gross_position_value / account.equity)
@@ -170,7 +170,7 @@ def test_a_restart_cancels_trades_the_fresh_simulated_account_cannot_settle(db_u
     first.executor.handle(Signal("before", "SP500", Side.BUY, 0.7))
     first.engine.step()
     assert first.store.trades.trade_for_signal("before").status == "open"
-    fresh_agent = build_service(settings.model_copy(update={"sizing_policy": "qlearning"}), broker=first.broker)
+    fresh_agent = build_service(settings.replace(sizing_policy="qlearning"), broker=first.broker)
     assert fresh_agent.executor.handle(Signal("skip", "NASDAQ", Side.BUY, 0.7)).status == "skipped"  # size 0
     fresh_agent.close()
     first.engine.step()
@@ -220,7 +220,7 @@ def test_a_signal_sized_0_is_followed_without_an_order_and_teaches_every_exposur
         worst = min(spx.low[i0 + 1:exit_i + 1].min(), spx.close[exit_i])
         assert trade.worst_price == pytest.approx(worst)
         cells = {(c.state_key, c.action_key): c for c in service.store.q_table.q_values(trade.rl_state_key, 0, 100)[1]}
-        assert len(cells) == len(service.settings.exposure_menu()) and cells[(trade.rl_state_key, "0")].q == 0
+        assert len(cells) == len(service.settings.risk.exposure_menu()) and cells[(trade.rl_state_key, "0")].q == 0
         assert cells[(trade.rl_state_key, "1")].q == pytest.approx(100 * math.log(1 + path_return))
         assert service.store.q_table.agent().total_updates == 1
     finally:

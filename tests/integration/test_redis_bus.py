@@ -287,12 +287,13 @@ def test_a_connection_killed_by_the_server_is_reopened(redis_url, prefix, direct
 
 
 def test_settings_configure_the_bus(redis_url):
-    bus = RedisBus.from_settings(make_settings(redis_url=redis_url, bus_claim_idle_ms=5_000, bus_max_deliveries=2,
-                                               bus_stream_maxlen=2_000), "monitors")
+    settings = make_settings(redis_url=redis_url, bus_claim_idle_ms=5_000, bus_max_deliveries=2,
+                             bus_stream_maxlen=2_000)
+    bus = RedisBus.from_settings(settings.bus, "monitors")
     assert (bus.group, bus.claim_idle_ms, bus.max_deliveries, bus.maxlen) == ("monitors", 5_000, 2, 2_000)
     assert bus.stream("fills") == "sizer:fills"
     with pytest.raises(ValueError, match="REDIS_URL"):
-        RedisBus.from_settings(make_settings(), "monitors")
+        RedisBus.from_settings(make_settings().bus, "monitors")
 
 
 def test_a_keyed_topic_is_handled_concurrently_but_one_key_at_a_time_in_order(redis_url, prefix, direct):

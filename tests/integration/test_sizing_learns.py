@@ -19,11 +19,11 @@ def exposures(case: Case, tmp_path, seed: int = 3) -> list[float]:
     """The exposure each signal was sized at, in order (0: skipped, followed without an order)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{tmp_path}/{case.kind}.db"
-    settings = Settings(_env_file=None, database_url=url, sim_symbols=(SYMBOL,), rl_sizing_seed=1, **WIDE_CAPS,
+    settings = Settings(database_url=url, sim_symbols=(SYMBOL,), rl_sizing_seed=1, **WIDE_CAPS,
                         **PROTECTIONS_OFF)
     m = market(case, seed)
-    broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=settings.sim_initial_cash,
-                       multiplier=settings.sim_multiplier, maintenance_margin=settings.rm_maintenance_margin)
+    broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=settings.sim.initial_cash,
+                       multiplier=settings.sim.multiplier, maintenance_margin=settings.risk.maintenance_margin)
     summary = run_replay(settings, broker=broker, signals=m.schedule())
     engine = sa.create_engine(url)
     with engine.connect() as c:

@@ -37,8 +37,8 @@ def service(db_url):
 
 
 def guard_for(service, clock: Clock, **limits) -> TradingGuard:
-    settings = service.settings.model_copy(update=limits)
-    return TradingGuard(TradingStateRepository(service.store.engine), protections_from(settings), clock)
+    risk = service.settings.replace(**limits).risk
+    return TradingGuard(TradingStateRepository(service.store.engine), protections_from(risk), clock)
 
 
 def own_trade(service, n: int, won: bool, closed_at: datetime) -> None:

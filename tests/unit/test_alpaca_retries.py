@@ -19,9 +19,10 @@ def api_error(status: int, headers: dict | None = None) -> APIError:
 
 @pytest.fixture
 def broker():
-    broker = AlpacaBroker(make_settings(broker="alpaca", alpaca_api_key_id="PKTEST", alpaca_api_secret_key="secret",
-                                        alpaca_trading_url="http://127.0.0.1:9", alpaca_data_url="http://127.0.0.1:9",
-                                        alpaca_max_retries=2))
+    settings = make_settings(broker="alpaca", alpaca_api_key_id="PKTEST", alpaca_api_secret_key="secret",
+                             alpaca_trading_url="http://127.0.0.1:9", alpaca_data_url="http://127.0.0.1:9",
+                             alpaca_max_retries=2)
+    broker = AlpacaBroker(settings.alpaca, connections=1)
     broker._backoff_s = 0.001
     broker.pauses = []
     broker.bucket.pause = broker.pauses.append

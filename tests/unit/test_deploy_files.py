@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 from backend.cli import cli
-from backend.config import Settings
+from backend.config import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 SIZER_SERVICES = ("migrate", "api", "worker")
-SETTINGS = {name.upper() for name in Settings.model_fields}
+SETTINGS = {name.upper() for name in VARIABLES}
 DOCKERFILE = [line.strip() for line in (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
               if line.strip() and not line.lstrip().startswith("#")]
 

@@ -58,3 +58,15 @@ def test_only_the_brokers_and_the_composition_root_import_a_concrete_broker():
     assert found - allowed == set()
     assert {("bootstrap.py", "backend.brokers.sim.SimBroker"), ("bootstrap.py", "backend.brokers.alpaca.AlpacaBroker"),
             ("brokers/alpaca.py", "alpaca.trading.client.TradingClient")} <= allowed  # the scan sees imports
+
+
+def test_components_are_given_their_group_of_settings_only():
+    """The whole `Settings` reaches the entry points, the composition root and the runners that build a whole
+    service (replay, backtest, evaluation, training); each component takes its group (RiskSettings ...)."""
+    seen = [(package, file, names) for package in ("brokers", "bus", "data", "domain", "execution", "risk", "rl",
+                                                   "sizing", "store")
+            for file, module, names in imports(package) if module == "backend.config"]
+    assert ("brokers", "alpaca.py", {"AlpacaSettings"}) in seen  # the scan sees them
+    for package, file, names in seen:
+        if (package, file) != ("rl", "training.py"):
+            assert names and "Settings" not in names, (package, file, names)

@@ -24,7 +24,7 @@ def test_shaped_pnl_reward_matches_the_seed_worked_example():
 
 def test_a_setting_of_its_former_name_seed_selects_shaped_pnl(monkeypatch):
     monkeypatch.setenv("RL_SIZING_REWARD", "seed")  # a .env written before the rename
-    assert load_settings(_env_file=None).rl_sizing_reward == "shaped_pnl"
+    assert load_settings(_env_file=None).sizing.reward == "shaped_pnl"
 
 
 def test_every_exposure_of_a_stopped_out_trade_by_hand():

@@ -95,7 +95,7 @@ policies = st.one_of(
 
 @functools.cache
 def shipped_model(kind: str):
-    path = Settings(_env_file=None).model_path
+    path = Settings().sizing.model_path
     return checkpoint.load(path if kind == "sizing" else path.parents[1] / "ppo-trader" / "model.pt", kind=kind)
 
 
@@ -123,7 +123,8 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
     status = Status(trading_state, "test", "drawn", None)
     arms = None if ab is None else Arms(policy, HostilePolicy(ab[1]), ab[0], seed, ab[2])
     in_flight = in_flight_frac * max(account.equity, 0.0)
-    risk = RiskManager(settings, broker, lambda: 0.5, policy, AtrRule(), lambda: status, lambda since: in_flight, arms)
+    risk = RiskManager(settings.risk, settings.state.bucket_edges(), broker, lambda: 0.5, policy, AtrRule(),
+                       lambda: status, lambda since: in_flight, arms)
     price = float(series.close[-1])
     stop = None
     if stop_atrs is not None:
@@ -134,7 +135,7 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
     try:
         d = risk.decide(Signal("s", "TEST", side, confidence, price=signal_price, stop_price=stop))
     except SizingError as exc:  # a price away from the market's is refused, never sized on
-        assert exc.field == "price" and abs(signal_price / price - 1) > settings.rm_max_price_deviation
+        assert exc.field == "price" and abs(signal_price / price - 1) > settings.risk.max_price_deviation
         return
 
     assert d.price == price  # caps, stops and quantities are computed on the market's price, whatever was claimed
@@ -147,14 +148,14 @@ def test_no_policy_output_passes_a_cap(account, limits, policy, price_scale, con
     stop_pct = abs(price - d.stop_price) / price
     assert account.equity > 0 and trading_state is TradingState.ACTIVE  # REDUCING, HALTED: no new exposure
     assert math.isclose(d.exposure, d.size_usd / account.equity) and d.leverage == max(1.0, d.exposure)
-    assert 1 <= d.leverage <= min(settings.rm_max_leverage, account.multiplier) + 1e-12
-    assert d.size_usd <= settings.rm_max_position_exposure * account.equity + tol
-    if settings.rm_max_position_usd is not None:
-        assert d.size_usd <= settings.rm_max_position_usd + tol
-    assert d.size_usd * stop_pct <= account.equity * settings.rm_max_risk_pct + tol
-    assert d.size_usd <= account.equity * settings.rm_max_exposure - account.gross_position_value - in_flight + tol
+    assert 1 <= d.leverage <= min(settings.risk.max_leverage, account.multiplier) + 1e-12
+    assert d.size_usd <= settings.risk.max_position_exposure * account.equity + tol
+    if settings.risk.max_position_usd is not None:
+        assert d.size_usd <= settings.risk.max_position_usd + tol
+    assert d.size_usd * stop_pct <= account.equity * settings.risk.max_risk_pct + tol
+    assert d.size_usd <= account.equity * settings.risk.max_exposure - account.gross_position_value - in_flight + tol
     assert d.size_usd <= account.buying_power + tol
-    assert d.size_usd >= settings.rm_min_position_usd - tol
+    assert d.size_usd >= settings.risk.min_position_usd - tol
     assert math.isclose(d.quantity * price, d.size_usd, rel_tol=1e-9)
     assert asset.tradable and asset.market_open
     if not asset.fractionable:

@@ -42,16 +42,20 @@ def spec_of(s: Series, window: int = 4):
     return sizing_spec(fit_spec(market_features(s.open, s.high, s.low, s.close, s.volume), window))
 
 
+def paths(series: list[Series], signals: list[TimedSignal], settings: Settings, menu: tuple[float, ...]):
+    return trade_paths(series, signals, settings.risk, settings.sim, settings.state.win_rate_window, menu)
+
+
 def test_a_hand_checked_episode():
     s = flat_series()
-    settings = Settings(_env_file=None)
-    menu = settings.exposure_menu()
+    settings = Settings()
+    menu = settings.risk.exposure_menu()
     signals = [
         TimedSignal(at(s, 150), Signal("a", "AAA", Side.BUY, 0.7, stop_price=95.0, time_limit_hours=48)),
         TimedSignal(at(s, 151), Signal("b", "AAA", Side.BUY, 0.9, stop_price=95.0)),  # same side: refused
         TimedSignal(at(s, 160), Signal("c", "AAA", Side.SELL, 0.4, stop_price=115.0, time_limit_hours=24)),
     ]
-    trades = trade_paths([s], signals, settings, menu)
+    trades = paths([s], signals, settings, menu)
     assert trades.ids == ["a", "c"] and trades.unused == {"same side as the active trade": 1}
     # a: decided at bar 150, in at bar 151's open plus slippage; its deadline (bar 152) asks for the exit, which
     # fills at bar 153's open (110, the gap) less slippage; its worst price is the lows of bars 151 and 152
@@ -64,7 +68,7 @@ def test_a_hand_checked_episode():
     assert trades.growth[0, 0] == 0.0
     assert trades.stop_pct[0] == pytest.approx(0.05) and trades.win_rate.tolist() == [0.5, 1.0]
 
-    env = SignalSizingEnv(trades, [s], spec_of(s), settings, menu, n_envs=1, episode_signals=2)
+    env = SignalSizingEnv(trades, [s], spec_of(s), settings.risk, settings.sim, menu, n_envs=1, episode_signals=2)
     obs, mask = env.reset(starts=torch.tensor([0]))
     # the risk cap binds: 8% of equity at a 5% stop is 1.6x; every menu exposure up to it may be chosen
     assert mask[0].tolist() == [e <= 1.6 + 1e-9 for e in menu]
@@ -88,28 +92,28 @@ def test_masks_equal_the_risk_managers_caps():
     rng = np.random.default_rng(3)
     s = flat_series()
     for _ in range(20):
-        settings = Settings(_env_file=None, rm_max_leverage=float(rng.uniform(1, 8)),
+        settings = Settings(rm_max_leverage=float(rng.uniform(1, 8)),
                             rm_max_position_exposure=float(rng.uniform(0.5, 6)), rm_max_exposure=float(rng.uniform(1, 6)),
                             rm_max_risk_pct=float(rng.uniform(0.01, 0.3)), sim_multiplier=float(rng.uniform(1, 8)),
                             rm_max_position_usd=float(rng.uniform(1e3, 5e5)) if rng.random() < 0.5 else None,
                             rm_min_position_usd=float(rng.uniform(10, 5000)))
-        menu = settings.exposure_menu()
+        menu = settings.risk.exposure_menu()
         stop = float(rng.uniform(80, 99.9))
         signals = [TimedSignal(at(s, 150), Signal("a", "AAA", Side.BUY, 0.5, stop_price=stop, time_limit_hours=24)),
                    TimedSignal(at(s, 160), Signal("b", "AAA", Side.BUY, 0.5, stop_price=stop, time_limit_hours=24))]
-        trades = trade_paths([s], signals, settings, menu)
-        env = SignalSizingEnv(trades, [s], spec_of(s), settings, menu, n_envs=4)
+        trades = paths([s], signals, settings, menu)
+        env = SignalSizingEnv(trades, [s], spec_of(s), settings.risk, settings.sim, menu, n_envs=4)
         env.reset(starts=torch.zeros(4, dtype=torch.long))
         env.equity = torch.tensor(rng.uniform(1e3, 1e6, 4))
         env.open_notional = torch.tensor(rng.uniform(0, 2, (4, 1))) * env.equity[:, None]
         mask = env.action_mask()
         for k in range(4):
             equity, gross = float(env.equity[k]), float(env.open_notional[k, 0])
-            account = Account(equity, equity - gross, settings.sim_multiplier * equity - gross, settings.sim_multiplier,
+            account = Account(equity, equity - gross, settings.sim.multiplier * equity - gross, settings.sim.multiplier,
                               True, gross)
-            limits = cap_limits(settings, account, float(trades.stop_pct[0]), AssetRules())
+            limits = cap_limits(settings.risk, account, float(trades.stop_pct[0]), AssetRules())
             ctx = SizingContext(None, None, account, float(trades.stop_pct[0]), "", min(limits.values()) / equity,
-                                settings.rm_min_position_usd / equity, 0.0)
+                                settings.risk.min_position_usd / equity, 0.0)
             assert mask[k].tolist() == [ctx.feasible(e) for e in menu]
 
 
@@ -118,20 +122,20 @@ def test_trade_paths_are_the_live_engines():
     environment computed, so training rewards are what serving earns."""
     case = coin_case(1.5, 6, 40)
     m = market(case, 5)
-    settings = Settings(_env_file=None, sim_symbols=(SYMBOL,), log_level="warning", **WIDE_CAPS, **PROTECTIONS_OFF)
-    trades = trade_paths([m.series], m.timed, settings, settings.exposure_menu())
+    settings = Settings(sim_symbols=(SYMBOL,), log_level="warning", **WIDE_CAPS, **PROTECTIONS_OFF)
+    trades = paths([m.series], m.timed, settings, settings.risk.exposure_menu())
     with tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite:///{scratch}/t.db"
-        broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=settings.sim_initial_cash,
-                           multiplier=settings.sim_multiplier, maintenance_margin=settings.rm_maintenance_margin)
-        run_replay(settings.model_copy(update={"database_url": url}), broker=broker, policy=FixedExposure(1.0),
+        broker = SimBroker({SYMBOL: m.series}, start_index=WARMUP - 1, initial_cash=settings.sim.initial_cash,
+                           multiplier=settings.sim.multiplier, maintenance_margin=settings.risk.maintenance_margin)
+        run_replay(settings.replace(database_url=url), broker=broker, policy=FixedExposure(1.0),
                    signals=m.schedule())
         engine = sa.create_engine(url)
         with engine.connect() as c:
             rows = dict(c.execute(sa.text("SELECT t.signal_id, o.trade_return FROM trade t JOIN outcome o "
                                           "ON o.trade_id = t.id")).all())
         engine.dispose()
-    one = settings.exposure_menu().index(1.0)
+    one = settings.risk.exposure_menu().index(1.0)
     assert len(rows) == len(trades) >= 38
     for sid, growth in zip(trades.ids, trades.growth[:, one]):
         assert math.expm1(growth) == pytest.approx(rows[sid], abs=2e-4)
@@ -145,7 +149,7 @@ def trained(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("sizing")
     config = PPOConfig(**(SIZING_PPO | dict(seed=1, total_timesteps=24_576, n_envs=256, hidden=32, device="cpu")))
-    settings = Settings(_env_file=None, **PROTECTIONS_OFF)
+    settings = Settings(**PROTECTIONS_OFF)
     return run_sizing(config, SignalData(signals="coin:1.5:6", trades=300, window=4), dict(WIDE_CAPS), out, settings)
 
 
@@ -163,13 +167,13 @@ def test_a_checkpoint_records_its_kind_menu_caps_and_window_and_the_wrong_kind_i
 
     path, _ = trained
     loaded = checkpoint.load(path, kind="sizing")
-    assert loaded.kind == "sizing" and loaded.menu == Settings(_env_file=None, **WIDE_CAPS).exposure_menu()
+    assert loaded.kind == "sizing" and loaded.menu == Settings(**WIDE_CAPS).risk.exposure_menu()
     assert loaded.meta["sizing"]["caps"]["rm_max_leverage"] == WIDE_CAPS["rm_max_leverage"]
     assert loaded.meta["data_window"]["generated"] == "coin:1.5:6" and loaded.n_actions == len(loaded.menu)
     with pytest.raises(checkpoint.CheckpointError, match="is a sizing checkpoint .* a trading checkpoint"):
         checkpoint.load(path, kind="trading")
     with pytest.raises(checkpoint.CheckpointError, match="is a trading checkpoint .* a sizing checkpoint"):
-        checkpoint.load(Settings(_env_file=None).model_path.parents[1] / "ppo-trader" / "model.pt", kind="sizing")
+        checkpoint.load(Settings().sizing.model_path.parents[1] / "ppo-trader" / "model.pt", kind="sizing")
     blob = torch.load(path, weights_only=True)
     blob["observation_spec"]["account_features"] = blob["observation_spec"]["account_features"][:-1]
     torch.save(blob, path.with_name("other.pt"))
@@ -187,15 +191,15 @@ def test_served_as_trained_the_live_observation_mask_and_exposure_are_the_enviro
     from backend.sizing.ppo import PPOSizingPolicy
 
     path, _ = trained
-    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/s.db", sim_symbols=(SYMBOL,),
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/s.db", sim_symbols=(SYMBOL,),
                         sizing_policy="ppo", model_path=path, log_level="warning", **WIDE_CAPS, **PROTECTIONS_OFF)
     loaded = checkpoint.load(path, kind="sizing")
     *_, series, signals, _, _ = sizing_data(SignalData(signals="coin:1.5:6", trades=300, window=4), settings)
-    trades = trade_paths(series, signals, settings, loaded.menu)
-    env = SignalSizingEnv(trades, series, loaded.spec, settings, loaded.menu, n_envs=1)
+    trades = paths(series, signals, settings, loaded.menu)
+    env = SignalSizingEnv(trades, series, loaded.spec, settings.risk, settings.sim, loaded.menu, n_envs=1)
     by_id = {t.signal.signal_id: t.signal for t in signals}
-    broker = SimBroker({SYMBOL: series[0]}, start_index=int(trades.bar[0]), initial_cash=settings.sim_initial_cash,
-                       multiplier=settings.sim_multiplier, maintenance_margin=settings.rm_maintenance_margin)
+    broker = SimBroker({SYMBOL: series[0]}, start_index=int(trades.bar[0]), initial_cash=settings.sim.initial_cash,
+                       multiplier=settings.sim.multiplier, maintenance_margin=settings.risk.maintenance_margin)
     service = build_service(settings, broker=broker)
     try:
         policy = service.risk.policy
@@ -232,9 +236,10 @@ def test_the_gym_view_passes_the_checkers_steps_as_the_vectorised_env_and_trains
     from backend.rl.signal_gym import SignalSizingGymEnv
 
     m = market(coin_case(1.5, 6, 60), 2)
-    settings = Settings(_env_file=None, **WIDE_CAPS, **PROTECTIONS_OFF)
-    menu = settings.exposure_menu()
-    args = (trade_paths([m.series], m.timed, settings, menu), [m.series], spec_of(m.series, 2), settings, menu)
+    settings = Settings(**WIDE_CAPS, **PROTECTIONS_OFF)
+    menu = settings.risk.exposure_menu()
+    args = (paths([m.series], m.timed, settings, menu), [m.series], spec_of(m.series, 2), settings.risk, settings.sim,
+            menu)
     gym_env = SignalSizingGymEnv(*args, episode_signals=8, seed=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -261,8 +266,8 @@ def test_the_gym_view_passes_the_checkers_steps_as_the_vectorised_env_and_trains
 
 def test_pessimism_costs_each_exposure_its_standard_error():
     m = market(coin_case(1.5, 6, 60), 2)
-    settings = Settings(_env_file=None, **WIDE_CAPS, **PROTECTIONS_OFF)
-    trades = trade_paths([m.series], m.timed, settings, settings.exposure_menu())
+    settings = Settings(**WIDE_CAPS, **PROTECTIONS_OFF)
+    trades = paths([m.series], m.timed, settings, settings.risk.exposure_menu())
     cost = trades.growth - trades.pessimistic(1.28).growth
     assert np.allclose(cost, 1.28 * trades.growth.std(axis=0) / np.sqrt(len(trades)))
     assert cost[:, 0].max() == 0 and (np.diff(cost[0]) > 0).all()  # skipping costs nothing, more exposure more

@@ -16,7 +16,7 @@ def get_ab(service: ServiceDep) -> ABOut:
     Sharpe, recovery time and total PnL; the difference in mean log growth per signal with Welch's and a
     bootstrap interval, its p-value, the trades still needed for AB_POWER and the verdict at AB_ALPHA; Welch's
     t on the R-multiples. Every closed trade an arm sized counts, also after AB_ENABLED is turned off."""
-    s = service.settings
-    result = report([ArmTrade.of(t) for t in service.store.trades.ab_trades()], s.ab_alpha, s.ab_power, s.ab_seed)
-    return ABOut(enabled=s.ab_enabled, rl_policy=service.risk.policy_name, control=s.ab_control,
-                 rl_share=s.ab_rl_share, unit=s.ab_unit, alpha=s.ab_alpha, power=s.ab_power, **result)
+    ab = service.settings.ab
+    result = report([ArmTrade.of(t) for t in service.store.trades.ab_trades()], ab.alpha, ab.power, ab.seed)
+    return ABOut(enabled=ab.enabled, rl_policy=service.risk.policy_name, control=ab.control,
+                 rl_share=ab.rl_share, unit=ab.unit, alpha=ab.alpha, power=ab.power, **result)

@@ -47,27 +47,28 @@ def get_agent(service: ServiceDep) -> AgentOut:
     reward, confidence bound, prior and horizon, the exposure menu, exploration, recent win rate, how much it has
     learned and how much of the table it has seen; the trading state; and `serving`, the policy that sizes now,
     in its own terms."""
-    s = service.settings
+    settings = service.settings
+    sizing, window, menu = settings.sizing, settings.state.win_rate_window, settings.risk.exposure_menu()
     agent = service.store.q_table.agent()
     cells, states = service.store.q_table.q_coverage()
     return AgentOut(
         policy=service.risk.policy_name,
-        reward_fn=s.rl_sizing_reward,
-        confidence_z=s.rl_sizing_confidence_z,
-        prior_trades=s.rl_sizing_prior_trades,
-        horizon_trades=s.rl_sizing_horizon_trades,
-        menu=list(s.exposure_menu()),
+        reward_fn=sizing.reward,
+        confidence_z=sizing.confidence_z,
+        prior_trades=sizing.prior_trades,
+        horizon_trades=sizing.horizon_trades,
+        menu=list(menu),
         epsilon=agent.epsilon,
         epsilon_initial=agent.epsilon_initial,
-        epsilon_min=s.rl_sizing_epsilon_min,
-        epsilon_decay=s.rl_sizing_epsilon_decay,
-        recent_win_rate=service.store.outcomes.recent_win_rate(s.rl_sizing_win_rate_window),
-        win_rate_window=s.rl_sizing_win_rate_window,
-        decisions=service.store.trades.decision_counts(s.decision_report_hours),
+        epsilon_min=sizing.epsilon_min,
+        epsilon_decay=sizing.epsilon_decay,
+        recent_win_rate=service.store.outcomes.recent_win_rate(window),
+        win_rate_window=window,
+        decisions=service.store.trades.decision_counts(sizing.decision_report_hours),
         total_updates=agent.total_updates,
         last_updated=agent.last_updated_at,
         states=len(ALL_STATE_KEYS),
-        actions=len(s.exposure_menu()),
+        actions=len(menu),
         visited_cells=cells,
         visited_states=states,
         trading_state=service.guard.status().state.value,

@@ -39,14 +39,15 @@ async def healthz(service: ServiceDep, response: Response) -> dict:
     timeout = f"down: no answer in {PROBE_TIMEOUT_S:g} s"
     probes = [_bounded(lambda: _database(service), (timeout, UNKNOWN)),
               _bounded(lambda: _probe(service.broker.health), timeout)]
-    if service.settings.redis_url:
-        probes.append(_bounded(lambda: _probe(lambda: "ok" if _redis(service.settings.redis_url).ping()
+    redis_url = service.settings.bus.redis_url
+    if redis_url:
+        probes.append(_bounded(lambda: _probe(lambda: "ok" if _redis(redis_url).ping()
                                               else "down: no PONG"), timeout))
     if service.queued:
         probes.append(_bounded(lambda: _dead_letters(service), None))
     (database, trading_state), broker, *rest = await asyncio.gather(*probes)
     checks = {"database": database, "broker": broker}
-    if service.settings.redis_url:
+    if redis_url:
         checks["redis"] = rest.pop(0)
     healthy = all(v.startswith("ok") for v in checks.values())
     response.status_code = 200 if healthy else 503
