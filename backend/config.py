@@ -341,7 +341,8 @@ class AlpacaSettings(BaseModel):
     )
     timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one Alpaca HTTP request")
     max_retries: int = Field(
-        4, ge=0, le=10, description="Retries of a request that met 429, 5xx or a timeout (backoff with jitter)"
+        4, ge=0, le=10, description="Retries of a request that met a 5xx or a timeout (backoff with jitter); a 429 is "
+        "waited out on the shared rate limit and spends no retry"
     )
     rate_limit_per_minute: float = Field(
         200.0, gt=0, description="Alpaca requests per minute this process sends at most (a token bucket shared by "

@@ -39,7 +39,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
-import redis
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
 

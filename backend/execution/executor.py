@@ -202,7 +202,7 @@ class Executor:
             log.warning("re-submitting %s: its trade was stored but the order never reached the broker",
                         trade.client_order_id)
             result = self._submit(trade, Decision.from_json(seen.decision))
-            return ExecutionResult(**{**result.__dict__, "replayed": True})
+            return replace(result, replayed=True)
         ended = trade is not None and trade.status in UNPLACED_TRADE_STATUSES
         status = trade.status if ended else seen.status
         reason = trade.reason if ended else seen.reason

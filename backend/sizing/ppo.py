@@ -19,7 +19,7 @@ from backend.domain.model import Proposal, Side
 from backend.domain.state import action_key
 from backend.rl.checkpoint import KINDS, LoadedPolicy
 from backend.rl.collapse import THRESHOLDS
-from backend.rl.env import ACTION_NAMES, BUY_25, BUY_75, HOLD, N_ACTIONS, SELL_25, SELL_75, SIZE, action_mask, base_dollars
+from backend.rl.env import ACTION_NAMES, BUY_25, BUY_75, HOLD, SELL_25, SELL_75, SIZE, action_mask, base_dollars
 from backend.rl.observation import HISTORY_BARS, live_market_window, live_observation
 from backend.rl.ppo import collapse_stats
 from backend.rl.signal_env import account_features, menu_mask, signal_features

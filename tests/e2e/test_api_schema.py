@@ -57,7 +57,7 @@ def test_every_route_documents_the_errors_it_can_answer():
 
 async def test_the_documented_examples_work_on_the_embedded_defaults(sqlite_url):
     """Each request body's example, sent as it stands to the service as shipped (only its database elsewhere)."""
-    app = create_api(Settings(_env_file=None, database_url=sqlite_url), run_clock=False)
+    app = create_api(Settings(database_url=sqlite_url), run_clock=False)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sizer") as client:
             r = await client.post("/v1/signals", json=example("/v1/signals"))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from backend.api.deps import Clock
 from backend.api.clock import BrokerClock
-from backend.api.schemas import MARKET_ENDED, TOO_LARGE, UNAVAILABLE, ClockIn, ClockOut, EquityOut, problem
+from backend.api.schemas import TOO_LARGE, UNAVAILABLE, ClockIn, ClockOut, EquityOut, problem
 
 router = APIRouter(prefix="/v1", tags=["market"])
 
