@@ -35,7 +35,6 @@ class StaticBroker:
     """A broker frozen at one moment: a given account and bar history; records what it is sent."""
 
     name = "static"
-    io_bound = False
 
     def __init__(self, account: Account, series: Series, asset: AssetRules = AssetRules()) -> None:
         self._account = account

@@ -176,7 +176,6 @@ def _failure(exc: BaseException) -> str:
 
 class AlpacaBroker:
     name = "alpaca"
-    io_bound = True
 
     def __init__(self, settings: AlpacaSettings, connections: int) -> None:
         """`connections`: the requests this process sends at once (WORKER_CONCURRENCY)."""

@@ -113,8 +113,6 @@ class Execution(Protocol):
 class Clock(Protocol):
     """The market's time: a simulated clock moved bar by bar, or a real broker's, polled."""
 
-    io_bound: bool  # True: calls go over the network, so async callers must run them in a thread pool
-
     def now(self) -> datetime: ...
 
     def advance(self) -> list[Fill]:

@@ -38,7 +38,6 @@ class _Position:
 
 class SimBroker:
     name = "sim"
-    io_bound = False  # in memory: nothing to wait for
 
     def __init__(
         self,
