@@ -1,13 +1,16 @@
 """All validation at the edge: anything that reaches the services is well-formed."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model, model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from backend.domain.model import OutcomeReport, Side, Signal
+from backend.domain.model import Decision, OutcomeReport, Side, Signal
 
 # from a satoshi to a billion: a product or ratio of two prices and a quantity stays a finite, non-zero float
 Price = Annotated[float, Field(ge=1e-8, allow_inf_nan=False, le=1e9)]
@@ -69,28 +72,33 @@ class SignalIn(DecisionIn):
         return super().to_signal(self.signal_id)
 
 
-class DecisionOut(BaseModel):
-    decision_id: str | None = Field(None, description="POST /v1/decisions: report the trade's outcome under this id "
-                                                      "(none when the trade cannot be taken)")
-    approved: bool = Field(description="An order of `quantity` is (to be) placed")
-    skipped: bool = Field(False, description="Sized 0: no order; the signal is followed so every size learns")
-    symbol: str
-    side: str
-    exposure: float = Field(0.0, description="Notional / equity")
-    size_usd: float
-    quantity: float
-    leverage: float = Field(description="Notional / equity, at least 1")
-    price: float
-    stop_price: float
-    target_price: float | None
-    policy: str
-    state_key: str | None
-    action_key: str | None
-    q_value: float | None
-    model_version: str | None
-    capped_by: list[str]
-    reasoning: str
-    arm: str | None = Field(None, description="AB_ENABLED: the arm that sized it, rl or control (GET /v1/ab)")
+# What the API says of a decision's fields beyond their names; the fields themselves are the domain Decision's
+DECISION_FIELD_DOCS = {
+    "decision_id": "POST /v1/decisions: report the trade's outcome under this id (none when the trade cannot be "
+                   "taken)",
+    "approved": "An order of `quantity` is (to be) placed",
+    "skipped": "Sized 0: no order; the signal is followed so every size learns",
+    "exposure": "Notional / equity",
+    "leverage": "Notional / equity, at least 1",
+    "capped_by": "The caps that made the size smaller than the policy's",
+    "reasoning": "The decision in words: the policy's reason, and the caps that bound the size",
+    "arm": "AB_ENABLED: the arm that sized it, rl or control (GET /v1/ab)",
+}
+DECISION_NOT_SHOWN = {"equity"}  # the account's equity is the account's business, not the answer's
+
+
+def _decision_field(f: dataclasses.Field) -> tuple[Any, Any]:
+    """(type, pydantic Field) of a Decision field, with its default and the API's description."""
+    default = {} if f.default is dataclasses.MISSING else {"default": f.default}
+    if f.default_factory is not dataclasses.MISSING:
+        default = {"default_factory": f.default_factory}
+    return get_type_hints(Decision)[f.name], Field(description=DECISION_FIELD_DOCS.get(f.name), **default)
+
+
+DecisionOut = create_model(
+    "DecisionOut", __doc__="A decision as the API answers it: the domain Decision's fields (Decision.to_json).",
+    **{f.name: _decision_field(f) for f in dataclasses.fields(Decision) if f.name not in DECISION_NOT_SHOWN},
+)
 
 
 class OutcomeIn(_In):
