@@ -140,7 +140,7 @@ class Executor:
             return decision
         decision = replace(decision, decision_id=signal.signal_id)
         self._trades.record_decision(signal, decision, client_order_id=client_order_id(signal.signal_id),
-                                    equity=decision.equity, decided_at=self._broker.now())
+                                     equity=decision.equity, decided_at=self._broker.now())
         return decision
 
     def _submit(self, trade: Trade, decision: Decision) -> ExecutionResult:

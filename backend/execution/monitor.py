@@ -61,7 +61,7 @@ class PositionMonitor:
         trade = self._trades.trade_by_order(fill.client_order_id)
         if trade is not None and trade.status in (TradeStatus.PENDING, TradeStatus.OPEN):  # the entry order, wholly or in part
             self._trades.mark_open(trade.id, quantity=fill.quantity, entry_price=fill.price, at=fill.ts,
-                                  commission=fill.commission)
+                                   commission=fill.commission)
             return
         # any other fill against an active trade's side closes it: our exit, a bracket leg, or a close by hand
         trade = self._trades.active_trade(fill.symbol)
@@ -102,8 +102,7 @@ class PositionMonitor:
         """Record the outcome of a trade its exit fill closed, and what it teaches; False if this close was
         already recorded."""
         path = trade.path(fill.price, fill.ts, trade.cost_rate(fill.commission))
-        return self._settle(trade, path, trade.exposure,
-                            trade.exit_reason or fill.reason, fill.ts, fill.commission)
+        return self._settle(trade, path, trade.exposure, trade.exit_reason or fill.reason, fill.ts, fill.commission)
 
     def _close_shadow(self, trade: Trade, price: float, reason: str, worst: float | None = None) -> bool:
         """A trade sized 0 ends where a placed one would have; its path is charged RL_SHADOW_COST_BPS."""
