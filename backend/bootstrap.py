@@ -22,7 +22,7 @@ from backend.domain.rewards import REWARDS
 from backend.execution.engine import Engine
 from backend.execution.executor import Executor
 from backend.execution.monitor import PENDING_GRACE_S, PositionMonitor
-from backend.indicators import min_bars
+from backend.indicators import history_bars
 from backend.prometheus import Metrics
 from backend.risk import RiskManager
 from backend.risk.protections import protections_from
@@ -99,18 +99,13 @@ TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sql
              BrokerUnavailable)
 
 
-def sim_warmup_bars(settings: Settings) -> int:
-    """Bars the simulated clock must have behind it at SIM_START for the indicators (ATR, ADX) to be sound."""
-    return max(10 * settings.risk.atr_period, min_bars(settings.risk.atr_period))
-
-
 def make_sim_broker(settings: Settings, series: dict[str, Series] | None = None) -> SimulatedMarket:
     """The simulator on `series` (default: SIM_BARS, else the bundled indices), its clock at SIM_START (default:
     the first bar after the warm-up)."""
     sim = settings.sim
     series = series or load_market(sim.bars, sim.symbols)
     calendar = next(iter(series.values())).ts
-    warmup = sim_warmup_bars(settings)
+    warmup = history_bars(settings.risk.atr_period)  # the indicators' bars behind the clock at SIM_START
     start = warmup if sim.start is None else int(np.searchsorted(calendar, np.datetime64(sim.start, "s")))
     if start < warmup or start >= len(calendar) - 1:
         raise ValueError(

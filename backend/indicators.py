@@ -24,6 +24,12 @@ def min_bars(period: int) -> int:
     return 2 * period + 1
 
 
+def history_bars(period: int) -> int:
+    """The bars a decision reads (and a simulated clock must have behind it): enough for Wilder's ATR and ADX to
+    settle, ten periods, and never fewer than `min_bars`."""
+    return max(min_bars(period), 10 * period)
+
+
 def _check_period(period: int) -> None:
     if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
         raise ValueError(f"period must be a positive integer, got {period!r}")

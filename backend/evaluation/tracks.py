@@ -106,16 +106,16 @@ def replay_track(policy: str, calendar: np.ndarray, train: np.ndarray | None = N
     `calendar`: the dates of the track's bars, which the replay covers exactly; `bars`: bar files (SIM_BARS)
     instead of the bundled indices."""
     from backend.backtest import read_run
-    from backend.bootstrap import sim_warmup_bars
     from backend.config import load_settings
     from backend.data.files import load_market
+    from backend.indicators import history_bars
     from backend.replay import run_replay
 
     with tempfile.TemporaryDirectory() as scratch:
         base = load_settings(broker="sim", sizing_policy=policy, database_url=f"sqlite:///{scratch}/replay.db",
                              rl_sizing_seed=seed, sim_bars=bars)
         if train is not None:  # the first bars of the data only warm the indicators up
-            first = next(iter(load_market(base.sim.bars, base.sim.symbols).values())).ts[sim_warmup_bars(base)]
+            first = next(iter(load_market(base.sim.bars, base.sim.symbols).values())).ts[history_bars(base.risk.atr_period)]
             train = train[train >= first]
         for dates in ([train] if train is not None and len(train) > 1 else []) + [calendar]:
             day = lambda i: dates[i].astype("datetime64[D]").item()  # noqa: E731

@@ -14,7 +14,7 @@ from backend.brokers.base import OrderRejected, SizingInputs
 from backend.config import RiskSettings
 from backend.domain.model import Account, AssetRules, Decision, MarketContext, Proposal, Side, Signal
 from backend.domain.state import BucketEdges, state_key
-from backend.indicators import InsufficientData, min_bars, wilder_atr_adx
+from backend.indicators import InsufficientData, history_bars, wilder_atr_adx
 from backend.risk.trading_state import Status
 from backend.sizing.ab import Arms
 from backend.sizing.atr import AtrRule
@@ -102,7 +102,7 @@ class RiskManager:
     @property
     def bars_needed(self) -> int:
         """The bars a decision reads: enough for Wilder's ATR and ADX to settle."""
-        return max(min_bars(self._s.atr_period), 10 * self._s.atr_period)
+        return history_bars(self._s.atr_period)
 
     def prefetch(self, symbols: list[str]) -> None:
         """Load what deciding these symbols reads, in a few broker requests (a worker's batch of signals)."""

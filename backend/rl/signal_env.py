@@ -37,7 +37,7 @@ from backend.domain.bars import Series
 from backend.data.signals import TimedSignal
 from backend.domain.model import Account, AssetRules, Side, TradePath, bracket_exit
 from backend.domain.rewards import counterfactual_rewards, log_growth_reward
-from backend.indicators import InsufficientData, min_bars, wilder_atr_adx
+from backend.indicators import InsufficientData, history_bars, wilder_atr_adx
 from backend.risk.manager import cap_limits
 from backend.rl.observation import ObservationSpec, market_features, normalise
 
@@ -139,7 +139,7 @@ def trade_paths(series: list[Series], signals: list[TimedSignal], risk: RiskSett
     index = {s.symbol: i for i, s in enumerate(series)}
     slip, commission = sim.slippage_bps / 1e4, sim.commission_bps / 1e4
     period = risk.atr_period
-    history = max(min_bars(period), 10 * period)
+    history = history_bars(period)
     by_symbol: dict[int, list[tuple[int, TimedSignal]]] = {}
     unused: dict[str, int] = {}
 
