@@ -357,11 +357,11 @@ class SqlTrades:
                     pnl_pct=outcome.pnl_pct, duration_hours=outcome.duration_hours,
                     max_drawdown_pct=outcome.max_drawdown_pct, won=outcome.won, closed_at=close.closed_at,
                     created_at=utcnow()))  # the unique trade_id decides here whether this close is the first
-                closed = c.execute(_moved(trade.id, TradeStatus.CLOSED,
-                    exit_price=close.exit_price, exit_reason=close.exit_reason, closed_at=close.closed_at,
-                    pnl_usd=outcome.pnl_usd, commission_usd=TradeRow.commission_usd + close.commission,
-                    max_adverse_pct=outcome.max_drawdown_pct, **(close.reported or {})))
-                if closed.rowcount != 1:
+                closed = _moved(trade.id, TradeStatus.CLOSED, exit_price=close.exit_price,
+                                exit_reason=close.exit_reason, closed_at=close.closed_at, pnl_usd=outcome.pnl_usd,
+                                commission_usd=TradeRow.commission_usd + close.commission,
+                                max_adverse_pct=outcome.max_drawdown_pct, **(close.reported or {}))
+                if c.execute(closed).rowcount != 1:
                     raise _NotClosable
                 if close.learning is not None:
                     self._q_table.learn(c, close.learning)
