@@ -16,6 +16,10 @@ from backend.domain.trade import moves_to, utcnow
 from backend.execution.executor import Executor
 from backend.execution.monitor import PositionMonitor
 from backend.execution.ports import Close, DuplicateSignal, NewTrade, SymbolBusy
+from backend.risk import RiskManager
+from backend.risk.trading_state import Status, TradingState
+from backend.sizing.atr import AtrRule
+from backend.sizing.fixed import FixedExposure
 from backend.domain.state import ROOT_KEY, action_key
 from backend.sizing.qlearning import Cell, Learning
 
@@ -271,9 +275,7 @@ class ActiveGuard:
 
     protections: list = []
 
-    def status(self):
-        from backend.risk.trading_state import Status, TradingState
-
+    def status(self) -> Status:
         return Status(TradingState.ACTIVE, "", "no protection holds trading back", None)
 
 
@@ -289,10 +291,7 @@ class Desk:
 
     @classmethod
     def build(cls, exposure: float = 0.5, broker: StaticBroker | None = None) -> Desk:
-        from backend.risk import RiskManager
-        from backend.sizing.atr import AtrRule
-        from backend.sizing.fixed import FixedExposure
-        from tests.conftest import make_settings
+        from tests.conftest import make_settings  # conftest is pytest's: imported when a test runs
 
         settings = make_settings()
         trades = MemoryTrades()

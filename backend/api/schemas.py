@@ -84,6 +84,7 @@ DECISION_FIELD_DOCS = {
     "reasoning": "The decision in words: the policy's reason, and the caps that bound the size",
     "arm": "AB_ENABLED: the arm that sized it, rl or control (GET /v1/ab)",
 }
+DECISION_TYPES = get_type_hints(Decision)
 DECISION_NOT_SHOWN = {"equity"}  # the account's equity is the account's business, not the answer's
 
 
@@ -92,7 +93,7 @@ def _decision_field(f: dataclasses.Field) -> tuple[Any, Any]:
     default = {} if f.default is dataclasses.MISSING else {"default": f.default}
     if f.default_factory is not dataclasses.MISSING:
         default = {"default_factory": f.default_factory}
-    return get_type_hints(Decision)[f.name], Field(description=DECISION_FIELD_DOCS.get(f.name), **default)
+    return DECISION_TYPES[f.name], Field(description=DECISION_FIELD_DOCS.get(f.name), **default)
 
 
 DecisionOut = create_model(
